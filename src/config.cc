@@ -1,0 +1,240 @@
+#include "config.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include "errors.h"
+
+namespace stsync {
+namespace {
+
+[[noreturn]] void fail(const std::string& message) { throw Error(ErrorKind::config, message); }
+
+void check_keys(const toml::table& t, std::initializer_list<std::string_view> allowed,
+                const std::string& where) {
+  for (const auto& [key, value] : t)
+    if (std::find(allowed.begin(), allowed.end(), key.str()) == allowed.end())
+      fail(fmt::format("config: unknown key '{}' in {}", key.str(), where));
+}
+
+template <typename T>
+void read(const toml::table& t, const char* key, T& slot, const std::string& where) {
+  const toml::node* n = t.get(key);
+  if (n == nullptr) return;
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (!n->is_string()) fail(fmt::format("config: {}.{} must be a string", where, key));
+    slot = *n->value<std::string>();
+  } else if constexpr (std::is_same_v<T, bool>) {
+    if (!n->is_boolean()) fail(fmt::format("config: {}.{} must be true or false", where, key));
+    slot = *n->value<bool>();
+  } else if constexpr (std::is_same_v<T, double>) {
+    if (!n->is_number()) fail(fmt::format("config: {}.{} must be a number", where, key));
+    slot = *n->value<double>();
+  } else {
+    if (!n->is_integer()) fail(fmt::format("config: {}.{} must be an integer", where, key));
+    slot = static_cast<T>(*n->value<std::int64_t>());
+  }
+}
+
+std::int64_t parse_tenant_id(const std::string& text, const char* source) {
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno != 0 || v <= 0)
+    fail(fmt::format("{} '{}' is not a tenant id (a positive integer)", source, text));
+  return v;
+}
+
+bool parse_bool(const std::string& text, const char* name) {
+  if (text == "1" || text == "true" || text == "yes") return true;
+  if (text == "0" || text == "false" || text == "no") return false;
+  fail(fmt::format("{} must be true or false, not '{}'", name, text));
+}
+
+void load_file(const std::string& path, Settings& s, std::vector<std::string>& warnings) {
+  toml::table root;
+  try {
+    root = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    const std::string desc(e.description());
+    if (e.source().begin.line == 0 || desc.find("File could not be opened") != std::string::npos)
+      fail(fmt::format("config file {} cannot be read: {}", path, desc));
+    fail(fmt::format("config file {} line {}: {}", path, e.source().begin.line, desc));
+  }
+  check_keys(root, {"servicetitan", "database", "run", "tenants", "jobs"}, "the top level");
+  bool holds_secret = false;
+  if (const toml::table* st = root["servicetitan"].as_table()) {
+    check_keys(*st,
+               {"environment", "auth_url", "api_url", "app_key", "requests_per_second",
+                "timeout_seconds", "connect_timeout_seconds", "max_attempts",
+                "retry_budget_seconds", "max_backoff_seconds", "list_safety_seconds",
+                "tls_verify", "ca_file"},
+               "[servicetitan]");
+    read(*st, "environment", s.environment, "servicetitan");
+    read(*st, "auth_url", s.auth_url, "servicetitan");
+    read(*st, "api_url", s.api_url, "servicetitan");
+    read(*st, "app_key", s.app_key, "servicetitan");
+    read(*st, "requests_per_second", s.requests_per_second, "servicetitan");
+    read(*st, "timeout_seconds", s.timeout_seconds, "servicetitan");
+    read(*st, "connect_timeout_seconds", s.connect_timeout_seconds, "servicetitan");
+    read(*st, "max_attempts", s.max_attempts, "servicetitan");
+    read(*st, "retry_budget_seconds", s.retry_budget_seconds, "servicetitan");
+    read(*st, "max_backoff_seconds", s.max_backoff_seconds, "servicetitan");
+    read(*st, "list_safety_seconds", s.list_safety_seconds, "servicetitan");
+    read(*st, "tls_verify", s.tls_verify, "servicetitan");
+    read(*st, "ca_file", s.ca_file, "servicetitan");
+    holds_secret |= !s.app_key.empty();
+  }
+  if (const toml::table* db = root["database"].as_table()) {
+    check_keys(*db, {"url", "schema"}, "[database]");
+    read(*db, "url", s.database_url, "database");
+    read(*db, "schema", s.schema, "database");
+    holds_secret |= s.database_url.find("password") != std::string::npos ||
+                    s.database_url.find(':', s.database_url.find("//") + 2) <
+                        s.database_url.find('@');
+  }
+  if (const toml::table* run = root["run"].as_table()) {
+    check_keys(*run, {"parallel", "jobs_dir", "log_level"}, "[run]");
+    read(*run, "parallel", s.parallel, "run");
+    read(*run, "jobs_dir", s.jobs_dir, "run");
+    read(*run, "log_level", s.log_level, "run");
+  }
+  if (const toml::node* tenants = root.get("tenants")) {
+    const toml::array* list = tenants->as_array();
+    if (list == nullptr) fail("config: 'tenants' must be an array of tables ([[tenants]])");
+    for (const toml::node& n : *list) {
+      const toml::table* t = n.as_table();
+      if (t == nullptr) fail("config: every [[tenants]] entry must be a table");
+      check_keys(*t, {"id", "client_id", "client_secret"}, "[[tenants]]");
+      TenantConfig tc;
+      read(*t, "id", tc.id, "tenants");
+      read(*t, "client_id", tc.client_id, "tenants");
+      read(*t, "client_secret", tc.client_secret, "tenants");
+      if (tc.id <= 0) fail("config: every [[tenants]] entry needs a positive 'id'");
+      holds_secret |= !tc.client_secret.empty();
+      s.tenants.push_back(tc);
+    }
+  }
+  if (const toml::table* jobs = root["jobs"].as_table()) {
+    for (const auto& [name, node] : *jobs) {
+      const toml::table* j = node.as_table();
+      const std::string where = fmt::format("[jobs.{}]", name.str());
+      if (j == nullptr) fail(fmt::format("config: {} must be a table", where));
+      check_keys(*j, {"enabled", "mode", "overlap_seconds", "page_size", "include_recent_changes"},
+                 where);
+      JobOptions o;
+      if (auto v = (*j)["enabled"].value<bool>()) o.enabled = *v;
+      if (auto v = (*j)["mode"].value<std::string>()) {
+        SyncMode m;
+        if (!parse_mode(*v, m)) fail(fmt::format("config: {} mode must be 'export' or 'list'", where));
+        o.mode = m;
+      }
+      if (auto v = (*j)["overlap_seconds"].value<std::int64_t>()) o.overlap_seconds = static_cast<int>(*v);
+      if (auto v = (*j)["page_size"].value<std::int64_t>()) o.page_size = static_cast<int>(*v);
+      if (auto v = (*j)["include_recent_changes"].value<bool>()) o.include_recent_changes = *v;
+      s.jobs[std::string(name.str())] = o;
+    }
+  }
+  struct stat st {};
+  if (holds_secret && ::stat(path.c_str(), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+    warnings.push_back(fmt::format(
+        "config file {} holds secrets and other users can read it: run chmod 600 {}", path, path));
+}
+
+}  // namespace
+
+EnvLookup process_environment() {
+  return [](const char* name) -> std::optional<std::string> {
+    const char* v = std::getenv(name);
+    if (v == nullptr) return std::nullopt;
+    return std::string(v);
+  };
+}
+
+Settings load_settings(const std::optional<std::string>& path, const EnvLookup& env,
+                       std::vector<std::string>& warnings) {
+  Settings s;
+  std::optional<std::string> file = path;
+  if (!file) file = env("STSYNC_CONFIG");
+  if (file && !file->empty()) load_file(*file, s, warnings);
+
+  if (auto v = env("ST_ENVIRONMENT")) s.environment = *v;
+  if (auto v = env("ST_AUTH_URL")) s.auth_url = *v;
+  if (auto v = env("ST_API_URL")) s.api_url = *v;
+  if (auto v = env("ST_APP_KEY")) s.app_key = *v;
+  if (auto v = env("DATABASE_URL")) s.database_url = *v;
+  if (auto v = env("STSYNC_SCHEMA")) s.schema = *v;
+  if (auto v = env("STSYNC_JOBS_DIR")) s.jobs_dir = *v;
+  if (auto v = env("STSYNC_LOG_LEVEL")) s.log_level = *v;
+  if (auto v = env("STSYNC_CA_FILE")) s.ca_file = *v;
+  if (auto v = env("STSYNC_TLS_VERIFY")) s.tls_verify = parse_bool(*v, "STSYNC_TLS_VERIFY");
+  if (auto v = env("STSYNC_REQUESTS_PER_SECOND")) s.requests_per_second = std::atof(v->c_str());
+  if (auto v = env("STSYNC_PARALLEL")) s.parallel = std::atoi(v->c_str());
+  if (auto v = env("STSYNC_MAX_ATTEMPTS")) s.max_attempts = std::atoi(v->c_str());
+  if (auto v = env("STSYNC_RETRY_BUDGET_SECONDS")) s.retry_budget_seconds = std::atof(v->c_str());
+  if (auto v = env("STSYNC_MAX_BACKOFF_SECONDS")) s.max_backoff_seconds = std::atof(v->c_str());
+  if (auto v = env("STSYNC_TIMEOUT_SECONDS")) s.timeout_seconds = std::atoi(v->c_str());
+
+  // One tenant from the environment alone: ST_TENANT_ID with ST_CLIENT_ID/ST_CLIENT_SECRET.
+  // It replaces the credentials of the same tenant from the file, or is added to the list.
+  auto env_id = env("ST_CLIENT_ID");
+  auto env_secret = env("ST_CLIENT_SECRET");
+  if (auto v = env("ST_TENANT_ID")) {
+    const std::int64_t id = parse_tenant_id(*v, "ST_TENANT_ID");
+    auto it = std::find_if(s.tenants.begin(), s.tenants.end(),
+                           [&](const TenantConfig& t) { return t.id == id; });
+    if (it == s.tenants.end()) {
+      s.tenants.push_back(TenantConfig{id, "", ""});
+      it = std::prev(s.tenants.end());
+    }
+    if (env_id) it->client_id = *env_id;
+    if (env_secret) it->client_secret = *env_secret;
+  } else if ((env_id || env_secret) && s.tenants.size() == 1) {
+    if (env_id) s.tenants[0].client_id = *env_id;
+    if (env_secret) s.tenants[0].client_secret = *env_secret;
+  }
+
+  if (s.environment != "production" && s.environment != "integration")
+    fail(fmt::format("ST_ENVIRONMENT must be 'production' or 'integration', not '{}'", s.environment));
+  const bool production = s.environment == "production";
+  if (s.auth_url.empty())
+    s.auth_url = production ? "https://auth.servicetitan.io" : "https://auth-integration.servicetitan.io";
+  if (s.api_url.empty())
+    s.api_url = production ? "https://api.servicetitan.io" : "https://api-integration.servicetitan.io";
+  while (!s.auth_url.empty() && s.auth_url.back() == '/') s.auth_url.pop_back();
+  while (!s.api_url.empty() && s.api_url.back() == '/') s.api_url.pop_back();
+  if (s.requests_per_second <= 0 || s.requests_per_second > 60)
+    fail("requests_per_second must be above 0 and at most 60 (ServiceTitan's limit per tenant)");
+  if (s.parallel < 1 || s.parallel > 64) fail("parallel must be between 1 and 64");
+  if (s.max_attempts < 1) fail("max_attempts must be at least 1");
+  if (s.schema.empty()) fail("the schema name must not be empty");
+  return s;
+}
+
+std::vector<JobSpec> resolve_jobs(const Settings& settings) {
+  std::vector<JobSpec> specs = load_job_specs(settings.jobs_dir);
+  for (const auto& [name, o] : settings.jobs) {
+    if (std::none_of(specs.begin(), specs.end(), [&](const JobSpec& j) { return j.name == name; }))
+      fail(fmt::format("config: [jobs.{}] names no job (known: see jobs/)", name));
+  }
+  std::vector<JobSpec> out;
+  for (JobSpec& spec : specs) {
+    auto it = settings.jobs.find(spec.name);
+    if (it != settings.jobs.end()) {
+      const JobOptions& o = it->second;
+      if (o.enabled == false) continue;
+      if (o.mode) spec.mode = *o.mode;
+      if (o.overlap_seconds) spec.overlap_seconds = *o.overlap_seconds;
+      if (o.page_size) spec.page_size = *o.page_size;
+      if (o.include_recent_changes) spec.include_recent_changes = *o.include_recent_changes;
+    }
+    out.push_back(std::move(spec));
+  }
+  return out;
+}
+
+}  // namespace stsync

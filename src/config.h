@@ -1,0 +1,65 @@
+// Settings: a TOML file (optional) overlaid by the environment, which wins.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "job_spec.h"
+
+namespace stsync {
+
+struct TenantConfig {
+  std::int64_t id = 0;
+  std::string client_id;
+  std::string client_secret;
+};
+
+/// Per-job overrides from the config file's [jobs.NAME] tables.
+struct JobOptions {
+  std::optional<bool> enabled;
+  std::optional<SyncMode> mode;
+  std::optional<int> overlap_seconds;
+  std::optional<int> page_size;
+  std::optional<bool> include_recent_changes;
+};
+
+struct Settings {
+  std::string environment = "production";
+  std::string auth_url;  // resolved: without /connect/token
+  std::string api_url;
+  std::string app_key;
+  std::vector<TenantConfig> tenants;
+  std::string database_url;  // empty: libpq's PG* variables
+  std::string schema = "servicetitan";
+  std::string jobs_dir;      // empty: the job files built into the binary
+  double requests_per_second = 10;
+  int parallel = 2;
+  int timeout_seconds = 120;
+  int connect_timeout_seconds = 10;
+  int max_attempts = 6;            // per request
+  double retry_budget_seconds = 300;  // total backoff one job may spend
+  double max_backoff_seconds = 60;
+  int list_safety_seconds = 60;    // list windows end this long before the server's clock
+  bool tls_verify = true;
+  std::string ca_file;
+  std::string log_level = "info";
+  std::map<std::string, JobOptions> jobs;
+};
+
+/// Reads an environment variable; the seam that tests replace.
+using EnvLookup = std::function<std::optional<std::string>(const char* name)>;
+EnvLookup process_environment();
+
+/// Loads the file at `path` (if any; else $STSYNC_CONFIG if set), overlays the environment and
+/// validates. Throws Error(config) with a one-line message naming the key and what to do.
+/// `warnings` receives non-fatal findings (e.g. a secret-holding file others can read).
+Settings load_settings(const std::optional<std::string>& path, const EnvLookup& env,
+                       std::vector<std::string>& warnings);
+
+/// The job specs with the config's per-job overrides applied.
+std::vector<JobSpec> resolve_jobs(const Settings& settings);
+
+}  // namespace stsync

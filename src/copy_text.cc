@@ -1,0 +1,77 @@
+#include "copy_text.h"
+
+#include <fmt/format.h>
+
+namespace stsync {
+
+void append_copy_field(std::string& out, std::string_view value) {
+  size_t start = 0;
+  for (size_t i = 0; i < value.size(); ++i) {
+    const char* escape = nullptr;
+    switch (value[i]) {
+      case '\\': escape = "\\\\"; break;
+      case '\n': escape = "\\n"; break;
+      case '\r': escape = "\\r"; break;
+      case '\t': escape = "\\t"; break;
+      default: continue;
+    }
+    out.append(value.substr(start, i - start));
+    out.append(escape);
+    start = i + 1;
+  }
+  out.append(value.substr(start));
+}
+
+void append_json_string(std::string& out, std::string_view value) {
+  out.push_back('"');
+  for (unsigned char c : value) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (c < 0x20) {
+          out += fmt::format("\\u{:04x}", c);
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out.push_back('"');
+}
+
+bool replace_nul_in_text(std::string& value) {
+  if (value.find('\0') == std::string::npos) return false;
+  std::string out;
+  out.reserve(value.size() + 8);
+  for (char c : value) {
+    if (c == '\0') {
+      out += "\xEF\xBF\xBD";
+    } else {
+      out.push_back(c);
+    }
+  }
+  value.swap(out);
+  return true;
+}
+
+bool replace_nul_in_json(std::string& json) {
+  if (json.find("\\u0000") == std::string::npos) return false;
+  bool replaced = false;
+  for (size_t i = 0; i + 1 < json.size(); ++i) {
+    if (json[i] != '\\') continue;
+    // An escape: skip its second character so that "\\" never starts a new escape.
+    if (json[i + 1] == 'u' && json.compare(i + 2, 4, "0000") == 0) {
+      json.replace(i + 2, 4, "fffd");
+      replaced = true;
+    }
+    ++i;
+  }
+  return replaced;
+}
+
+}  // namespace stsync

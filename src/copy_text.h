@@ -1,0 +1,25 @@
+// The two text encodings stsync writes by hand: PostgreSQL COPY text fields and JSON strings.
+#pragma once
+#include <string>
+#include <string_view>
+
+namespace stsync {
+
+/// Appends `value` as one field of COPY's text format: backslash, newline, carriage return and
+/// tab are escaped, so the field can never be mistaken for a delimiter, a row end or \N.
+/// Precondition: `value` holds no NUL byte (PostgreSQL text cannot hold one; see
+/// replace_nul_in_text).
+void append_copy_field(std::string& out, std::string_view value);
+
+/// Appends `value` as a JSON string literal with its quotes; control characters are escaped.
+void append_json_string(std::string& out, std::string_view value);
+
+/// The documented NUL policy for text columns: every NUL byte becomes U+FFFD (the Unicode
+/// replacement character). Returns true when something was replaced.
+bool replace_nul_in_text(std::string& value);
+
+/// The same policy for JSON text bound for jsonb: every `\u0000` escape inside a string becomes
+/// `\ufffd`. Escaped backslashes (`\\u0000`) are left alone. Returns true when replaced.
+bool replace_nul_in_json(std::string& json);
+
+}  // namespace stsync

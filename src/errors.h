@@ -1,0 +1,41 @@
+// The one exception type of stsync. Its kind says what the caller should do; retryable() is the
+// single place that decides whether an error is worth another attempt.
+#pragma once
+#include <stdexcept>
+#include <string>
+
+namespace stsync {
+
+enum class ErrorKind {
+  network,          // connection refused/reset, timeout, body cut off: retry
+  http_transient,   // 429, 5xx, 409 maintenance: retry (honour Retry-After)
+  http_permanent,   // 400, 403, 404 …: a request that will never succeed as it is
+  auth_rejected,    // the token endpoint refused the credentials
+  token_rejected,   // an export continueFrom token the API no longer accepts
+  bad_data,         // a page or record stsync cannot store (invalid JSON, wrong types…)
+  config,           // configuration or usage
+  db_unavailable,   // PostgreSQL unreachable or the connection broke: reconnect and retry
+  db,               // any other database error (constraint, syntax, migration)
+};
+
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorKind kind, const std::string& message, long http_status = 0)
+      : std::runtime_error(message), kind_(kind), http_status_(http_status) {}
+  ErrorKind kind() const { return kind_; }
+  long http_status() const { return http_status_; }
+  /// True for errors that another attempt may cure. The only retryability decision in stsync.
+  bool retryable() const {
+    return kind_ == ErrorKind::network || kind_ == ErrorKind::http_transient ||
+           kind_ == ErrorKind::db_unavailable;
+  }
+
+ private:
+  ErrorKind kind_;
+  long http_status_;
+};
+
+/// Maps an HTTP status of a resource call to the kind of error it is (2xx is not an error).
+ErrorKind classify_http_status(long status);
+
+}  // namespace stsync

@@ -1,0 +1,44 @@
+// A job is data: one TOML file per resource in jobs/ (see jobs/invoices.toml).
+#pragma once
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace stsync {
+
+enum class ColumnType { bigint, integer, numeric, text, boolean, timestamptz, date, jsonb };
+std::string_view column_type_sql(ColumnType type);
+
+struct ColumnSpec {
+  std::string name;               // SQL column, default: snake_case of the path
+  std::vector<std::string> path;  // JSON field path, e.g. {"customer", "id"}
+  ColumnType type = ColumnType::text;
+};
+
+enum class SyncMode { export_feed, list_windows };
+std::string_view mode_name(SyncMode mode);
+bool parse_mode(std::string_view text, SyncMode& out);
+
+struct JobSpec {
+  std::string name;          // "invoices"
+  std::string table;         // table in the stsync schema
+  std::string list_path;     // "accounting/v2/tenant/{tenant}/invoices"
+  std::string export_path;   // "accounting/v2/tenant/{tenant}/export/invoices"
+  SyncMode mode = SyncMode::export_feed;
+  std::string inactive_filter;  // query pair that makes the list endpoint return inactive rows
+  int page_size = 5000;         // list mode
+  int overlap_seconds = 300;    // re-read this much before the watermark
+  bool include_recent_changes = false;
+  std::vector<ColumnSpec> columns;  // typed columns besides tenant_id, id, modified_on, active, raw
+};
+
+/// "customer.id" → "customer_id", "hourlyRate" → "hourly_rate", "salesTaxCode.taxRate" →
+/// "sales_tax_code_tax_rate".
+std::string snake_case(std::string_view dotted_path);
+
+/// Parses one job file's text. Throws Error(config) naming `origin` and the problem.
+JobSpec parse_job_spec(std::string_view toml_text, const std::string& origin);
+/// Loads every *.toml of `dir`, or the job files built into the binary when `dir` is empty.
+std::vector<JobSpec> load_job_specs(const std::string& dir);
+
+}  // namespace stsync

@@ -1,0 +1,52 @@
+#include "log.h"
+
+#include <cstdio>
+#include <mutex>
+#include <vector>
+
+#include "timestamp.h"
+
+namespace stsync::log {
+namespace {
+std::mutex g_mutex;
+Level g_level = Level::info;
+std::vector<std::string> g_secrets;
+const char* const kNames[] = {"debug", "info", "warn", "error"};
+}  // namespace
+
+void set_level(Level level) { g_level = level; }
+
+bool parse_level(std::string_view text, Level& out) {
+  for (int i = 0; i < 4; ++i)
+    if (text == kNames[i]) {
+      out = static_cast<Level>(i);
+      return true;
+    }
+  return false;
+}
+
+void add_secret(std::string_view secret) {
+  if (secret.size() < 4) return;  // redacting "a" would shred every line; such a secret is weak anyway
+  std::lock_guard lock(g_mutex);
+  g_secrets.emplace_back(secret);
+}
+
+std::string redact(std::string_view text) {
+  std::string out(text);
+  std::lock_guard lock(g_mutex);
+  for (const std::string& s : g_secrets) {
+    for (size_t pos = out.find(s); pos != std::string::npos; pos = out.find(s, pos + 3))
+      out.replace(pos, s.size(), "***");
+  }
+  return out;
+}
+
+void write(Level level, std::string_view message) {
+  if (level < g_level) return;
+  std::string line = fmt::format("{} {:5} {}\n", format_timestamp(now_ticks(), 3),
+                                 kNames[static_cast<int>(level)], redact(message));
+  std::lock_guard lock(g_mutex);
+  std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
+}  // namespace stsync::log

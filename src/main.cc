@@ -1,0 +1,129 @@
+// stsync: parses the command line, calls the library, maps the outcome to an exit code.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <sstream>
+
+#include "config.h"
+#include "errors.h"
+#include "exit_status.h"
+#include "log.h"
+#include "migrate.h"
+#include "runner.h"
+#include "status.h"
+
+using namespace stsync;
+
+namespace {
+
+int exit_for_error(const Error& e) {
+  switch (e.kind()) {
+    case ErrorKind::config: return kExitUsage;
+    case ErrorKind::auth_rejected: return kExitAuthRejected;
+    case ErrorKind::db:
+    case ErrorKind::db_unavailable: return kExitDatabase;
+    default: return kExitJobFailed;
+  }
+}
+
+Settings load(const std::optional<std::string>& config, const std::string& log_level) {
+  std::vector<std::string> warnings;
+  Settings s = load_settings(config, process_environment(), warnings);
+  log::Level level;
+  const std::string& wanted = log_level.empty() ? s.log_level : log_level;
+  if (!log::parse_level(wanted, level))
+    throw Error(ErrorKind::config, fmt::format("log level '{}' is not debug, info, warn or error", wanted));
+  log::set_level(level);
+  log::add_secret(s.app_key);
+  for (const TenantConfig& t : s.tenants) log::add_secret(t.client_secret);
+  if (const char* pw = std::getenv("PGPASSWORD")) log::add_secret(pw);
+  // A password inside DATABASE_URL ("postgresql://user:secret@host/db").
+  const size_t scheme = s.database_url.find("://");
+  if (scheme != std::string::npos) {
+    const size_t at = s.database_url.find('@', scheme);
+    const size_t colon = s.database_url.find(':', scheme + 3);
+    if (at != std::string::npos && colon < at) log::add_secret(s.database_url.substr(colon + 1, at - colon - 1));
+  }
+  for (const std::string& w : warnings) log::warn("{}", w);
+  return s;
+}
+
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  for (std::string part; std::getline(in, part, ',');)
+    if (!part.empty()) out.push_back(part);
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"stsync: incremental, exact export of ServiceTitan data into PostgreSQL"};
+  app.require_subcommand(1);
+  std::optional<std::string> config;
+  std::string log_level;
+  app.add_option("--config", config, "TOML config file (default: $STSYNC_CONFIG)");
+  app.add_option("--log-level", log_level, "debug, info, warn or error (default: info, $STSYNC_LOG_LEVEL)");
+
+  RunOptions run_options;
+  std::string jobs, mode;
+  std::int64_t tenant = 0;
+  CLI::App* run = app.add_subcommand("run", "Sync every enabled job for every configured tenant");
+  run->add_option("--jobs", jobs, "Comma-separated jobs (default: all enabled)");
+  run->add_option("--tenant", tenant, "Only this tenant id");
+  run->add_flag("--full-refresh", run_options.full_refresh,
+                "Ignore saved watermarks for the selected jobs (rows are upserted, nothing dropped)");
+  run->add_option("--mode", mode, "Override the jobs' mode for this run: export or list")
+      ->check(CLI::IsMember({"export", "list"}));
+
+  bool json = false;
+  CLI::App* status = app.add_subcommand("status", "Per tenant and job: watermark, rows, last run, last error");
+  status->add_flag("--json", json, "Machine-readable output");
+  CLI::App* migrate = app.add_subcommand("migrate", "Apply pending schema migrations");
+  CLI::App* check = app.add_subcommand("check", "Authenticate with ServiceTitan and connect to PostgreSQL; writes nothing");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? kExitSuccess : kExitUsage;
+  }
+
+  try {
+    Settings settings = load(config, log_level);
+    if (run->parsed()) {
+      run_options.jobs = split_commas(jobs);
+      if (tenant != 0) run_options.tenant = tenant;
+      if (!mode.empty()) {
+        SyncMode m;
+        parse_mode(mode, m);
+        run_options.mode = m;
+      }
+      RunSummary summary = run_jobs(settings, run_options, real_clock());
+      return summary.exit_code;
+    }
+    if (status->parsed()) {
+      fmt::print("{}", render_status(settings, json));
+      return kExitSuccess;
+    }
+    if (migrate->parsed()) {
+      PgConnection db(settings.database_url);
+      const int n = apply_migrations(db, settings.schema);
+      fmt::print("{} migration(s) applied to schema {}\n", n, settings.schema);
+      return kExitSuccess;
+    }
+    if (check->parsed()) {
+      int rc = 0;
+      for (const std::string& line : check_connectivity(settings, rc)) fmt::print("{}\n", line);
+      return rc;
+    }
+  } catch (const Error& e) {
+    log::error("{}", e.what());
+    return exit_for_error(e);
+  } catch (const std::exception& e) {
+    log::error("unexpected: {}", e.what());
+    return kExitJobFailed;
+  }
+  return kExitUsage;
+}

@@ -1,0 +1,51 @@
+#include "migrate.h"
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <set>
+
+#include "embedded.h"
+#include "log.h"
+
+namespace stsync {
+
+int apply_migrations(PgConnection& db, const std::string& schema) {
+  const std::string s = db.quote_ident(schema);
+  db.exec("BEGIN");
+  try {
+    db.exec("SELECT pg_advisory_xact_lock(hashtextextended('stsync-migrate:' || $1, 0))", {schema});
+    db.exec(fmt::format("CREATE SCHEMA IF NOT EXISTS {}", s));
+    db.exec(fmt::format(
+        "CREATE TABLE IF NOT EXISTS {}.schema_migrations (version integer PRIMARY KEY, "
+        "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+        s));
+    std::set<int> applied;
+    PgResult r = db.exec(fmt::format("SELECT version FROM {}.schema_migrations", s));
+    for (int i = 0; i < r.rows(); ++i) applied.insert(static_cast<int>(r.get_int(i, 0)));
+    int count = 0;
+    for (const EmbeddedFile& f : embedded_migrations()) {
+      const int version = std::atoi(std::string(f.name).c_str());
+      if (version <= 0 || applied.count(version)) continue;
+      std::string sql(f.content);
+      for (size_t pos; (pos = sql.find("{{schema}}")) != std::string::npos;) sql.replace(pos, 10, s);
+      try {
+        db.exec(sql);
+      } catch (const PgError& e) {
+        throw PgError(e.kind(), fmt::format("migration {} failed: {}", f.name, e.what()), e.sqlstate(),
+                      e.context());
+      }
+      db.exec(fmt::format("INSERT INTO {}.schema_migrations (version, name) VALUES ($1, $2)", s),
+              {std::to_string(version), std::string(f.name)});
+      log::info("applied migration {} to schema {}", f.name, schema);
+      ++count;
+    }
+    db.exec("COMMIT");
+    return count;
+  } catch (...) {
+    db.rollback_quietly();
+    throw;
+  }
+}
+
+}  // namespace stsync

@@ -1,0 +1,331 @@
+#include "page_parser.h"
+
+#include <fmt/format.h>
+
+#include "copy_text.h"
+#include "errors.h"
+
+namespace stsync {
+namespace {
+
+using namespace simdjson;
+constexpr int kFieldId = -1;
+constexpr int kFieldModifiedOn = -2;
+constexpr int kFieldActive = -3;
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\n' || s.back() == '\r' || s.back() == '\t'))
+    s.remove_suffix(1);
+  return s;
+}
+
+bool is_integer_text(std::string_view s) {
+  size_t i = (!s.empty() && s[0] == '-') ? 1 : 0;
+  if (i == s.size()) return false;
+  for (; i < s.size(); ++i)
+    if (s[i] < '0' || s[i] > '9') return false;
+  return true;
+}
+
+bool fits_integer(std::string_view s, bool int32) {
+  const bool negative = s[0] == '-';
+  std::string_view digits = s.substr(negative ? 1 : 0);
+  while (digits.size() > 1 && digits[0] == '0') digits.remove_prefix(1);
+  const std::string_view limit = int32 ? (negative ? "2147483648" : "2147483647")
+                                       : (negative ? "9223372036854775808" : "9223372036854775807");
+  return digits.size() < limit.size() || (digits.size() == limit.size() && digits <= limit);
+}
+
+// JSON number grammar, also used for money that arrives as a string ("1234.50").
+bool is_numeric_text(std::string_view s) {
+  size_t i = 0;
+  if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
+  size_t digits = 0;
+  while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i, ++digits;
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i, ++digits;
+  }
+  if (digits == 0) return false;
+  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
+    size_t exp = 0;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i, ++exp;
+    if (exp == 0) return false;
+  }
+  return i == s.size();
+}
+
+std::string_view type_name(ondemand::json_type t) {
+  switch (t) {
+    case ondemand::json_type::array: return "an array";
+    case ondemand::json_type::object: return "an object";
+    case ondemand::json_type::number: return "a number";
+    case ondemand::json_type::string: return "a string";
+    case ondemand::json_type::boolean: return "a boolean";
+    case ondemand::json_type::null: return "null";
+  }
+  return "a value";
+}
+
+struct FieldError {
+  std::string message;
+};
+
+}  // namespace
+
+void ParsedPage::clear() {
+  has_more = false;
+  continue_from.reset();
+  total_count.reset();
+  records = 0;
+  max_modified.reset();
+  ids.clear();
+  copy_rows.clear();
+  nul_replaced = 0;
+}
+
+std::vector<std::string> staging_columns(const JobSpec& spec) {
+  std::vector<std::string> cols = {"tenant_id", "id"};
+  for (const ColumnSpec& c : spec.columns) cols.push_back(c.name);
+  for (const char* c : {"modified_on", "active", "raw", "ordinal"}) cols.emplace_back(c);
+  return cols;
+}
+
+PageParser::PageParser(const JobSpec& spec) : spec_(spec) {
+  nodes_.push_back(Node{});
+  auto add_path = [&](const std::vector<std::string>& path, int target) {
+    int node = 0;
+    for (const std::string& key : path) {
+      int next = child(node, key);
+      if (next < 0) {
+        nodes_.push_back(Node{key, {}, {}});
+        next = static_cast<int>(nodes_.size() - 1);
+        nodes_[static_cast<size_t>(node)].children.push_back(next);
+      }
+      node = next;
+    }
+    nodes_[static_cast<size_t>(node)].targets.push_back(target);
+  };
+  add_path({"id"}, kFieldId);
+  add_path({"modifiedOn"}, kFieldModifiedOn);
+  add_path({"active"}, kFieldActive);
+  for (size_t i = 0; i < spec.columns.size(); ++i) add_path(spec.columns[i].path, static_cast<int>(i));
+  for (const Node& n : nodes_)
+    if (!n.targets.empty() && !n.children.empty())
+      throw Error(ErrorKind::config,
+                  fmt::format("job {}: field '{}' is both a column and the parent of another "
+                              "column; keep one of them",
+                              spec.name, n.key));
+  cells_.resize(spec.columns.size());
+}
+
+int PageParser::child(int node, std::string_view key) const {
+  for (int c : nodes_[static_cast<size_t>(node)].children)
+    if (nodes_[static_cast<size_t>(c)].key == key) return c;
+  return -1;
+}
+
+void PageParser::walk(ondemand::object object, int node) {
+  for (auto field : object) {
+    std::string_view key = field.unescaped_key().value();
+    const int c = child(node, key);
+    if (c < 0) continue;  // not wanted: the iterator skips the value
+    const Node& n = nodes_[static_cast<size_t>(c)];
+    ondemand::value value = field.value().value();
+    if (!n.targets.empty()) {
+      // Several targets on one path (rare) each need the value; capture reads it once.
+      capture(value, n.targets.front(), key);
+      for (size_t i = 1; i < n.targets.size(); ++i)
+        if (n.targets[i] >= 0 && n.targets.front() >= 0)
+          cells_[static_cast<size_t>(n.targets[i])] = cells_[static_cast<size_t>(n.targets.front())];
+      continue;
+    }
+    const ondemand::json_type t = value.type().value();
+    if (t == ondemand::json_type::object) {
+      walk(value.get_object().value(), c);
+    } else if (t != ondemand::json_type::null) {
+      throw FieldError{fmt::format("field '{}' is {}, expected an object", key, type_name(t))};
+    }
+  }
+}
+
+void PageParser::capture(ondemand::value value, int target, std::string_view key) {
+  const ondemand::json_type t = value.type().value();
+  auto wrong = [&](std::string_view expected) {
+    return FieldError{fmt::format("field '{}' is {}, expected {}", key, type_name(t), expected)};
+  };
+  if (target == kFieldId) {
+    if (t != ondemand::json_type::number) throw wrong("an integer id");
+    std::string_view tok = trim(value.raw_json_token());
+    if (!is_integer_text(tok) || !fits_integer(tok, false))
+      throw FieldError{fmt::format("field 'id' is {}, not a 64-bit integer", tok)};
+    id_ = value.get_int64().value();
+    return;
+  }
+  if (target == kFieldModifiedOn) {
+    if (t == ondemand::json_type::null) {
+      modified_null_ = true;
+      return;
+    }
+    if (t != ondemand::json_type::string) throw wrong("a timestamp string");
+    std::string_view s = value.get_string().value();
+    modified_ = parse_timestamp(s);
+    if (!modified_) throw FieldError{fmt::format("field 'modifiedOn' is '{}', not a timestamp", s)};
+    return;
+  }
+  if (target == kFieldActive) {
+    if (t == ondemand::json_type::null) return;
+    if (t != ondemand::json_type::boolean) throw wrong("true or false");
+    active_ = value.get_bool().value();
+    return;
+  }
+  std::optional<std::string>& cell = cells_[static_cast<size_t>(target)];
+  if (t == ondemand::json_type::null) return;
+  cell.emplace();
+  std::string& out = *cell;
+  const ColumnSpec& col = spec_.columns[static_cast<size_t>(target)];
+  switch (col.type) {
+    case ColumnType::bigint:
+    case ColumnType::integer: {
+      std::string_view tok;
+      if (t == ondemand::json_type::number) tok = trim(value.raw_json_token());
+      else if (t == ondemand::json_type::string) tok = value.get_string().value();
+      else throw wrong("an integer");
+      if (!is_integer_text(tok)) throw FieldError{fmt::format("field '{}' is '{}', not an integer", key, tok)};
+      if (!fits_integer(tok, col.type == ColumnType::integer))
+        throw FieldError{fmt::format("field '{}' is {}, too large for column {} ({})", key, tok,
+                                     col.name, column_type_sql(col.type))};
+      out.assign(tok);
+      break;
+    }
+    case ColumnType::numeric: {
+      // The token's own digits: never through a double, so 20 significant digits stay exact.
+      std::string_view tok;
+      if (t == ondemand::json_type::number) tok = trim(value.raw_json_token());
+      else if (t == ondemand::json_type::string) tok = value.get_string().value();
+      else throw wrong("a number");
+      if (!is_numeric_text(tok)) throw FieldError{fmt::format("field '{}' is '{}', not a number", key, tok)};
+      out.assign(tok);
+      break;
+    }
+    case ColumnType::text:
+      if (t == ondemand::json_type::string) out.assign(value.get_string().value());
+      else if (t == ondemand::json_type::object) out.assign(value.get_object().value().raw_json().value());
+      else if (t == ondemand::json_type::array) out.assign(value.get_array().value().raw_json().value());
+      else out.assign(trim(value.raw_json_token()));
+      if (replace_nul_in_text(out)) ++nul_replaced_;
+      break;
+    case ColumnType::boolean:
+      if (t != ondemand::json_type::boolean) throw wrong("true or false");
+      out.assign(value.get_bool().value() ? "t" : "f");
+      break;
+    case ColumnType::timestamptz:
+    case ColumnType::date: {
+      if (t != ondemand::json_type::string) throw wrong("a date string");
+      std::string_view s = value.get_string().value();
+      auto ticks = parse_timestamp(s);
+      if (!ticks) throw FieldError{fmt::format("field '{}' is '{}', not a date or time", key, s)};
+      out = col.type == ColumnType::date ? format_timestamp(*ticks, 0).substr(0, 10)
+                                         : format_timestamp_pg(*ticks);
+      break;
+    }
+    case ColumnType::jsonb:
+      if (t == ondemand::json_type::object) out.assign(value.get_object().value().raw_json().value());
+      else if (t == ondemand::json_type::array) out.assign(value.get_array().value().raw_json().value());
+      else out.assign(trim(value.raw_json_token()));
+      if (replace_nul_in_json(out)) ++nul_replaced_;
+      break;
+  }
+}
+
+void PageParser::parse_record(ondemand::value element, std::int64_t tenant, ParsedPage& out) {
+  for (auto& c : cells_) c.reset();
+  id_.reset();
+  modified_.reset();
+  modified_null_ = false;
+  active_ = true;
+  ondemand::object object = element.get_object().value();
+  scratch_.assign(object.raw_json().value());
+  object.reset().value();
+  walk(object, 0);
+  if (!id_) throw FieldError{"the record has no 'id'"};
+
+  std::string& row = out.copy_rows;
+  row += std::to_string(tenant);
+  row += '\t';
+  row += std::to_string(*id_);
+  for (const auto& cell : cells_) {
+    row += '\t';
+    if (cell) append_copy_field(row, *cell);
+    else row += "\\N";
+  }
+  row += '\t';
+  if (modified_) {
+    row += format_timestamp_pg(*modified_);
+    if (!out.max_modified || *modified_ > *out.max_modified) out.max_modified = modified_;
+  } else {
+    row += "\\N";
+  }
+  row += active_ ? "\tt\t" : "\tf\t";
+  if (replace_nul_in_json(scratch_)) ++nul_replaced_;
+  append_copy_field(row, scratch_);
+  row += '\t';
+  row += std::to_string(out.records);
+  row += '\n';
+  out.ids.push_back(*id_);
+  ++out.records;
+}
+
+void PageParser::parse(std::string& body, std::int64_t tenant, ParsedPage& out) {
+  out.clear();
+  nul_replaced_ = 0;
+  if (body.capacity() < body.size() + SIMDJSON_PADDING) body.reserve(body.size() + SIMDJSON_PADDING);
+  bool saw_data = false;
+  try {
+    ondemand::document doc = parser_.iterate(padded_string_view(body.data(), body.size(), body.capacity()));
+    ondemand::object top;
+    if (doc.get_object().get(top) != SUCCESS)
+      throw Error(ErrorKind::bad_data, "the response is not a JSON object");
+    for (auto field : top) {
+      std::string_view key = field.unescaped_key().value();
+      ondemand::value v = field.value().value();
+      if (key == "data") {
+        ondemand::array data;
+        if (v.get_array().get(data) != SUCCESS)
+          throw Error(ErrorKind::bad_data, "'data' is not an array");
+        saw_data = true;
+        for (auto element : data) {
+          try {
+            parse_record(element.value(), tenant, out);
+          } catch (const FieldError& e) {
+            throw Error(ErrorKind::bad_data,
+                        fmt::format("record #{}{}: {}", out.records + 1,
+                                    id_ ? fmt::format(" (id {})", *id_) : std::string(), e.message));
+          } catch (const simdjson_error& e) {
+            throw Error(ErrorKind::bad_data,
+                        fmt::format("record #{}{}: invalid JSON: {}", out.records + 1,
+                                    id_ ? fmt::format(" (id {})", *id_) : std::string(), e.what()));
+          }
+        }
+      } else if (key == "hasMore") {
+        bool b = false;
+        if (v.get_bool().get(b) != SUCCESS) throw Error(ErrorKind::bad_data, "'hasMore' is not a boolean");
+        out.has_more = b;
+      } else if (key == "continueFrom") {
+        std::string_view s;
+        if (v.get_string().get(s) == SUCCESS) out.continue_from.emplace(s);
+      } else if (key == "totalCount") {
+        std::int64_t n;
+        if (v.get_int64().get(n) == SUCCESS) out.total_count = n;
+      }
+    }
+  } catch (const simdjson_error& e) {
+    throw Error(ErrorKind::bad_data, fmt::format("the page is not valid JSON: {}", e.what()));
+  }
+  if (!saw_data) throw Error(ErrorKind::bad_data, "the response has no 'data' array");
+  out.nul_replaced = nul_replaced_;
+}
+
+}  // namespace stsync

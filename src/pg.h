@@ -1,0 +1,73 @@
+// A thin RAII layer over libpq: a connection, results, parameterised statements and COPY IN.
+#pragma once
+#include <libpq-fe.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "errors.h"
+
+namespace stsync {
+
+/// A database error; kind() is db_unavailable when the connection is gone or the server is
+/// shutting down (reconnect and retry), db otherwise.
+class PgError : public Error {
+ public:
+  PgError(ErrorKind kind, const std::string& message, std::string sqlstate, std::string context)
+      : Error(kind, message), sqlstate_(std::move(sqlstate)), context_(std::move(context)) {}
+  const std::string& sqlstate() const { return sqlstate_; }
+  /// PostgreSQL's CONTEXT line, e.g. "COPY stage, line 3, column total: …".
+  const std::string& context() const { return context_; }
+
+ private:
+  std::string sqlstate_, context_;
+};
+
+class PgResult {
+ public:
+  explicit PgResult(PGresult* r) : r_(r, &PQclear) {}
+  int rows() const { return PQntuples(r_.get()); }
+  bool is_null(int row, int col) const { return PQgetisnull(r_.get(), row, col) != 0; }
+  std::string get(int row, int col) const { return PQgetvalue(r_.get(), row, col); }
+  std::optional<std::string> get_optional(int row, int col) const {
+    if (is_null(row, col)) return std::nullopt;
+    return get(row, col);
+  }
+  std::int64_t get_int(int row, int col) const { return std::stoll(get(row, col)); }
+
+ private:
+  std::unique_ptr<PGresult, decltype(&PQclear)> r_;
+};
+
+using Params = std::vector<std::optional<std::string>>;
+
+class PgConnection {
+ public:
+  /// Connects with a libpq connection string or URI (empty: the PG* environment).
+  /// Throws PgError(db_unavailable) with libpq's message (which never holds the password).
+  explicit PgConnection(const std::string& conninfo);
+  ~PgConnection();
+  PgConnection(const PgConnection&) = delete;
+  PgConnection& operator=(const PgConnection&) = delete;
+
+  PgResult exec(const std::string& sql);
+  PgResult exec(const std::string& sql, const Params& params);
+  /// Runs `COPY … FROM STDIN` and streams `data` (COPY text) in large chunks.
+  void copy_in(const std::string& copy_sql, std::string_view data);
+  /// Rolls back the open transaction if the connection still works; never throws.
+  void rollback_quietly() noexcept;
+  /// True while the connection is usable.
+  bool healthy() const;
+  /// A safely quoted identifier.
+  std::string quote_ident(std::string_view name) const;
+  PGconn* raw() { return conn_; }
+
+ private:
+  [[noreturn]] void fail(const PGresult* result, std::string_view what);
+  PGconn* conn_ = nullptr;
+};
+
+}  // namespace stsync

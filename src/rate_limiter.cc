@@ -1,0 +1,35 @@
+#include "rate_limiter.h"
+
+#include <cmath>
+
+namespace stsync {
+
+RateLimiter::RateLimiter(double requests_per_second, Clock& clock) : clock_(clock) {
+  // Fractional budgets (0.5/s) become one request per 2 s; the window has a 5% margin so that
+  // network jitter cannot squeeze N+1 arrivals into the server's one-second window.
+  if (requests_per_second >= 1) {
+    per_window_ = static_cast<size_t>(std::floor(requests_per_second));
+    window_seconds_ = 1.05;
+  } else {
+    per_window_ = 1;
+    window_seconds_ = 1.05 / requests_per_second;
+  }
+}
+
+void RateLimiter::acquire() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    const double now = clock_.monotonic();
+    while (!sent_.empty() && sent_.front() <= now - window_seconds_) sent_.pop_front();
+    if (sent_.size() < per_window_) {
+      sent_.push_back(now);
+      return;
+    }
+    const double wait = sent_.front() + window_seconds_ - now;
+    lock.unlock();
+    clock_.sleep(wait);
+    lock.lock();
+  }
+}
+
+}  // namespace stsync

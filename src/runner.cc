@@ -1,0 +1,149 @@
+#include "runner.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <thread>
+
+#include "exit_status.h"
+#include "http.h"
+#include "log.h"
+#include "migrate.h"
+
+namespace stsync {
+namespace {
+
+CurlOptions curl_options(const Settings& s) {
+  CurlOptions o;
+  o.timeout_seconds = s.timeout_seconds;
+  o.connect_timeout_seconds = s.connect_timeout_seconds;
+  o.tls_verify = s.tls_verify;
+  o.ca_file = s.ca_file;
+  return o;
+}
+
+std::vector<TenantConfig> selected_tenants(const Settings& s, const RunOptions& o) {
+  if (s.tenants.empty())
+    throw Error(ErrorKind::config,
+                "no tenant configured: set ST_TENANT_ID, ST_CLIENT_ID and ST_CLIENT_SECRET, or "
+                "add [[tenants]] to the config file");
+  if (!o.tenant) return s.tenants;
+  for (const TenantConfig& t : s.tenants)
+    if (t.id == *o.tenant) return {t};
+  throw Error(ErrorKind::config, fmt::format("--tenant {} is not a configured tenant", *o.tenant));
+}
+
+}  // namespace
+
+int exit_code_for(const std::vector<JobResult>& results) {
+  int code = kExitSuccess;
+  for (const JobResult& r : results) {
+    if (r.outcome != JobOutcome::failed) continue;
+    if (r.error_kind == ErrorKind::auth_rejected) return kExitAuthRejected;
+    if (r.error_kind == ErrorKind::config) return kExitUsage;
+    if (r.error_kind == ErrorKind::db_unavailable) code = kExitDatabase;
+    else if (code == kExitSuccess) code = kExitJobFailed;
+  }
+  return code;
+}
+
+RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& clock) {
+  std::vector<JobSpec> specs = resolve_jobs(settings);
+  if (!options.jobs.empty()) {
+    std::vector<JobSpec> chosen;
+    for (const std::string& name : options.jobs) {
+      auto it = std::find_if(specs.begin(), specs.end(), [&](const JobSpec& j) { return j.name == name; });
+      if (it == specs.end())
+        throw Error(ErrorKind::config, fmt::format("--jobs: unknown or disabled job '{}'", name));
+      chosen.push_back(*it);
+    }
+    specs = std::move(chosen);
+  }
+  const std::vector<TenantConfig> tenants = selected_tenants(settings, options);
+  if (settings.app_key.empty())
+    throw Error(ErrorKind::config, "no app key: set ST_APP_KEY or servicetitan.app_key");
+  if (!settings.tls_verify)
+    log::warn("TLS certificate verification is OFF (tls_verify = false): use only for testing");
+  {
+    PgConnection db(settings.database_url);
+    apply_migrations(db, settings.schema);
+  }
+
+  std::map<std::int64_t, std::unique_ptr<TenantSession>> sessions;
+  for (const TenantConfig& t : tenants)
+    sessions[t.id] = std::make_unique<TenantSession>(t, settings.requests_per_second, clock);
+  struct Task {
+    TenantSession* session;
+    const JobSpec* spec;
+  };
+  std::vector<Task> tasks;
+  for (const TenantConfig& t : tenants)
+    for (const JobSpec& spec : specs) tasks.push_back({sessions[t.id].get(), &spec});
+
+  RunSummary summary;
+  summary.results.resize(tasks.size());
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    CurlTransport transport(curl_options(settings));
+    std::unique_ptr<PgConnection> db;
+    for (size_t i; (i = next.fetch_add(1)) < tasks.size();) {
+      const Task& task = tasks[i];
+      JobResult& result = summary.results[i];
+      result.tenant = task.session->tenant().id;
+      result.job = task.spec->name;
+      try {
+        if (!db || !db->healthy()) db = std::make_unique<PgConnection>(settings.database_url);
+        JobRunner runner(settings, *task.spec, *task.session, transport, *db, clock, options);
+        result = runner.run();
+      } catch (const Error& e) {
+        result.outcome = JobOutcome::failed;
+        result.error_kind = e.kind();
+        result.error = log::redact(e.what());
+        log::error("job {} tenant {}: {}", result.job, result.tenant, result.error);
+      }
+    }
+  };
+  const size_t n_workers = std::min<size_t>(static_cast<size_t>(settings.parallel), tasks.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < n_workers; ++i) threads.emplace_back(worker);
+  worker();
+  for (std::thread& t : threads) t.join();
+  summary.exit_code = exit_code_for(summary.results);
+  return summary;
+}
+
+std::vector<std::string> check_connectivity(const Settings& settings, int& exit_code) {
+  std::vector<std::string> lines;
+  exit_code = kExitSuccess;
+  if (settings.tenants.empty())
+    throw Error(ErrorKind::config, "no tenant configured: set ST_TENANT_ID, ST_CLIENT_ID and ST_CLIENT_SECRET");
+  CurlTransport transport(curl_options(settings));
+  for (const TenantConfig& t : settings.tenants) {
+    TenantSession session(t, settings.requests_per_second, real_clock());
+    RetryBudget budget(settings.retry_budget_seconds);
+    ServiceTitanClient client(settings, session, transport, real_clock(), budget);
+    try {
+      client.access_token(true);
+      lines.push_back(fmt::format("ok    ServiceTitan tenant {}: credentials accepted by {}", t.id,
+                                  settings.auth_url));
+    } catch (const Error& e) {
+      lines.push_back(fmt::format("FAIL  ServiceTitan tenant {}: {}", t.id, log::redact(e.what())));
+      if (exit_code == kExitSuccess)
+        exit_code = e.kind() == ErrorKind::auth_rejected ? kExitAuthRejected : kExitJobFailed;
+    }
+  }
+  try {
+    PgConnection db(settings.database_url);
+    PgResult r = db.exec("SELECT current_database(), current_user, version()");
+    lines.push_back(fmt::format("ok    PostgreSQL: database {} as {}", r.get(0, 0), r.get(0, 1)));
+  } catch (const Error& e) {
+    lines.push_back(fmt::format("FAIL  PostgreSQL: {}", log::redact(e.what())));
+    if (exit_code == kExitSuccess) exit_code = kExitDatabase;
+  }
+  return lines;
+}
+
+}  // namespace stsync

@@ -1,0 +1,29 @@
+// Runs the selected jobs for the selected tenants on a small pool of workers, and maps the
+// outcome to the process exit code.
+#pragma once
+#include <vector>
+
+#include "config.h"
+#include "retry.h"
+#include "sync.h"
+
+namespace stsync {
+
+struct RunSummary {
+  std::vector<JobResult> results;
+  int exit_code = 0;
+};
+
+/// Migrates, then runs every (tenant, job) pair. Each worker owns one HTTP handle and one
+/// database connection; tenants share a request budget and a token across workers.
+/// Throws Error(config) for a bad selection; PgError when PostgreSQL is unreachable.
+RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& clock);
+
+/// The exit code for a set of job results (see exit_status.h).
+int exit_code_for(const std::vector<JobResult>& results);
+
+/// `stsync check`: one token per tenant and one database round trip; writes nothing.
+/// Returns human-readable lines and sets `exit_code`.
+std::vector<std::string> check_connectivity(const Settings& settings, int& exit_code);
+
+}  // namespace stsync

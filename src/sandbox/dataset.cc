@@ -1,0 +1,306 @@
+#include "sandbox/dataset.h"
+
+#include <algorithm>
+#include <numeric>
+
+namespace stsync::sandbox {
+
+std::uint64_t Rng::next() {
+  std::uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+std::uint64_t mix_seed(std::uint64_t a, std::uint64_t b) {
+  Rng r(a * 0x100000001B3ULL ^ b);
+  return r.next();
+}
+
+namespace {
+
+constexpr Ticks kDay = 86400 * kTicksPerSecond;
+constexpr Ticks kDefaultStart = 1767225600LL * kTicksPerSecond;  // 2026-01-01T00:00:00Z
+
+// Ids above 2^53 (where a double loses integers) for every 40th row: they must survive exactly.
+constexpr std::int64_t kBigIdBase = 9007199254740993LL;
+
+Ticks truncate_to_digits(Ticks t, int digits) {
+  Ticks unit = 1;
+  for (int i = digits; i < 7; ++i) unit *= 10;
+  return t - (t % unit + unit) % unit;
+}
+
+std::uint64_t resource_salt(const std::string& name) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (char c : name) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
+  return h;
+}
+
+void append_rows(PageRows& out, const Row& row) {
+  if (out.count > 0) out.data.push_back(',');
+  out.data += row.json;
+  ++out.count;
+}
+
+}  // namespace
+
+Dataset::Dataset(DatasetOptions options) : options_(std::move(options)) {
+  if (options_.clock_start == 0) options_.clock_start = kDefaultStart;
+  reset();
+}
+
+void Dataset::reset() {
+  std::lock_guard lock(mutex_);
+  clock_offset_ = 0;
+  real_start_ = now_ticks();
+  build_locked();
+}
+
+void Dataset::build_locked() {
+  tables_.clear();
+  const Ticks start = options_.clock_start;
+  for (const TenantSetup& tenant : options_.tenants) {
+    for (const auto& [resource, count] : tenant.counts) {
+      const ResourceDef* def = find_resource(resource);
+      if (def == nullptr || count < 0) continue;
+      Table& t = tables_[{tenant.id, resource}];
+      t.def = def;
+      const std::uint64_t salt = mix_seed(options_.seed, resource_salt(resource) ^ tenant.id);
+      t.churn_rng = Rng(salt);
+      Rng rng(salt ^ 0xA5A5A5A5ULL);
+      const Ticks span = 400 * kDay;
+      // A block of rows that share one modifiedOn, as a bulk import or a price update leaves.
+      const int shared_begin = count / 3;
+      const int shared_end = shared_begin + std::min(300, count / 4);
+      const Ticks shared_instant = start - 30 * kDay + 1234567;
+      t.rows.reserve(static_cast<size_t>(count));
+      for (int i = 0; i < count; ++i) {
+        RecordMeta m;
+        m.tenant = tenant.id;
+        m.id = (i % 40 == 39) ? kBigIdBase + 2LL * i : 1000 + 3LL * i;
+        m.fraction_digits = i % 8;
+        m.created = truncate_to_digits(
+            start - span + (span * i) / std::max(count, 1) + static_cast<Ticks>(rng.below(kDay)),
+            m.fraction_digits);
+        Ticks modified = m.created + static_cast<Ticks>(rng.below(20 * kDay));
+        if (i >= shared_begin && i < shared_end) modified = shared_instant;
+        // Everything generated is older than the export's visibility delay.
+        modified = std::min(modified, start - kDay);
+        m.modified = truncate_to_digits(modified, m.fraction_digits);
+        if (def->modified_may_be_null && i % 97 == 13) m.modified.reset();
+        m.active = i % 11 != 5;
+        t.rows.push_back(Row{m, 0, def->generate(m, options_.seed)});
+      }
+      // The feed holds rows in modification order (rows without modifiedOn by creation).
+      std::vector<size_t> order(t.rows.size());
+      std::iota(order.begin(), order.end(), 0);
+      std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+        const RecordMeta& x = t.rows[a].meta;
+        const RecordMeta& y = t.rows[b].meta;
+        return std::pair(x.modified.value_or(x.created), x.id) <
+               std::pair(y.modified.value_or(y.created), y.id);
+      });
+      for (size_t index : order) {
+        t.rows[index].seq = t.next_seq++;
+        t.feed[t.rows[index].seq] = index;
+      }
+      for (size_t i = 0; i < t.rows.size(); ++i) t.by_id[t.rows[i].meta.id] = i;
+      t.next_id = 1000 + 3LL * count + 1;
+    }
+  }
+}
+
+Ticks Dataset::now_locked() const {
+  Ticks t = options_.clock_start + clock_offset_;
+  if (!options_.clock_frozen) t += now_ticks() - real_start_;
+  return t;
+}
+
+Ticks Dataset::now() const {
+  std::lock_guard lock(mutex_);
+  return now_locked();
+}
+
+void Dataset::advance_clock(Ticks by) {
+  std::lock_guard lock(mutex_);
+  clock_offset_ += by;
+}
+
+bool Dataset::has_tenant(std::int64_t tenant) const {
+  for (const TenantSetup& t : options_.tenants)
+    if (t.id == tenant) return true;
+  return false;
+}
+
+std::vector<std::int64_t> Dataset::tenants() const {
+  std::vector<std::int64_t> out;
+  for (const TenantSetup& t : options_.tenants) out.push_back(t.id);
+  return out;
+}
+
+Dataset::Table* Dataset::table_locked(std::int64_t tenant, const std::string& resource) {
+  auto it = tables_.find({tenant, resource});
+  return it == tables_.end() ? nullptr : &it->second;
+}
+const Dataset::Table* Dataset::table_locked(std::int64_t tenant,
+                                            const std::string& resource) const {
+  auto it = tables_.find({tenant, resource});
+  return it == tables_.end() ? nullptr : &it->second;
+}
+
+std::optional<ListResult> Dataset::list(std::int64_t tenant, const std::string& resource,
+                                        const ListQuery& q) const {
+  std::lock_guard lock(mutex_);
+  const Table* t = table_locked(tenant, resource);
+  if (t == nullptr) return std::nullopt;
+  std::vector<const Row*> matches;
+  auto in_range = [](const std::optional<Ticks>& v, const std::optional<Ticks>& lo,
+                     const std::optional<Ticks>& hi) {
+    if (!lo && !hi) return true;
+    if (!v) return false;  // a filter on a field the row lacks excludes the row
+    return (!lo || *v >= *lo) && (!hi || *v < *hi);
+  };
+  for (const Row& row : t->rows) {
+    const RecordMeta& m = row.meta;
+    if (q.active == ListQuery::Active::only && !m.active) continue;
+    if (q.active == ListQuery::Active::inactive_only && m.active) continue;
+    if (!in_range(m.modified, q.modified_on_or_after, q.modified_before)) continue;
+    if (!in_range(m.created, q.created_on_or_after, q.created_before)) continue;
+    if (!q.ids.empty() && std::find(q.ids.begin(), q.ids.end(), m.id) == q.ids.end()) continue;
+    matches.push_back(&row);
+  }
+  // Without a sort the order is the storage order (insertion), as a database heap would give:
+  // clients must not rely on it.
+  auto key_modified = [](const Row* r) { return r->meta.modified.value_or(r->meta.created); };
+  using S = ListQuery::Sort;
+  switch (q.sort) {
+    case S::none: break;
+    case S::id_asc:
+      std::stable_sort(matches.begin(), matches.end(),
+                       [](auto a, auto b) { return a->meta.id < b->meta.id; });
+      break;
+    case S::id_desc:
+      std::stable_sort(matches.begin(), matches.end(),
+                       [](auto a, auto b) { return a->meta.id > b->meta.id; });
+      break;
+    case S::modified_asc:
+      std::stable_sort(matches.begin(), matches.end(),
+                       [&](auto a, auto b) { return key_modified(a) < key_modified(b); });
+      break;
+    case S::modified_desc:
+      std::stable_sort(matches.begin(), matches.end(),
+                       [&](auto a, auto b) { return key_modified(a) > key_modified(b); });
+      break;
+    case S::created_asc:
+      std::stable_sort(matches.begin(), matches.end(),
+                       [](auto a, auto b) { return a->meta.created < b->meta.created; });
+      break;
+    case S::created_desc:
+      std::stable_sort(matches.begin(), matches.end(),
+                       [](auto a, auto b) { return a->meta.created > b->meta.created; });
+      break;
+  }
+  ListResult result;
+  result.total = static_cast<std::int64_t>(matches.size());
+  const size_t begin = static_cast<size_t>(q.page - 1) * static_cast<size_t>(q.page_size);
+  const size_t end = std::min(matches.size(), begin + static_cast<size_t>(q.page_size));
+  for (size_t i = begin; i < end; ++i) append_rows(result.rows, *matches[i]);
+  result.has_more = end < matches.size();
+  return result;
+}
+
+std::optional<ExportResult> Dataset::export_page(std::int64_t tenant, const std::string& resource,
+                                                 const ExportQuery& q) const {
+  std::lock_guard lock(mutex_);
+  const Table* t = table_locked(tenant, resource);
+  if (t == nullptr) return std::nullopt;
+  const Ticks visible_until = now_locked() - q.visibility_delay;
+  auto it = q.after_seq ? t->feed.upper_bound(*q.after_seq) : t->feed.begin();
+  ExportResult result;
+  result.continue_seq = q.after_seq.value_or(0);
+  std::optional<std::uint64_t> first_recent_seq;
+  for (; it != t->feed.end(); ++it) {
+    const Row& row = t->rows[it->second];
+    const Ticks when = row.meta.modified.value_or(row.meta.created);
+    // Rows changed within the visibility delay are not in the feed yet: the feed stops before
+    // the first of them, so its token never passes a row the client has not seen.
+    const bool recent = when > visible_until;
+    if (recent && !q.include_recent) break;
+    if (q.from_date && !q.after_seq && (!row.meta.modified || *row.meta.modified < *q.from_date)) {
+      result.continue_seq = it->first;  // passed over, never to be returned from this token on
+      continue;
+    }
+    if (result.rows.count >= q.batch_size) {
+      result.has_more = true;
+      break;
+    }
+    if (recent && !first_recent_seq) first_recent_seq = result.continue_seq;
+    append_rows(result.rows, row);
+    result.continue_seq = it->first;
+  }
+  // includeRecentChanges: a caught-up page hands back a token from before its recent rows, so
+  // the next call repeats them (the documented "may repeat rows on consecutive calls").
+  if (!result.has_more && first_recent_seq) result.continue_seq = *first_recent_seq;
+  return result;
+}
+
+void Dataset::touch_locked(Table& t, size_t index) {
+  Row& row = t.rows[index];
+  t.feed.erase(row.seq);
+  row.seq = t.next_seq++;
+  t.feed[row.seq] = index;
+  row.meta.version += 1;
+  row.json = t.def->generate(row.meta, options_.seed);
+}
+
+int Dataset::apply_changes(std::int64_t tenant, const std::string& resource, int n) {
+  std::lock_guard lock(mutex_);
+  Table* t = table_locked(tenant, resource);
+  if (t == nullptr) return -1;
+  const Ticks now = now_locked();
+  for (int i = 0; i < n; ++i) {
+    Rng& rng = t->churn_rng;
+    const std::uint64_t kind = rng.below(100);
+    const int digits = static_cast<int>(rng.below(8));
+    if (kind < 20 || t->rows.empty()) {
+      RecordMeta m;
+      m.tenant = tenant;
+      m.id = t->next_id;
+      t->next_id += 3;
+      m.created = truncate_to_digits(now, digits);
+      m.modified = m.created;
+      m.fraction_digits = digits;
+      t->rows.push_back(Row{m, 0, {}});
+      t->by_id[m.id] = t->rows.size() - 1;
+      m.version = 0;
+      touch_locked(*t, t->rows.size() - 1);
+      continue;
+    }
+    const size_t index = rng.below(t->rows.size());
+    RecordMeta& m = t->rows[index].meta;
+    if (kind < 35) m.active = !m.active;  // deactivation (or, for an inactive row, reactivation)
+    m.modified = truncate_to_digits(now, digits);
+    m.fraction_digits = digits;
+    touch_locked(*t, index);
+  }
+  return n;
+}
+
+std::optional<std::string> Dataset::truth(std::int64_t tenant, const std::string& resource) const {
+  std::lock_guard lock(mutex_);
+  const Table* t = table_locked(tenant, resource);
+  if (t == nullptr) return std::nullopt;
+  std::vector<const Row*> rows;
+  for (const Row& r : t->rows) rows.push_back(&r);
+  std::sort(rows.begin(), rows.end(), [](auto a, auto b) { return a->meta.id < b->meta.id; });
+  std::string out = "[";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (i) out += ',';
+    out += rows[i]->json;
+  }
+  out += ']';
+  return out;
+}
+
+}  // namespace stsync::sandbox

@@ -1,0 +1,153 @@
+// The sandbox's data: per tenant and resource, rows with pre-serialized JSON, an export feed in
+// change order, a controllable clock and churn. Thread-safe: every public call takes the lock.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "timestamp.h"
+
+namespace stsync::sandbox {
+
+/// Deterministic 64-bit generator (splitmix64): the same seed gives the same data everywhere.
+class Rng {
+ public:
+  explicit Rng(std::uint64_t seed) : state_(seed) {}
+  std::uint64_t next();
+  /// Uniform in [0, n).
+  std::uint64_t below(std::uint64_t n) { return n == 0 ? 0 : next() % n; }
+  bool chance(double p) { return static_cast<double>(next() >> 11) / 9007199254740992.0 < p; }
+
+ private:
+  std::uint64_t state_;
+};
+std::uint64_t mix_seed(std::uint64_t a, std::uint64_t b);
+
+struct RecordMeta {
+  std::int64_t tenant = 0;
+  std::int64_t id = 0;
+  std::uint32_t version = 0;
+  Ticks created = 0;
+  std::optional<Ticks> modified;  // invoices may have none
+  int fraction_digits = 7;        // how many fractional digits modifiedOn is written with
+  bool active = true;
+};
+
+/// Writes one record's JSON from its meta; all other fields derive from (seed, id, version).
+using Generator = std::string (*)(const RecordMeta& meta, std::uint64_t seed);
+
+struct ResourceDef {
+  std::string name;              // "invoices"
+  std::string module;            // "accounting"
+  bool active_state_param;       // activeState=ActiveOnly|InactiveOnly|All (else active=…)
+  bool sortable;                 // accepts sort=±Id|ModifiedOn|CreatedOn
+  bool modified_may_be_null;     // some rows carry "modifiedOn": null
+  Generator generate;
+};
+/// The resources the sandbox serves: invoices and employees.
+const std::vector<ResourceDef>& builtin_resources();
+const ResourceDef* find_resource(std::string_view name);
+
+struct Row {
+  RecordMeta meta;
+  std::uint64_t seq = 0;  // position in the export feed; a change moves the row to the end
+  std::string json;
+};
+
+struct TenantSetup {
+  std::int64_t id;
+  std::map<std::string, int> counts;  // rows per resource
+};
+
+struct DatasetOptions {
+  std::uint64_t seed = 42;
+  std::vector<TenantSetup> tenants;
+  Ticks clock_start = 0;        // sandbox time at start; 0 = a fixed 2026-01-01T00:00:00Z
+  bool clock_frozen = true;     // false: sandbox time also flows with real time
+};
+
+/// One page of a list or export call, already serialized as the JSON array's elements.
+struct PageRows {
+  std::string data;  // "{…},{…}" without brackets
+  int count = 0;
+};
+
+struct ListQuery {
+  std::optional<Ticks> modified_on_or_after, modified_before, created_on_or_after, created_before;
+  std::vector<std::int64_t> ids;
+  enum class Active { only, inactive_only, any } active = Active::only;
+  enum class Sort { none, id_asc, id_desc, modified_asc, modified_desc, created_asc, created_desc };
+  Sort sort = Sort::none;
+  int page = 1;
+  int page_size = 50;
+};
+struct ListResult {
+  PageRows rows;
+  bool has_more = false;
+  std::int64_t total = 0;
+};
+
+struct ExportQuery {
+  std::optional<std::uint64_t> after_seq;  // from a continueFrom token
+  std::optional<Ticks> from_date;          // from a date
+  bool include_recent = false;
+  int batch_size = 1000;
+  Ticks visibility_delay = 15 * 60 * kTicksPerSecond;
+};
+struct ExportResult {
+  PageRows rows;
+  bool has_more = false;
+  std::uint64_t continue_seq = 0;
+};
+
+class Dataset {
+ public:
+  explicit Dataset(DatasetOptions options);
+
+  /// Regenerates everything from the seed, as at start.
+  void reset();
+  Ticks now() const;
+  void advance_clock(Ticks by);
+  bool has_tenant(std::int64_t tenant) const;
+  std::vector<std::int64_t> tenants() const;
+
+  /// nullopt when the tenant or resource is unknown.
+  std::optional<ListResult> list(std::int64_t tenant, const std::string& resource,
+                                 const ListQuery& q) const;
+  std::optional<ExportResult> export_page(std::int64_t tenant, const std::string& resource,
+                                          const ExportQuery& q) const;
+  /// Applies n random changes (updates, deactivations, reactivations, new rows) at now().
+  /// Returns how many were applied; -1 when the tenant or resource is unknown.
+  int apply_changes(std::int64_t tenant, const std::string& resource, int n);
+  /// Every current row, ordered by id, as a JSON array: what a finished export would deliver.
+  std::optional<std::string> truth(std::int64_t tenant, const std::string& resource) const;
+
+ private:
+  struct Table {
+    const ResourceDef* def = nullptr;
+    std::vector<Row> rows;
+    std::unordered_map<std::int64_t, size_t> by_id;
+    std::map<std::uint64_t, size_t> feed;  // seq → row index
+    std::uint64_t next_seq = 1;
+    std::int64_t next_id = 0;
+    Rng churn_rng{0};
+  };
+  void build_locked();
+  Table* table_locked(std::int64_t tenant, const std::string& resource);
+  const Table* table_locked(std::int64_t tenant, const std::string& resource) const;
+  void touch_locked(Table& t, size_t index);
+  Ticks now_locked() const;
+
+  DatasetOptions options_;
+  mutable std::mutex mutex_;
+  std::map<std::pair<std::int64_t, std::string>, Table> tables_;
+  Ticks clock_offset_ = 0;
+  Ticks real_start_ = 0;
+};
+
+}  // namespace stsync::sandbox

@@ -1,0 +1,624 @@
+#include "sandbox/server.h"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <fmt/format.h>
+#include <regex>
+#include <stdexcept>
+
+#include "copy_text.h"
+
+namespace stsync::sandbox {
+namespace {
+
+const char* const kFaultNames[] = {"http500", "http502", "http503", "http504", "maintenance409",
+                                   "throttle", "reset", "truncate", "slow", "html", "empty"};
+constexpr int kFaultCount = static_cast<int>(std::size(kFaultNames));
+constexpr char kJson[] = "application/json; charset=utf-8";
+
+std::int64_t steady_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
+      return false;
+  return true;
+}
+
+std::optional<std::int64_t> parse_int(std::string_view s) {
+  if (s.empty() || s.size() > 20) return std::nullopt;
+  std::int64_t v = 0;
+  bool negative = s[0] == '-';
+  size_t i = negative ? 1 : 0;
+  if (i == s.size()) return std::nullopt;
+  for (; i < s.size(); ++i) {
+    if (s[i] < '0' || s[i] > '9') return std::nullopt;
+    if (v > (INT64_MAX - (s[i] - '0')) / 10) return std::nullopt;
+    v = v * 10 + (s[i] - '0');
+  }
+  return negative ? -v : v;
+}
+
+std::string base64url(std::string_view in) {
+  static const char* a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  unsigned v = 0;
+  int bits = 0;
+  for (unsigned char c : in) {
+    v = (v << 8) | c;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out.push_back(a[(v >> bits) & 63]);
+    }
+  }
+  if (bits > 0) out.push_back(a[(v << (6 - bits)) & 63]);
+  return out;
+}
+
+std::optional<std::string> unbase64url(std::string_view in) {
+  std::string out;
+  unsigned v = 0;
+  int bits = 0;
+  for (char c : in) {
+    int d;
+    if (c >= 'A' && c <= 'Z') d = c - 'A';
+    else if (c >= 'a' && c <= 'z') d = c - 'a' + 26;
+    else if (c >= '0' && c <= '9') d = c - '0' + 52;
+    else if (c == '-') d = 62;
+    else if (c == '_') d = 63;
+    else return std::nullopt;
+    v = (v << 6) | static_cast<unsigned>(d);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((v >> bits) & 0xFF));
+    }
+  }
+  return out;
+}
+
+std::uint64_t checksum(std::string_view s) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (char c : s) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
+  return h;
+}
+
+// Trims the sliding one-second window and returns its size.
+size_t window(std::deque<std::int64_t>& q, std::int64_t now_ms) {
+  while (!q.empty() && q.front() <= now_ms - 1000) q.pop_front();
+  return q.size();
+}
+
+}  // namespace
+
+std::string_view fault_name(FaultKind kind) { return kFaultNames[static_cast<int>(kind)]; }
+
+std::optional<FaultKind> parse_fault(std::string_view name) {
+  for (int i = 0; i < kFaultCount; ++i)
+    if (name == kFaultNames[i]) return static_cast<FaultKind>(i);
+  return std::nullopt;
+}
+
+std::string sandbox_client_id(std::int64_t tenant) { return fmt::format("sandbox-client-{}", tenant); }
+std::string sandbox_client_secret(std::int64_t tenant) {
+  return fmt::format("sandbox-secret-{}", tenant);
+}
+
+Server::Server(ServerOptions options)
+    : options_(std::move(options)), dataset_(options_.data), fault_rng_(options_.faults.seed) {
+  if (!options_.tls_cert_file.empty() && !options_.tls_key_file.empty()) {
+    auto ssl = std::make_unique<httplib::SSLServer>(options_.tls_cert_file.c_str(),
+                                                    options_.tls_key_file.c_str());
+    if (!ssl->is_valid()) throw std::runtime_error("cannot load the TLS certificate or key");
+    http_ = std::move(ssl);
+  } else {
+    http_ = std::make_unique<httplib::Server>();
+  }
+  http_->set_keep_alive_max_count(10000);
+  http_->set_keep_alive_timeout(30);
+  install_routes();
+}
+
+Server::~Server() { stop(); }
+
+int Server::start(const std::string& host, int port) {
+  int bound = port;
+  if (port == 0) {
+    bound = http_->bind_to_any_port(host);
+  } else if (!http_->bind_to_port(host, port)) {
+    bound = -1;
+  }
+  if (bound < 0) throw std::runtime_error(fmt::format("cannot listen on {}:{}", host, port));
+  thread_ = std::thread([this] { http_->listen_after_bind(); });
+  return bound;
+}
+
+void Server::wait() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Server::stop() {
+  if (http_) http_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::string Server::next_trace_id() {
+  std::lock_guard lock(mutex_);
+  ++trace_counter_;
+  return fmt::format("00-{:016x}{:016x}-{:016x}-00", checksum(std::to_string(trace_counter_)),
+                     trace_counter_, trace_counter_ * 7919);
+}
+
+void Server::send_problem(httplib::Response& res, int status, std::string_view title,
+                          std::string_view field, std::string_view message) {
+  std::string body = "{\"type\":";
+  append_json_string(body, fmt::format("https://tools.ietf.org/html/rfc7231#section-{}",
+                                       status >= 500 ? "6.6.1" : "6.5.1"));
+  body += ",\"title\":";
+  append_json_string(body, title);
+  body += fmt::format(",\"status\":{},\"traceId\":", status);
+  append_json_string(body, next_trace_id());
+  if (!field.empty()) {
+    body += ",\"errors\":{";
+    append_json_string(body, field);
+    body += ":[";
+    append_json_string(body, message);
+    body += "]}";
+  }
+  body += "}";
+  res.status = status;
+  res.set_content(body, "application/problem+json; charset=utf-8");
+}
+
+void Server::install_routes() {
+  // Every response carries the sandbox clock in Date, as a real server carries its own clock:
+  // a client that bounds its list windows by server time must read it from here.
+  http_->set_post_routing_handler([this](const httplib::Request&, httplib::Response& res) {
+    res.set_header("Date", format_http_date(dataset_.now()));
+  });
+  http_->Post("/connect/token",
+              [this](const httplib::Request& q, httplib::Response& r) { handle_token(q, r); });
+  http_->Get(R"(/_sandbox/.*)",
+             [this](const httplib::Request& q, httplib::Response& r) { handle_admin(q, r); });
+  http_->Post(R"(/_sandbox/.*)",
+              [this](const httplib::Request& q, httplib::Response& r) { handle_admin(q, r); });
+  http_->Get(R"(/[a-z-]+/v2/tenant/[^/]+/.*)",
+             [this](const httplib::Request& q, httplib::Response& r) { handle_resource(q, r); });
+  http_->set_error_handler([this](const httplib::Request&, httplib::Response& res) {
+    if (res.body.empty()) send_problem(res, res.status, res.status == 404 ? "Not Found" : "Error");
+  });
+}
+
+void Server::handle_token(const httplib::Request& req, httplib::Response& res) {
+  const std::string content_type = req.get_header_value("Content-Type");
+  if (content_type.rfind("application/x-www-form-urlencoded", 0) != 0) {
+    res.status = 400;
+    res.set_content(R"({"error":"invalid_request"})", kJson);
+    return;
+  }
+  httplib::Params form;
+  httplib::detail::parse_query_text(req.body, form);
+  auto field = [&](const char* name) {
+    auto it = form.find(name);
+    return it == form.end() ? std::string() : it->second;
+  };
+  if (field("grant_type") != "client_credentials") {
+    res.status = 400;
+    res.set_content(R"({"error":"unsupported_grant_type"})", kJson);
+    return;
+  }
+  const std::string client_id = field("client_id");
+  std::optional<std::int64_t> tenant;
+  for (std::int64_t t : dataset_.tenants())
+    if (client_id == sandbox_client_id(t) && field("client_secret") == sandbox_client_secret(t))
+      tenant = t;
+  if (!tenant) {
+    res.status = 400;
+    res.set_content(R"({"error":"invalid_client"})", kJson);
+    return;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    auto& stats = stats_[*tenant];
+    const std::int64_t now_ms = steady_ms();
+    if (window(stats.token_ms, now_ms) >= static_cast<size_t>(options_.token_rate_limit_per_second)) {
+      res.status = 429;
+      res.set_header("Retry-After", "1");
+      res.set_content(R"({"error":"too_many_requests"})", kJson);
+      return;
+    }
+    stats.token_ms.push_back(now_ms);
+    ++stats.token_requests;
+  }
+  const Ticks now = dataset_.now();
+  const Ticks expires = now + options_.token_ttl_seconds * kTicksPerSecond;
+  std::string token;
+  {
+    std::lock_guard lock(mutex_);
+    ++token_counter_;
+    // A JWT's shape (header.claims.signature) with the tenant claim; the signature is a checksum.
+    const std::string header = base64url(R"({"alg":"RS256","typ":"at+jwt"})");
+    const std::string claims = base64url(fmt::format(
+        R"({{"tenant":"{}","client_id":"{}","exp":{},"jti":"{}"}})", *tenant, client_id,
+        expires / kTicksPerSecond, token_counter_));
+    token = header + "." + claims + "." +
+            base64url(fmt::format("{:016x}", checksum(header + claims + std::to_string(token_counter_))));
+    tokens_[token] = TokenInfo{*tenant, expires};
+  }
+  res.set_content(fmt::format(R"({{"access_token":"{}","expires_in":{},"token_type":"Bearer","scope":"tn.acc.invoices:r tn.set.employees:r"}})",
+                              token, options_.token_ttl_seconds),
+                  kJson);
+}
+
+bool Server::authorize(const httplib::Request& req, httplib::Response& res, std::int64_t tenant) {
+  std::string auth = req.get_header_value("Authorization");
+  if (auth.size() > 7 && iequals(auth.substr(0, 7), "Bearer ")) auth = auth.substr(7);
+  {
+    std::lock_guard lock(mutex_);
+    auto it = tokens_.find(auth);
+    if (auth.empty() || it == tokens_.end() || it->second.expires <= dataset_.now() ||
+        it->second.tenant != tenant) {
+      res.status = 401;
+      res.set_header("WWW-Authenticate", "Bearer error=\"invalid_token\"");
+      res.set_content("", kJson);
+      return false;
+    }
+  }
+  if (req.get_header_value("ST-App-Key") != options_.app_key) {
+    send_problem(res, 403, "Forbidden: the ST-App-Key header is missing or unknown");
+    return false;
+  }
+  return true;
+}
+
+bool Server::throttle(httplib::Response& res, std::int64_t tenant) {
+  std::lock_guard lock(mutex_);
+  TenantStats& s = stats_[tenant];
+  const std::int64_t now_ms = steady_ms();
+  s.arrivals_ms.push_back(now_ms);
+  s.max_per_second = std::max<std::int64_t>(s.max_per_second,
+                                            static_cast<std::int64_t>(window(s.arrivals_ms, now_ms)));
+  ++s.requests;
+  if (window(s.accepted_ms, now_ms) >= static_cast<size_t>(options_.rate_limit_per_second)) {
+    ++s.throttled;
+    res.set_header("Retry-After", "1");
+    res.status = 429;
+    return true;
+  }
+  s.accepted_ms.push_back(now_ms);
+  return false;
+}
+
+bool Server::inject_fault(httplib::Response& res) {
+  std::optional<FaultKind> kind;
+  int slow_ms;
+  {
+    std::lock_guard lock(mutex_);
+    slow_ms = options_.faults.slow_ms;
+    if (!queued_faults_.empty()) {
+      kind = queued_faults_.front();
+      queued_faults_.pop_front();
+    } else if (options_.faults.rate > 0 && fault_rng_.chance(options_.faults.rate)) {
+      const auto& kinds = options_.faults.kinds;
+      kind = kinds.empty() ? static_cast<FaultKind>(fault_rng_.below(kFaultCount))
+                           : kinds[fault_rng_.below(kinds.size())];
+    }
+    if (kind) ++faults_injected_;
+  }
+  if (!kind) return false;
+  switch (*kind) {
+    case FaultKind::http500: send_problem(res, 500, "Internal Server Error"); return true;
+    case FaultKind::http502: send_problem(res, 502, "Bad Gateway"); return true;
+    case FaultKind::http503: send_problem(res, 503, "Service Unavailable"); return true;
+    case FaultKind::http504: send_problem(res, 504, "Gateway Timeout"); return true;
+    case FaultKind::maintenance409:
+      send_problem(res, 409, "Service suspended for maintenance");
+      return true;
+    case FaultKind::throttle:
+      // The HTTP-date form of Retry-After, one second after this response's Date.
+      res.set_header("Retry-After", format_http_date(dataset_.now() + kTicksPerSecond));
+      send_problem(res, 429, "Too Many Requests");
+      return true;
+    case FaultKind::html:
+      res.status = 502;
+      res.set_content("<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 "
+                      "Bad Gateway</h1></center></body></html>",
+                      "text/html");
+      return true;
+    case FaultKind::empty:
+      res.status = 500;
+      res.set_content("", "text/plain");
+      return true;
+    case FaultKind::slow:
+      std::this_thread::sleep_for(std::chrono::milliseconds(slow_ms));
+      return false;  // then the real answer
+    case FaultKind::reset:
+    case FaultKind::truncate: {
+      // The headers promise a full page; the connection then closes after none or half of it.
+      const bool half = *kind == FaultKind::truncate;
+      const size_t length = 4096;
+      res.status = 200;
+      res.set_content_provider(
+          length, kJson, [half](size_t offset, size_t, httplib::DataSink& sink) {
+            if (half && offset == 0) {
+              const std::string part = R"({"hasMore":true,"continueFrom":"x","data":[{"id":1,)";
+              sink.write(part.data(), part.size());
+              return true;
+            }
+            return false;
+          });
+      return true;
+    }
+  }
+  return false;
+}
+
+void Server::handle_resource(const httplib::Request& req, httplib::Response& res) {
+  static const std::regex pattern(R"(/([a-z-]+)/v2/tenant/([^/]+)/(export/)?([a-z-]+))");
+  std::smatch m;
+  if (!std::regex_match(req.path, m, pattern)) {
+    send_problem(res, 404, "Not Found");
+    return;
+  }
+  const std::string module = m[1], resource = m[4];
+  const bool is_export = m[3].matched;
+  const std::optional<std::int64_t> tenant = parse_int(m[2].str());
+  if (!tenant) {
+    send_problem(res, 400, "One or more validation errors occurred.", "tenant",
+                 "The value is not a valid tenant id.");
+    return;
+  }
+  if (!authorize(req, res, *tenant)) return;
+  if (throttle(res, *tenant)) {
+    send_problem(res, 429, "Too Many Requests");
+    return;
+  }
+  if (inject_fault(res)) return;
+  const ResourceDef* def = find_resource(resource);
+  if (def == nullptr || def->module != module) {
+    send_problem(res, 404, "Not Found");
+    return;
+  }
+  auto param = [&](const char* name) -> std::optional<std::string> {
+    if (!req.has_param(name)) return std::nullopt;
+    return req.get_param_value(name);
+  };
+  auto bad = [&](std::string_view field, std::string_view message) {
+    send_problem(res, 400, "One or more validation errors occurred.", field, message);
+  };
+  if (options_.churn_per_request > 0)
+    dataset_.apply_changes(*tenant, resource, options_.churn_per_request);
+
+  std::string body;
+  int served = 0;
+  if (is_export) {
+    ExportQuery q;
+    q.batch_size = options_.export_batch;
+    q.visibility_delay = static_cast<Ticks>(options_.visibility_delay_seconds) * kTicksPerSecond;
+    if (auto v = param("includeRecentChanges")) {
+      if (!iequals(*v, "true") && !iequals(*v, "false")) return bad("includeRecentChanges", "The value is not valid.");
+      q.include_recent = iequals(*v, "true");
+    }
+    if (auto from = param("from"); from && !from->empty()) {
+      if (auto date = parse_timestamp(*from)) {
+        q.from_date = date;
+      } else if (auto seq = decode_export_token(*from, *tenant, resource)) {
+        q.after_seq = seq;
+      } else {
+        return bad("from", "The continueFrom token is invalid or has expired.");
+      }
+    }
+    auto page = dataset_.export_page(*tenant, resource, q);
+    if (!page) return send_problem(res, 404, "Tenant not found");
+    served = page->rows.count;
+    body.reserve(page->rows.data.size() + 200);
+    body = fmt::format(R"({{"hasMore":{},"continueFrom":"{}","data":[)",
+                       page->has_more ? "true" : "false",
+                       encode_export_token(*tenant, resource, page->continue_seq));
+    body += page->rows.data;
+    body += "]}";
+  } else {
+    ListQuery q;
+    if (auto v = param("page")) {
+      auto n = parse_int(*v);
+      if (!n || *n < 1 || *n > 1000000) return bad("page", "The value must be a positive integer.");
+      q.page = static_cast<int>(*n);
+    }
+    if (auto v = param("pageSize")) {
+      auto n = parse_int(*v);
+      if (!n || *n < 1 || *n > 5000) return bad("pageSize", "The field pageSize must be between 1 and 5000.");
+      q.page_size = static_cast<int>(*n);
+    }
+    bool include_total = false;
+    if (auto v = param("includeTotal")) include_total = iequals(*v, "true");
+    struct DateParam {
+      const char* name;
+      std::optional<Ticks>* slot;
+    };
+    for (DateParam d : {DateParam{"modifiedOnOrAfter", &q.modified_on_or_after},
+                        DateParam{"modifiedBefore", &q.modified_before},
+                        DateParam{"createdOnOrAfter", &q.created_on_or_after},
+                        DateParam{"createdBefore", &q.created_before}}) {
+      if (auto v = param(d.name); v && !v->empty()) {
+        *d.slot = parse_timestamp(*v);
+        if (!*d.slot) return bad(d.name, fmt::format("The value '{}' is not valid.", *v));
+      }
+    }
+    if (auto v = param("ids"); v && !v->empty()) {
+      size_t start = 0;
+      while (start <= v->size()) {
+        size_t comma = v->find(',', start);
+        if (comma == std::string::npos) comma = v->size();
+        auto id = parse_int(std::string_view(*v).substr(start, comma - start));
+        if (!id) return bad("ids", "The ids must be comma-separated integers.");
+        q.ids.push_back(*id);
+        start = comma + 1;
+      }
+      if (q.ids.size() > 50) return bad("ids", "At most 50 ids may be given.");
+    }
+    if (def->active_state_param) {
+      if (auto v = param("activeState")) {
+        if (iequals(*v, "ActiveOnly")) q.active = ListQuery::Active::only;
+        else if (iequals(*v, "InactiveOnly")) q.active = ListQuery::Active::inactive_only;
+        else if (iequals(*v, "All")) q.active = ListQuery::Active::any;
+        else return bad("activeState", fmt::format("The value '{}' is not valid.", *v));
+      }
+    } else if (auto v = param("active")) {
+      if (iequals(*v, "True")) q.active = ListQuery::Active::only;
+      else if (iequals(*v, "False")) q.active = ListQuery::Active::inactive_only;
+      else if (iequals(*v, "Any")) q.active = ListQuery::Active::any;
+      else return bad("active", fmt::format("The value '{}' is not valid.", *v));
+    }
+    if (auto v = param("sort"); v && def->sortable && !v->empty()) {
+      using S = ListQuery::Sort;
+      const bool desc = (*v)[0] == '-';
+      const std::string field = ((*v)[0] == '-' || (*v)[0] == '+' || (*v)[0] == ' ') ? v->substr(1) : *v;
+      if (iequals(field, "Id")) q.sort = desc ? S::id_desc : S::id_asc;
+      else if (iequals(field, "ModifiedOn")) q.sort = desc ? S::modified_desc : S::modified_asc;
+      else if (iequals(field, "CreatedOn")) q.sort = desc ? S::created_desc : S::created_asc;
+      else return bad("sort", "The sort field is not supported.");
+    }
+    auto page = dataset_.list(*tenant, resource, q);
+    if (!page) return send_problem(res, 404, "Tenant not found");
+    served = page->rows.count;
+    body.reserve(page->rows.data.size() + 200);
+    body = fmt::format(R"({{"page":{},"pageSize":{},"hasMore":{},"totalCount":{},"data":[)", q.page,
+                       q.page_size, page->has_more ? "true" : "false",
+                       include_total ? std::to_string(page->total) : "null");
+    body += page->rows.data;
+    body += "]}";
+  }
+  {
+    std::lock_guard lock(mutex_);
+    stats_[*tenant].records_served += served;
+  }
+  res.set_content(std::move(body), kJson);
+}
+
+std::string Server::encode_export_token(std::int64_t tenant, const std::string& resource,
+                                        std::uint64_t seq) const {
+  const std::string plain =
+      fmt::format("{}|{}|{}|{}", tenant, resource, export_token_epoch_.load(), seq);
+  return base64url(fmt::format("{}|{:x}", plain, checksum(plain)));
+}
+
+std::optional<std::uint64_t> Server::decode_export_token(std::string_view token, std::int64_t tenant,
+                                                         const std::string& resource) const {
+  auto plain = unbase64url(token);
+  if (!plain) return std::nullopt;
+  const size_t bar = plain->rfind('|');
+  if (bar == std::string::npos) return std::nullopt;
+  const std::string body = plain->substr(0, bar);
+  if (fmt::format("{:x}", checksum(body)) != plain->substr(bar + 1)) return std::nullopt;
+  const std::string prefix = fmt::format("{}|{}|{}|", tenant, resource, export_token_epoch_.load());
+  if (body.rfind(prefix, 0) != 0) return std::nullopt;
+  auto seq = parse_int(std::string_view(body).substr(prefix.size()));
+  if (!seq || *seq < 0) return std::nullopt;
+  return static_cast<std::uint64_t>(*seq);
+}
+
+void Server::handle_admin(const httplib::Request& req, httplib::Response& res) {
+  const std::string what = req.path.substr(std::string("/_sandbox/").size());
+  auto param = [&](const char* name) { return req.get_param_value(name); };
+  auto tenant = parse_int(param("tenant"));
+  const std::string resource = param("resource");
+  if (what == "health") {
+    res.set_content(R"({"status":"ok"})", kJson);
+  } else if (what == "truth" && tenant) {
+    auto truth = dataset_.truth(*tenant, resource);
+    if (!truth) return send_problem(res, 404, "Unknown tenant or resource");
+    res.set_content(std::move(*truth), kJson);
+  } else if (what == "changes" && tenant && req.method == "POST") {
+    auto n = parse_int(param("n"));
+    const int applied = dataset_.apply_changes(*tenant, resource, n ? static_cast<int>(*n) : 1);
+    if (applied < 0) return send_problem(res, 404, "Unknown tenant or resource");
+    res.set_content(fmt::format(R"({{"applied":{}}})", applied), kJson);
+  } else if (what == "clock") {
+    if (auto s = parse_int(param("advance_seconds")); s && req.method == "POST")
+      dataset_.advance_clock(*s * kTicksPerSecond);
+    res.set_content(fmt::format(R"({{"now":"{}"}})", format_timestamp(dataset_.now())), kJson);
+  } else if (what == "faults" && req.method == "POST") {
+    std::lock_guard lock(mutex_);
+    if (req.has_param("clear")) {
+      options_.faults.rate = 0;
+      queued_faults_.clear();
+    }
+    if (req.has_param("rate")) options_.faults.rate = std::atof(param("rate").c_str());
+    if (auto s = parse_int(param("seed"))) fault_rng_ = Rng(static_cast<std::uint64_t>(*s));
+    if (auto s = parse_int(param("slow_ms"))) options_.faults.slow_ms = static_cast<int>(*s);
+    auto parse_list = [&](const std::string& list, std::vector<FaultKind>& out) {
+      size_t start = 0;
+      while (start < list.size()) {
+        size_t comma = list.find(',', start);
+        if (comma == std::string::npos) comma = list.size();
+        auto kind = parse_fault(list.substr(start, comma - start));
+        if (!kind) return false;
+        out.push_back(*kind);
+        start = comma + 1;
+      }
+      return true;
+    };
+    std::vector<FaultKind> kinds, next;
+    if (!parse_list(param("kinds"), kinds) || !parse_list(param("next"), next)) {
+      res.status = 400;
+      res.set_content(R"({"error":"unknown fault kind"})", kJson);
+      return;
+    }
+    if (req.has_param("kinds")) options_.faults.kinds = kinds;
+    for (FaultKind k : next) queued_faults_.push_back(k);
+    res.set_content(fmt::format(R"({{"rate":{},"queued":{}}})", options_.faults.rate,
+                                queued_faults_.size()),
+                    kJson);
+  } else if (what == "settings" && req.method == "POST") {
+    std::lock_guard lock(mutex_);
+    auto set = [&](const char* name, int& slot) {
+      if (auto v = parse_int(param(name))) slot = static_cast<int>(*v);
+    };
+    set("churn_per_request", options_.churn_per_request);
+    set("export_batch", options_.export_batch);
+    set("rate_limit", options_.rate_limit_per_second);
+    set("token_ttl", options_.token_ttl_seconds);
+    set("visibility_delay", options_.visibility_delay_seconds);
+    res.set_content(R"({"status":"ok"})", kJson);
+  } else if (what == "reset" && req.method == "POST") {
+    dataset_.reset();
+    std::lock_guard lock(mutex_);
+    tokens_.clear();
+    stats_.clear();
+    queued_faults_.clear();
+    options_.faults.rate = 0;
+    faults_injected_ = 0;
+    res.set_content(R"({"status":"ok"})", kJson);
+  } else if (what == "revoke-tokens" && req.method == "POST") {
+    std::lock_guard lock(mutex_);
+    tokens_.clear();
+    res.set_content(R"({"status":"ok"})", kJson);
+  } else if (what == "invalidate-export-tokens" && req.method == "POST") {
+    std::lock_guard lock(mutex_);
+    ++export_token_epoch_;
+    res.set_content(R"({"status":"ok"})", kJson);
+  } else if (what == "stats") {
+    std::lock_guard lock(mutex_);
+    std::string body = fmt::format(R"({{"faults_injected":{},"tenants":{{)", faults_injected_);
+    bool first = true;
+    for (const auto& [t, s] : stats_) {
+      if (!first) body += ',';
+      first = false;
+      body += fmt::format(
+          R"("{}":{{"requests":{},"throttled":{},"token_requests":{},"records_served":{},"max_per_second":{}}})",
+          t, s.requests, s.throttled, s.token_requests, s.records_served, s.max_per_second);
+    }
+    body += "}}";
+    res.set_content(body, kJson);
+  } else {
+    send_problem(res, 404, "Unknown sandbox admin call");
+  }
+}
+
+}  // namespace stsync::sandbox

@@ -1,0 +1,109 @@
+// stsync-sandbox: a local ServiceTitan API over real HTTP (see ../shared/docs/servicetitan-api.md
+// and the README's "Sandbox" section for every behaviour and admin call).
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sandbox/dataset.h"
+
+namespace httplib {
+class Server;
+struct Request;
+struct Response;
+}  // namespace httplib
+
+namespace stsync::sandbox {
+
+enum class FaultKind { http500, http502, http503, http504, maintenance409, throttle, reset, truncate,
+                       slow, html, empty };
+std::string_view fault_name(FaultKind kind);
+std::optional<FaultKind> parse_fault(std::string_view name);
+
+struct FaultOptions {
+  double rate = 0;                 // probability that a resource call gets a fault
+  std::vector<FaultKind> kinds;    // drawn from uniformly; empty = every kind
+  std::uint64_t seed = 1;
+  int slow_ms = 3000;
+};
+
+struct ServerOptions {
+  DatasetOptions data;
+  std::string app_key = "sandbox-app-key";
+  int token_ttl_seconds = 900;
+  int rate_limit_per_second = 60;       // per tenant, like ServiceTitan's per-app-per-tenant limit
+  int token_rate_limit_per_second = 20; // the token endpoint's own limit
+  int export_batch = 1000;
+  int visibility_delay_seconds = 900;
+  int churn_per_request = 0;            // changes applied to a resource before each page of it
+  FaultOptions faults;
+  std::string tls_cert_file, tls_key_file;  // both set: HTTPS
+};
+
+/// The deterministic credentials of a sandbox tenant.
+std::string sandbox_client_id(std::int64_t tenant);
+std::string sandbox_client_secret(std::int64_t tenant);
+
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  /// Binds host:port (0 = any free port) and serves on a background thread.
+  /// Returns the bound port; throws std::runtime_error when it cannot bind.
+  int start(const std::string& host, int port);
+  /// Blocks until stop() is called (from another thread or a signal handler's thread).
+  void wait();
+  void stop();
+  Dataset& dataset() { return dataset_; }
+
+ private:
+  struct TenantStats {
+    std::int64_t requests = 0, throttled = 0, token_requests = 0, records_served = 0;
+    std::int64_t max_per_second = 0;
+    std::deque<std::int64_t> accepted_ms, arrivals_ms, token_ms;
+  };
+  struct TokenInfo {
+    std::int64_t tenant;
+    Ticks expires;
+  };
+
+  void install_routes();
+  void handle_token(const httplib::Request& req, httplib::Response& res);
+  void handle_resource(const httplib::Request& req, httplib::Response& res);
+  void handle_admin(const httplib::Request& req, httplib::Response& res);
+  bool authorize(const httplib::Request& req, httplib::Response& res, std::int64_t tenant);
+  bool throttle(httplib::Response& res, std::int64_t tenant);
+  bool inject_fault(httplib::Response& res);
+  void send_problem(httplib::Response& res, int status, std::string_view title,
+                    std::string_view field = {}, std::string_view message = {});
+  std::string next_trace_id();
+  std::string encode_export_token(std::int64_t tenant, const std::string& resource,
+                                  std::uint64_t seq) const;
+  std::optional<std::uint64_t> decode_export_token(std::string_view token, std::int64_t tenant,
+                                                   const std::string& resource) const;
+
+  ServerOptions options_;
+  Dataset dataset_;
+  std::unique_ptr<httplib::Server> http_;
+  std::thread thread_;
+  std::mutex mutex_;  // guards everything below
+  std::map<std::string, TokenInfo> tokens_;
+  std::map<std::int64_t, TenantStats> stats_;
+  std::deque<FaultKind> queued_faults_;
+  Rng fault_rng_{1};
+  std::int64_t faults_injected_ = 0;
+  std::atomic<std::uint64_t> export_token_epoch_{1};
+  std::uint64_t trace_counter_ = 0;
+  std::uint64_t token_counter_ = 0;
+};
+
+}  // namespace stsync::sandbox

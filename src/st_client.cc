@@ -1,0 +1,184 @@
+#include "st_client.h"
+
+#include <simdjson.h>
+
+#include <random>
+
+#include "errors.h"
+#include "log.h"
+
+namespace stsync {
+namespace {
+
+double random01() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+}
+
+std::string excerpt(std::string_view body) {
+  std::string out;
+  for (char c : body.substr(0, 160)) out.push_back((c == '\n' || c == '\r' || c == '\t') ? ' ' : c);
+  if (body.size() > 160) out += "…";
+  return out;
+}
+
+}  // namespace
+
+std::string describe_error_response(const HttpResponse& r) {
+  std::string out = fmt::format("HTTP {}", r.status);
+  if (r.body.empty()) return out + " with an empty body";
+  if (r.content_type.find("json") != std::string::npos || r.body.front() == '{') {
+    simdjson::dom::parser parser;
+    simdjson::dom::element doc;
+    if (parser.parse(r.body).get(doc) == simdjson::SUCCESS && doc.is_object()) {
+      std::string_view s;
+      if (doc["title"].get_string().get(s) == simdjson::SUCCESS) out += fmt::format(": {}", s);
+      if (doc["detail"].get_string().get(s) == simdjson::SUCCESS) out += fmt::format(" — {}", s);
+      if (doc["error"].get_string().get(s) == simdjson::SUCCESS) out += fmt::format(": {}", s);
+      simdjson::dom::object errors;
+      if (doc["errors"].get_object().get(errors) == simdjson::SUCCESS) {
+        for (auto field : errors) {
+          out += fmt::format(" [{}:", field.key);
+          simdjson::dom::array msgs;
+          if (field.value.get_array().get(msgs) == simdjson::SUCCESS)
+            for (auto m : msgs)
+              if (m.get_string().get(s) == simdjson::SUCCESS) out += fmt::format(" {}", s);
+          out += "]";
+        }
+      }
+      if (doc["traceId"].get_string().get(s) == simdjson::SUCCESS) out += fmt::format(" (traceId {})", s);
+      return out;
+    }
+  }
+  if (r.content_type.find("html") != std::string::npos || r.body.find("<html") != std::string::npos) {
+    const size_t a = r.body.find("<title>");
+    const size_t b = r.body.find("</title>");
+    if (a != std::string::npos && b != std::string::npos && b > a)
+      return out + fmt::format(" (an HTML page: {})", excerpt(std::string_view(r.body).substr(a + 7, b - a - 7)));
+    return out + " (an HTML page)";
+  }
+  return out + ": " + excerpt(r.body);
+}
+
+ServiceTitanClient::ServiceTitanClient(const Settings& settings, TenantSession& session,
+                                       HttpTransport& transport, Clock& clock, RetryBudget& budget)
+    : settings_(settings), session_(session), transport_(transport), clock_(clock), budget_(budget) {
+  policy_.max_attempts = settings.max_attempts;
+  policy_.max_backoff_seconds = settings.max_backoff_seconds;
+}
+
+std::string ServiceTitanClient::access_token(bool force) {
+  std::lock_guard lock(session_.token_mutex_);
+  if (force || session_.token_.empty() || clock_.monotonic() >= session_.token_refresh_at_) {
+    session_.token_ = fetch_token();
+  }
+  return session_.token_;
+}
+
+std::string ServiceTitanClient::fetch_token() {
+  const TenantConfig& t = session_.tenant_;
+  if (t.client_id.empty() || t.client_secret.empty())
+    throw Error(ErrorKind::config,
+                fmt::format("tenant {}: client id or secret missing: set ST_CLIENT_ID and "
+                            "ST_CLIENT_SECRET or the [[tenants]] entry",
+                            t.id));
+  HttpRequest req;
+  req.method = "POST";
+  req.url = settings_.auth_url + "/connect/token";
+  req.headers = {"Content-Type: application/x-www-form-urlencoded", "Accept: application/json"};
+  req.body = "grant_type=client_credentials&client_id=" + url_encode(t.client_id) +
+             "&client_secret=" + url_encode(t.client_secret);
+  const double asked_at = clock_.monotonic();
+  HttpResponse r = perform_with_retries(req, fmt::format("tenant {} token", t.id), false);
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  std::string_view token;
+  std::int64_t expires_in = 900;
+  if (parser.parse(r.body).get(doc) != simdjson::SUCCESS ||
+      doc["access_token"].get_string().get(token) != simdjson::SUCCESS || token.empty())
+    throw Error(ErrorKind::http_permanent,
+                fmt::format("tenant {}: the token endpoint answered without an access_token", t.id));
+  if (doc["expires_in"].get_int64().get(expires_in) != simdjson::SUCCESS) expires_in = 900;
+  // Refresh a minute early (or at half-life for short-lived tokens) so no request carries a
+  // token that expires in flight.
+  const double lead = std::min(60.0, static_cast<double>(expires_in) / 2);
+  session_.token_refresh_at_ = asked_at + static_cast<double>(expires_in) - lead;
+  log::add_secret(token);
+  log::debug("tenant {}: new access token, expires in {} s", t.id, expires_in);
+  return std::string(token);
+}
+
+HttpResponse ServiceTitanClient::get(const std::string& path_and_query, const std::string& what) {
+  HttpRequest req;
+  req.url = settings_.api_url + "/" + path_and_query;
+  return perform_with_retries(req, what, true);
+}
+
+HttpResponse ServiceTitanClient::perform_with_retries(const HttpRequest& base,
+                                                      const std::string& what, bool authorized) {
+  const std::string endpoint = base.url.substr(0, base.url.find('?'));
+  bool refreshed_after_401 = false;
+  for (int attempt = 1;; ++attempt) {
+    HttpRequest req = base;
+    if (authorized) {
+      req.headers.push_back("ST-App-Key: " + settings_.app_key);
+      req.headers.push_back("Authorization: Bearer " + access_token(false));
+      req.headers.push_back("Accept: application/json");
+    }
+    session_.limiter().acquire();
+    std::optional<double> retry_after;
+    std::string failure;
+    try {
+      HttpResponse r = transport_.perform(req);
+      if (r.status >= 200 && r.status < 300) return r;
+      if (!authorized && (r.status == 400 || r.status == 401)) {
+        throw Error(ErrorKind::auth_rejected,
+                    fmt::format("tenant {}: ServiceTitan rejected the client credentials ({}): "
+                                "check ST_CLIENT_ID/ST_CLIENT_SECRET and ST_ENVIRONMENT",
+                                session_.tenant_.id, describe_error_response(r)));
+      }
+      if (authorized && r.status == 401) {
+        if (!refreshed_after_401) {
+          // Expired or revoked mid-walk: one fresh token, one more try, same page.
+          refreshed_after_401 = true;
+          log::info("{}: 401 from {}, refreshing the token", what, endpoint);
+          access_token(true);
+          --attempt;
+          continue;
+        }
+        throw Error(ErrorKind::http_permanent,
+                    fmt::format("{}: {} on {} even with a fresh token: the credentials do not "
+                                "grant this tenant",
+                                what, describe_error_response(r), endpoint),
+                    r.status);
+      }
+      if (classify_http_status(r.status) == ErrorKind::http_permanent) {
+        std::string hint;
+        if (r.status == 403) hint = ": the app lacks the scope for this endpoint or the app key is wrong";
+        if (r.status == 404) hint = ": unknown endpoint or tenant";
+        throw Error(ErrorKind::http_permanent,
+                    fmt::format("{}: {} on {}{}", what, describe_error_response(r), endpoint, hint),
+                    r.status);
+      }
+      if (r.retry_after) retry_after = parse_retry_after(*r.retry_after, r.date, now_ticks());
+      failure = fmt::format("{} on {}", describe_error_response(r), endpoint);
+      if (attempt >= policy_.max_attempts)
+        throw Error(ErrorKind::http_transient,
+                    fmt::format("{}: {} (gave up after {} attempts)", what, failure, attempt), r.status);
+    } catch (const Error& e) {
+      if (!e.retryable() || e.kind() == ErrorKind::http_transient) throw;
+      failure = e.what();
+      if (attempt >= policy_.max_attempts)
+        throw Error(e.kind(), fmt::format("{}: {} (gave up after {} attempts)", what, failure, attempt));
+    }
+    const double wait = backoff_seconds(policy_, attempt + 1, retry_after, random01());
+    if (!budget_.take(wait))
+      throw Error(ErrorKind::http_transient,
+                  fmt::format("{}: {} (the job's retry budget of {} s is spent)", what, failure,
+                              settings_.retry_budget_seconds));
+    log::warn("{}: {}; retry {} in {:.2f} s", what, failure, attempt, wait);
+    clock_.sleep(wait);
+  }
+}
+
+}  // namespace stsync

@@ -1,0 +1,64 @@
+// The ServiceTitan client: tokens (one per tenant, cached, refreshed early), the per-tenant
+// request budget, and the retry loop. One ServiceTitanClient per worker; TenantSession shared.
+#pragma once
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "config.h"
+#include "http.h"
+#include "rate_limiter.h"
+#include "retry.h"
+
+namespace stsync {
+
+/// What every worker of one tenant shares: credentials, the request budget and the token.
+class TenantSession {
+ public:
+  TenantSession(TenantConfig tenant, double requests_per_second, Clock& clock)
+      : tenant_(std::move(tenant)), limiter_(requests_per_second, clock) {}
+  const TenantConfig& tenant() const { return tenant_; }
+  RateLimiter& limiter() { return limiter_; }
+
+ private:
+  friend class ServiceTitanClient;
+  TenantConfig tenant_;
+  RateLimiter limiter_;
+  std::mutex token_mutex_;
+  std::string token_;
+  double token_refresh_at_ = 0;  // monotonic; ~60 s before expiry
+};
+
+class ServiceTitanClient {
+ public:
+  ServiceTitanClient(const Settings& settings, TenantSession& session, HttpTransport& transport,
+                     Clock& clock, RetryBudget& budget);
+
+  /// GETs `{api_url}/{path_and_query}` with the app key and a bearer token, inside the request
+  /// budget, retrying what is retryable. Returns a 2xx response. Throws Error: auth_rejected
+  /// (credentials refused), http_permanent (4xx; message has status, title and traceId), or the
+  /// last retryable error once attempts or the job's retry budget are spent. `what` names the
+  /// job and page for messages.
+  HttpResponse get(const std::string& path_and_query, const std::string& what);
+
+  /// The current token, fetching one if none is cached or `force` is set.
+  std::string access_token(bool force);
+
+ private:
+  HttpResponse perform_with_retries(const HttpRequest& request, const std::string& what,
+                                    bool authorized);
+  std::string fetch_token();
+
+  const Settings& settings_;
+  TenantSession& session_;
+  HttpTransport& transport_;
+  Clock& clock_;
+  RetryBudget& budget_;
+  RetryPolicy policy_;
+};
+
+/// A one-line description of an error response: status, the RFC 7807 title/detail/errors and
+/// traceId when present, or the title of an HTML page, or a short excerpt.
+std::string describe_error_response(const HttpResponse& response);
+
+}  // namespace stsync

@@ -1,0 +1,79 @@
+#include "status.h"
+
+#include <fmt/format.h>
+
+#include <map>
+
+#include "copy_text.h"
+#include "pg.h"
+
+namespace stsync {
+
+std::string render_status(const Settings& settings, bool json) {
+  PgConnection db(settings.database_url);
+  const std::string s = db.quote_ident(settings.schema);
+  PgResult exists = db.exec("SELECT to_regclass($1) IS NOT NULL",
+                            {s + ".sync_state"});
+  if (exists.get(0, 0) != "t") return json ? "[]\n" : "No sync state yet: run `stsync run` (or `stsync migrate`).\n";
+
+  // Row counts per (job, tenant) from each job's table.
+  std::map<std::pair<std::string, std::string>, std::string> rows;
+  for (const JobSpec& spec : load_job_specs(settings.jobs_dir)) {
+    PgResult present = db.exec("SELECT to_regclass($1) IS NOT NULL", {s + "." + db.quote_ident(spec.table)});
+    if (present.get(0, 0) != "t") continue;
+    PgResult r = db.exec(fmt::format("SELECT tenant_id, count(*) FROM {}.{} GROUP BY tenant_id", s,
+                                     db.quote_ident(spec.table)));
+    for (int i = 0; i < r.rows(); ++i) rows[{spec.name, r.get(i, 0)}] = r.get(i, 1);
+  }
+  PgResult r = db.exec(fmt::format(
+      "SELECT st.tenant_id, st.job, st.export_token IS NOT NULL, "
+      "  coalesce(to_char(st.watermark AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), ''), "
+      "  coalesce(r.outcome, ''), "
+      "  coalesce(to_char(r.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), "
+      "  coalesce(r.pages, 0), coalesce(r.rows_inserted, 0), coalesce(r.rows_updated, 0), "
+      "  coalesce(to_char(st.last_success_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), "
+      "  coalesce(st.last_error, '') "
+      "FROM {0}.sync_state st LEFT JOIN {0}.sync_runs r ON r.run_id = st.last_run_id "
+      "ORDER BY st.tenant_id, st.job",
+      s));
+  std::string out;
+  if (json) {
+    out = "[";
+    for (int i = 0; i < r.rows(); ++i) {
+      if (i) out += ",";
+      auto count = rows.find({r.get(i, 1), r.get(i, 0)});
+      out += fmt::format("\n  {{\"tenant\":{},\"job\":", r.get(i, 0));
+      append_json_string(out, r.get(i, 1));
+      out += fmt::format(",\"token_present\":{},\"watermark\":", r.get(i, 2) == "t" ? "true" : "false");
+      append_json_string(out, r.get(i, 3));
+      out += fmt::format(",\"rows\":{},\"last_run\":{{\"outcome\":", count == rows.end() ? "0" : count->second);
+      append_json_string(out, r.get(i, 4));
+      out += ",\"finished_at\":";
+      append_json_string(out, r.get(i, 5));
+      out += fmt::format(",\"pages\":{},\"rows_inserted\":{},\"rows_updated\":{}}},\"last_success_at\":",
+                         r.get(i, 6), r.get(i, 7), r.get(i, 8));
+      append_json_string(out, r.get(i, 9));
+      out += ",\"last_error\":";
+      if (r.get(i, 10).empty()) out += "null";
+      else append_json_string(out, r.get(i, 10));
+      out += "}";
+    }
+    out += "\n]\n";
+    return out;
+  }
+  out = fmt::format("{:<20} {:<10} {:>9} {:<5} {:<27} {:<11} {:>6} {:>9} {:>9}  {}\n", "TENANT", "JOB",
+                    "ROWS", "TOKEN", "WATERMARK", "LAST RUN", "PAGES", "INSERTED", "UPDATED",
+                    "LAST SUCCESS / LAST ERROR");
+  for (int i = 0; i < r.rows(); ++i) {
+    auto count = rows.find({r.get(i, 1), r.get(i, 0)});
+    std::string tail = r.get(i, 10).empty() ? r.get(i, 9) : "ERROR: " + r.get(i, 10);
+    if (tail.size() > 120) tail = tail.substr(0, 117) + "...";
+    out += fmt::format("{:<20} {:<10} {:>9} {:<5} {:<27} {:<11} {:>6} {:>9} {:>9}  {}\n", r.get(i, 0),
+                       r.get(i, 1), count == rows.end() ? "0" : count->second,
+                       r.get(i, 2) == "t" ? "yes" : "no", r.get(i, 3), r.get(i, 4), r.get(i, 6),
+                       r.get(i, 7), r.get(i, 8), tail);
+  }
+  return out;
+}
+
+}  // namespace stsync

@@ -1,0 +1,205 @@
+#include "store.h"
+
+#include <fmt/format.h>
+
+#include <regex>
+
+#include "errors.h"
+
+namespace stsync {
+namespace {
+
+std::optional<std::string> ts_param(const std::optional<Ticks>& t) {
+  if (!t) return std::nullopt;
+  return format_timestamp_pg(*t);
+}
+
+std::optional<Ticks> ts_from_micros(const PgResult& r, int row, int col) {
+  if (r.is_null(row, col)) return std::nullopt;
+  return r.get_int(row, col) * kTicksPerMicro;
+}
+
+// Exactly to the microsecond, as numeric: never through a double.
+std::string micros(std::string_view column) {
+  return fmt::format("(extract(epoch FROM {}) * 1000000)::bigint", column);
+}
+
+}  // namespace
+
+JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& spec,
+                   std::int64_t tenant)
+    : db_(db), spec_(spec), tenant_(tenant) {
+  schema_q_ = db.quote_ident(schema);
+  table_q_ = schema_q_ + "." + db.quote_ident(spec.table);
+  stage_q_ = db.quote_ident("stsync_stage_" + spec.name);
+  lock_key_ = fmt::format("stsync:{}:{}:{}", schema, spec.name, tenant);
+
+  const std::vector<std::string> cols = staging_columns(spec);
+  std::string col_list, typed, set_list;
+  for (size_t i = 0; i < cols.size(); ++i) {
+    if (i) col_list += ", ";
+    col_list += db.quote_ident(cols[i]);
+  }
+  for (const ColumnSpec& c : spec.columns) {
+    typed += db.quote_ident(c.name) + ", ";
+    set_list += fmt::format("{0} = EXCLUDED.{0}, ", db.quote_ident(c.name));
+  }
+  copy_sql_ = fmt::format("COPY {} ({}) FROM STDIN", stage_q_, col_list);
+  // Per key, the newest version in the page wins (pages may repeat a row); then the guard: a row
+  // replaces the stored one only if its modifiedOn is later, or equal with different content.
+  // Rows without modifiedOn count as older than any that have one.
+  merge_sql_ = fmt::format(
+      "WITH src AS ("
+      "  SELECT DISTINCT ON (id) * FROM {stage}"
+      "  ORDER BY id, modified_on DESC NULLS LAST, ordinal DESC"
+      "), up AS ("
+      "  INSERT INTO {table} AS t (tenant_id, id, {typed}modified_on, active, raw, synced_at)"
+      "  SELECT tenant_id, id, {typed}modified_on, active, raw, now() FROM src"
+      "  ON CONFLICT (tenant_id, id) DO UPDATE SET {set}modified_on = EXCLUDED.modified_on,"
+      "    active = EXCLUDED.active, raw = EXCLUDED.raw, synced_at = EXCLUDED.synced_at"
+      "  WHERE coalesce(EXCLUDED.modified_on, '-infinity') > coalesce(t.modified_on, '-infinity')"
+      "     OR (coalesce(EXCLUDED.modified_on, '-infinity') = coalesce(t.modified_on, '-infinity')"
+      "         AND EXCLUDED.raw IS DISTINCT FROM t.raw)"
+      "  RETURNING (xmax = 0) AS inserted"
+      ")"
+      " SELECT (SELECT count(*) FROM src), count(*) FILTER (WHERE inserted),"
+      "        count(*) FILTER (WHERE NOT inserted) FROM up",
+      fmt::arg("stage", stage_q_), fmt::arg("table", table_q_), fmt::arg("typed", typed),
+      fmt::arg("set", set_list));
+}
+
+void JobStore::ensure_staging() {
+  if (staging_ready_) return;
+  std::string cols = "tenant_id bigint, id bigint";
+  for (const ColumnSpec& c : spec_.columns)
+    cols += fmt::format(", {} {}", db_.quote_ident(c.name), column_type_sql(c.type));
+  cols += ", modified_on timestamptz, active boolean, raw jsonb, ordinal integer";
+  // A temporary table lives as long as the connection; ON COMMIT DELETE ROWS empties it at the
+  // end of every page's transaction, committed or not.
+  db_.exec(fmt::format("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS", stage_q_, cols));
+  staging_ready_ = true;
+}
+
+bool JobStore::try_lock() {
+  PgResult r = db_.exec("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", {lock_key_});
+  return r.get(0, 0) == "t";
+}
+
+void JobStore::unlock() {
+  if (db_.healthy()) db_.exec("SELECT pg_advisory_unlock(hashtextextended($1, 0))", {lock_key_});
+}
+
+JobState JobStore::load_state() {
+  db_.exec(fmt::format("INSERT INTO {}.sync_state (tenant_id, job) VALUES ($1, $2) "
+                       "ON CONFLICT DO NOTHING",
+                       schema_q_),
+           {std::to_string(tenant_), spec_.name});
+  PgResult r = db_.exec(
+      fmt::format("SELECT export_token, {}, {}, {}, list_pass_field FROM {}.sync_state "
+                  "WHERE tenant_id = $1 AND job = $2",
+                  micros("watermark"), micros("list_cursor"), micros("list_pass_start"), schema_q_),
+      {std::to_string(tenant_), spec_.name});
+  JobState s;
+  s.export_token = r.get_optional(0, 0);
+  s.watermark = ts_from_micros(r, 0, 1);
+  s.list_cursor = ts_from_micros(r, 0, 2);
+  s.list_pass_start = ts_from_micros(r, 0, 3);
+  s.list_pass_field = r.get_optional(0, 4);
+  return s;
+}
+
+std::int64_t JobStore::begin_run(SyncMode mode) {
+  const Params key = {std::to_string(tenant_), spec_.name};
+  db_.exec(fmt::format("UPDATE {}.sync_runs SET outcome = 'interrupted', finished_at = now(), "
+                       "error = 'the process ended before the run finished' "
+                       "WHERE tenant_id = $1 AND job = $2 AND outcome = 'running'",
+                       schema_q_),
+           key);
+  PgResult r = db_.exec(fmt::format("INSERT INTO {}.sync_runs (tenant_id, job, mode) "
+                                    "VALUES ($1, $2, $3) RETURNING run_id",
+                                    schema_q_),
+                        {std::to_string(tenant_), spec_.name, std::string(mode_name(mode))});
+  const std::int64_t run_id = r.get_int(0, 0);
+  db_.exec(fmt::format("UPDATE {}.sync_state SET last_run_id = $3 WHERE tenant_id = $1 AND job = $2",
+                       schema_q_),
+           {std::to_string(tenant_), spec_.name, std::to_string(run_id)});
+  return run_id;
+}
+
+MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState& state, std::int64_t run_id) {
+  ensure_staging();
+  MergeCounts counts;
+  db_.exec("BEGIN");
+  try {
+    if (page.records > 0) {
+      try {
+        db_.copy_in(copy_sql_, page.copy_rows);
+      } catch (const PgError& e) {
+        if (e.kind() == ErrorKind::db_unavailable) throw;
+        // "COPY stsync_stage_x, line 3, column total: …": line n is the page's n-th record.
+        static const std::regex line_re(R"(line (\d+))");
+        std::smatch m;
+        std::string where;
+        if (std::regex_search(e.context(), m, line_re)) {
+          const size_t line = std::stoul(m[1]);
+          if (line >= 1 && line <= page.ids.size())
+            where = fmt::format("record #{} (id {}): ", line, page.ids[line - 1]);
+        }
+        throw Error(ErrorKind::bad_data, fmt::format("{}PostgreSQL refused a value: {} ({})", where,
+                                                     e.what(), e.context()));
+      }
+      PgResult r = db_.exec(merge_sql_);
+      const std::int64_t staged = r.get_int(0, 0);
+      counts.inserted = r.get_int(0, 1);
+      counts.updated = r.get_int(0, 2);
+      counts.unchanged = staged - counts.inserted - counts.updated;
+    }
+    db_.exec(fmt::format("UPDATE {}.sync_state SET export_token = $3, watermark = $4, "
+                         "list_cursor = $5, list_pass_start = $6, list_pass_field = $7, "
+                         "rows_total = rows_total + $8, pages_total = pages_total + 1, "
+                         "updated_at = now() WHERE tenant_id = $1 AND job = $2",
+                         schema_q_),
+             {std::to_string(tenant_), spec_.name, state.export_token, ts_param(state.watermark),
+              ts_param(state.list_cursor), ts_param(state.list_pass_start), state.list_pass_field,
+              std::to_string(counts.inserted + counts.updated)});
+    db_.exec(fmt::format("UPDATE {}.sync_runs SET pages = pages + 1, rows_inserted = rows_inserted + $2, "
+                         "rows_updated = rows_updated + $3, rows_unchanged = rows_unchanged + $4 "
+                         "WHERE run_id = $1",
+                         schema_q_),
+             {std::to_string(run_id), std::to_string(counts.inserted), std::to_string(counts.updated),
+              std::to_string(counts.unchanged)});
+    db_.exec("COMMIT");
+  } catch (...) {
+    db_.rollback_quietly();
+    throw;
+  }
+  return counts;
+}
+
+void JobStore::finish_run(std::int64_t run_id, bool succeeded, const std::string& error) {
+  db_.exec("BEGIN");
+  try {
+    db_.exec(fmt::format("UPDATE {}.sync_runs SET finished_at = now(), outcome = $2, error = $3 "
+                         "WHERE run_id = $1",
+                         schema_q_),
+             {std::to_string(run_id), std::string(succeeded ? "succeeded" : "failed"),
+              succeeded ? std::nullopt : std::optional<std::string>(error)});
+    if (succeeded) {
+      db_.exec(fmt::format("UPDATE {}.sync_state SET last_success_at = now(), last_error = NULL, "
+                           "last_error_at = NULL WHERE tenant_id = $1 AND job = $2",
+                           schema_q_),
+               {std::to_string(tenant_), spec_.name});
+    } else {
+      db_.exec(fmt::format("UPDATE {}.sync_state SET last_error = $3, last_error_at = now() "
+                           "WHERE tenant_id = $1 AND job = $2",
+                           schema_q_),
+               {std::to_string(tenant_), spec_.name, error});
+    }
+    db_.exec("COMMIT");
+  } catch (...) {
+    db_.rollback_quietly();
+    throw;
+  }
+}
+
+}  // namespace stsync

@@ -1,0 +1,72 @@
+// One job for one tenant: walk the API (export feed or list windows), committing each page with
+// the job's state in one transaction.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "config.h"
+#include "errors.h"
+#include "job_spec.h"
+#include "pg.h"
+#include "retry.h"
+#include "st_client.h"
+#include "store.h"
+
+namespace stsync {
+
+struct RunOptions {
+  std::vector<std::string> jobs;        // empty: every enabled job
+  std::optional<std::int64_t> tenant;   // empty: every configured tenant
+  bool full_refresh = false;            // ignore saved watermarks (rows are upserted, never dropped)
+  std::optional<SyncMode> mode;         // override every selected job's mode for this run
+};
+
+enum class JobOutcome { succeeded, failed, skipped };
+
+struct JobResult {
+  std::int64_t tenant = 0;
+  std::string job;
+  JobOutcome outcome = JobOutcome::succeeded;
+  std::optional<ErrorKind> error_kind;
+  std::string error;
+  std::int64_t pages = 0;
+  MergeCounts counts;
+};
+
+class JobRunner {
+ public:
+  JobRunner(const Settings& settings, const JobSpec& spec, TenantSession& session,
+            HttpTransport& transport, PgConnection& db, Clock& clock, const RunOptions& options);
+  /// Runs the job to the end of the feed. Never throws for job failures: they are in the result
+  /// (and logged once, here). PgError(db_unavailable) from the lock or state read propagates.
+  JobResult run();
+
+ private:
+  void walk_export(JobStore& store, JobState state, std::int64_t run_id);
+  void walk_list(JobStore& store, JobState state, std::int64_t run_id);
+  /// Stores every row of [lo, hi) of `field` ("created" or "modified"), splitting windows until
+  /// each fits in one response. `lo` empty: no lower bound. `after_window` updates the state
+  /// that commits with each window's rows.
+  void walk_windows(JobStore& store, JobState& state, std::int64_t run_id, const std::string& field,
+                    std::optional<Ticks> lo, Ticks hi);
+  void walk_offset_pages(JobStore& store, JobState& state, std::int64_t run_id,
+                         const std::string& window_query);
+  void commit(JobStore& store, const JobState& state, std::int64_t run_id);
+  std::string what(const std::string& page) const;
+
+  const Settings& settings_;
+  const JobSpec& spec_;
+  TenantSession& session_;
+  PgConnection& db_;
+  Clock& clock_;
+  const RunOptions& options_;
+  SyncMode mode_;
+  RetryBudget budget_;
+  ServiceTitanClient client_;
+  PageParser parser_;
+  ParsedPage page_;
+  JobResult result_;
+};
+
+}  // namespace stsync

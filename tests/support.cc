@@ -1,0 +1,257 @@
+#include "support.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <simdjson.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <fmt/format.h>
+#include <fstream>
+#include <httplib.h>
+#include <sstream>
+
+#include "copy_text.h"
+
+namespace stsync::test {
+namespace {
+std::atomic<int> g_counter{0};
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Typed column vs raw, per type: what a correct extraction of the path must equal.
+std::string typed_mismatch_sql(const ColumnSpec& c, const std::string& col_q) {
+  std::string path = "{";
+  for (size_t i = 0; i < c.path.size(); ++i) path += (i ? "," : "") + c.path[i];
+  path += "}";
+  const std::string text = fmt::format("(raw #>> '{}')", path);
+  switch (c.type) {
+    case ColumnType::bigint: return fmt::format("{} IS DISTINCT FROM {}::bigint", col_q, text);
+    case ColumnType::integer: return fmt::format("{} IS DISTINCT FROM {}::integer", col_q, text);
+    case ColumnType::numeric: return fmt::format("{} IS DISTINCT FROM {}::numeric", col_q, text);
+    case ColumnType::text: return fmt::format("{} IS DISTINCT FROM {}", col_q, text);
+    case ColumnType::boolean: return fmt::format("{} IS DISTINCT FROM {}::boolean", col_q, text);
+    case ColumnType::timestamptz:
+      // stsync truncates the 7th fractional digit; PostgreSQL's own cast rounds it.
+      return fmt::format("(({0} IS NULL) <> ({1} IS NULL) OR abs(extract(epoch FROM {0} - {1}::timestamptz)) >= 0.000001)",
+                         col_q, text);
+    case ColumnType::date:
+      return fmt::format("{} IS DISTINCT FROM ({}::timestamptz AT TIME ZONE 'UTC')::date", col_q, text);
+    case ColumnType::jsonb:
+      return fmt::format("{} IS DISTINCT FROM nullif(raw #> '{}', 'null'::jsonb)", col_q, path);
+  }
+  return "false";
+}
+
+}  // namespace
+
+std::string database_url() {
+  const char* url = std::getenv("STSYNC_TEST_DATABASE_URL");
+  return url ? url : "";
+}
+
+TestSchema::TestSchema() {
+  name_ = fmt::format("stsync_test_{}_{}", getpid(), g_counter.fetch_add(1));
+  db_ = std::make_unique<PgConnection>(database_url());
+  db_->exec(fmt::format("DROP SCHEMA IF EXISTS {} CASCADE", db_->quote_ident(name_)));
+}
+
+TestSchema::~TestSchema() {
+  try {
+    if (!std::getenv("STSYNC_TEST_KEEP_SCHEMAS"))
+      db_->exec(fmt::format("DROP SCHEMA IF EXISTS {} CASCADE", db_->quote_ident(name_)));
+  } catch (...) {
+  }
+}
+
+std::int64_t TestSchema::scalar(const std::string& sql, const Params& params) {
+  std::string q = sql;
+  for (size_t pos; (pos = q.find("{s}")) != std::string::npos;) q.replace(pos, 3, db_->quote_ident(name_));
+  PgResult r = db_->exec(q, params);
+  return r.is_null(0, 0) ? 0 : r.get_int(0, 0);
+}
+
+sandbox::ServerOptions TestSandbox::default_options(int invoices, int employees) {
+  sandbox::ServerOptions o;
+  o.data.seed = 7;
+  for (std::int64_t t : {kTenantA, kTenantBig})
+    o.data.tenants.push_back({t, {{"invoices", invoices}, {"employees", employees}}});
+  o.rate_limit_per_second = 60;
+  o.export_batch = 200;
+  return o;
+}
+
+TestSandbox::TestSandbox(sandbox::ServerOptions options)
+    : server_(std::make_unique<sandbox::Server>(std::move(options))) {
+  port_ = server_->start("127.0.0.1", 0);
+}
+
+std::string TestSandbox::url() const { return fmt::format("http://127.0.0.1:{}", port_); }
+
+std::string TestSandbox::admin(const std::string& what, const std::string& query, bool post) {
+  httplib::Client c("127.0.0.1", port_);
+  const std::string path = "/_sandbox/" + what + (query.empty() ? "" : "?" + query);
+  auto r = post ? c.Post(path.c_str()) : c.Get(path.c_str());
+  REQUIRE(r);
+  INFO(path << " → " << r->status << " " << r->body);
+  REQUIRE(r->status == 200);
+  return r->body;
+}
+
+std::string TestSandbox::truth(std::int64_t tenant, const std::string& resource) {
+  return admin("truth", fmt::format("tenant={}&resource={}", tenant, resource), false);
+}
+
+std::int64_t TestSandbox::stat(std::int64_t tenant, const std::string& field) {
+  std::string body = admin("stats", "", false);
+  simdjson::dom::parser p;
+  simdjson::dom::element doc = p.parse(body);
+  std::int64_t v = 0;
+  auto e = doc["tenants"][std::to_string(tenant)][field].get_int64().get(v);
+  (void)e;
+  return v;
+}
+
+std::map<std::string, std::string> stsync_env(const TestSandbox& sandbox, const TestSchema& schema,
+                                              std::int64_t tenant) {
+  return {{"ST_CLIENT_ID", sandbox::sandbox_client_id(tenant)},
+          {"ST_CLIENT_SECRET", sandbox::sandbox_client_secret(tenant)},
+          {"ST_APP_KEY", "sandbox-app-key"},
+          {"ST_TENANT_ID", std::to_string(tenant)},
+          {"ST_AUTH_URL", sandbox.url()},
+          {"ST_API_URL", sandbox.url()},
+          {"STSYNC_SCHEMA", schema.name()},
+          {"STSYNC_REQUESTS_PER_SECOND", "50"},
+          {"DATABASE_URL", database_url()}};
+}
+
+Process::Process(const std::vector<std::string>& args, const std::map<std::string, std::string>& env) {
+  const int n = g_counter.fetch_add(1);
+  out_path_ = fmt::format("/tmp/stsync-test-{}-{}.out", getpid(), n);
+  err_path_ = fmt::format("/tmp/stsync-test-{}-{}.err", getpid(), n);
+  std::vector<std::string> env_strings;
+  for (const char* keep : {"PATH", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "ASAN_OPTIONS", "UBSAN_OPTIONS"})
+    if (const char* v = std::getenv(keep)) env_strings.push_back(fmt::format("{}={}", keep, v));
+  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> argv, envp;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const std::string& e : env_strings) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  pid_ = fork();
+  REQUIRE(pid_ >= 0);
+  if (pid_ == 0) {
+    const int out = open(out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    const int err = open(err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(out, 1);
+    dup2(err, 2);
+    execve(argv[0], argv.data(), envp.data());
+    _exit(127);
+  }
+}
+
+Process::~Process() {
+  if (!result_ && pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  unlink(out_path_.c_str());
+  unlink(err_path_.c_str());
+}
+
+void Process::kill_hard() {
+  if (!result_ && pid_ > 0) ::kill(pid_, SIGKILL);
+}
+
+ProcessResult Process::wait() {
+  if (result_) return *result_;
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  ProcessResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_file(out_path_);
+  r.err = read_file(err_path_);
+  result_ = r;
+  return r;
+}
+
+ProcessResult run_stsync(const std::vector<std::string>& args,
+                         const std::map<std::string, std::string>& env) {
+  std::vector<std::string> full = {STSYNC_BINARY};
+  full.insert(full.end(), args.begin(), args.end());
+  Process p(full, env);
+  ProcessResult r = p.wait();
+  UNSCOPED_INFO("stsync " << (args.empty() ? "" : args[0]) << " exit " << r.exit_code << "\nstdout:\n"
+                          << r.out << "\nstderr:\n" << r.err);
+  return r;
+}
+
+JobSpec builtin_job(const std::string& name) {
+  for (JobSpec& j : load_job_specs(""))
+    if (j.name == name) return j;
+  FAIL("no built-in job " << name);
+  return {};
+}
+
+std::vector<std::string> compare_with_truth(TestSchema& schema, TestSandbox& sandbox,
+                                            const JobSpec& spec, std::int64_t tenant) {
+  PgConnection& db = schema.db();
+  const std::string table = db.quote_ident(schema.name()) + "." + db.quote_ident(spec.table);
+  std::string truth = sandbox.truth(tenant, spec.name == "invoices" ? "invoices" : spec.name);
+  simdjson::dom::parser parser;
+  simdjson::dom::array records = parser.parse(truth).get_array();
+  std::string copy;
+  for (simdjson::dom::element rec : records) {
+    std::string raw = simdjson::minify(rec);
+    replace_nul_in_json(raw);  // the documented NUL policy
+    copy += std::to_string(rec["id"].get_int64().value());
+    copy += '\t';
+    append_copy_field(copy, raw);
+    copy += '\n';
+  }
+  db.exec("DROP TABLE IF EXISTS pg_temp.truth");
+  db.exec("CREATE TEMP TABLE truth (id bigint PRIMARY KEY, raw jsonb NOT NULL)");
+  db.copy_in("COPY pg_temp.truth (id, raw) FROM STDIN", copy);
+  std::vector<std::string> problems;
+  PgResult diff = db.exec(
+      fmt::format("SELECT coalesce(t.id, x.id), t.id IS NULL, x.id IS NULL FROM pg_temp.truth t "
+                  "FULL JOIN (SELECT * FROM {} WHERE tenant_id = $1) x ON x.id = t.id "
+                  "WHERE x.raw IS DISTINCT FROM t.raw ORDER BY 1 LIMIT 20",
+                  table),
+      {std::to_string(tenant)});
+  for (int i = 0; i < diff.rows(); ++i)
+    problems.push_back(fmt::format("id {}: {}", diff.get(i, 0),
+                                   diff.get(i, 1) == "t"   ? "extra row in the database"
+                                   : diff.get(i, 2) == "t" ? "missing from the database"
+                                                           : "raw differs"));
+  std::vector<std::string> checks;
+  for (const ColumnSpec& c : spec.columns) checks.push_back(typed_mismatch_sql(c, db.quote_ident(c.name)));
+  checks.push_back("active IS DISTINCT FROM coalesce((raw ->> 'active')::boolean, true)");
+  checks.push_back(
+      "((modified_on IS NULL) <> (raw ->> 'modifiedOn' IS NULL) OR "
+      "abs(extract(epoch FROM modified_on - (raw ->> 'modifiedOn')::timestamptz)) >= 0.000001)");
+  for (const std::string& check : checks) {
+    PgResult bad = db.exec(fmt::format("SELECT id FROM {} WHERE tenant_id = $1 AND ({}) LIMIT 3", table, check),
+                           {std::to_string(tenant)});
+    for (int i = 0; i < bad.rows(); ++i)
+      problems.push_back(fmt::format("id {}: typed column disagrees with raw: {}", bad.get(i, 0), check));
+  }
+  return problems;
+}
+
+std::string write_temp_file(const std::string& text, const std::string& suffix) {
+  const std::string path = fmt::format("/tmp/stsync-test-{}-{}{}", getpid(), g_counter.fetch_add(1), suffix);
+  std::ofstream(path) << text;
+  chmod(path.c_str(), 0600);
+  return path;
+}
+
+}  // namespace stsync::test

@@ -1,0 +1,94 @@
+// Test support: a private schema per test in the real PostgreSQL that tests/run.sh starts, an
+// in-process sandbox on a free loopback port (real HTTP), and the stsync binary as a child
+// process.
+#pragma once
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "job_spec.h"
+#include "pg.h"
+#include "sandbox/server.h"
+
+namespace stsync::test {
+
+/// libpq connection string for the test cluster ($STSYNC_TEST_DATABASE_URL, else PG* env).
+std::string database_url();
+
+/// A fresh schema, dropped at the end of the test.
+class TestSchema {
+ public:
+  TestSchema();
+  ~TestSchema();
+  const std::string& name() const { return name_; }
+  PgConnection& db() { return *db_; }
+  std::int64_t scalar(const std::string& sql, const Params& params = {});
+
+ private:
+  std::string name_;
+  std::unique_ptr<PgConnection> db_;
+};
+
+/// The sandbox, serving on 127.0.0.1 and an ephemeral port.
+class TestSandbox {
+ public:
+  TestSandbox() : TestSandbox(default_options()) {}
+  explicit TestSandbox(sandbox::ServerOptions options);
+  static sandbox::ServerOptions default_options(int invoices = 600, int employees = 120);
+  std::string url() const;
+  int port() const { return port_; }
+  /// POST /_sandbox/{what}?{query}; returns the body; fails the test on a non-200.
+  std::string admin(const std::string& what, const std::string& query = "", bool post = true);
+  std::string truth(std::int64_t tenant, const std::string& resource);
+  std::int64_t stat(std::int64_t tenant, const std::string& field);
+  sandbox::Server& server() { return *server_; }
+
+ private:
+  std::unique_ptr<sandbox::Server> server_;
+  int port_ = 0;
+};
+
+inline constexpr std::int64_t kTenantA = 1001;
+inline constexpr std::int64_t kTenantBig = 9007199254740993LL;  // above 2^53
+
+struct ProcessResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+/// The environment stsync needs to reach `sandbox` and `schema` for the given tenant.
+std::map<std::string, std::string> stsync_env(const TestSandbox& sandbox, const TestSchema& schema,
+                                              std::int64_t tenant);
+
+/// A child process with its own environment (nothing inherited but PATH and PG*).
+class Process {
+ public:
+  Process(const std::vector<std::string>& args, const std::map<std::string, std::string>& env);
+  ~Process();
+  void kill_hard();  // SIGKILL
+  ProcessResult wait();
+
+ private:
+  pid_t pid_ = -1;
+  std::string out_path_, err_path_;
+  std::optional<ProcessResult> result_;
+};
+
+ProcessResult run_stsync(const std::vector<std::string>& args,
+                         const std::map<std::string, std::string>& env);
+
+/// Differences between the job's table and the sandbox's truth for one tenant: rows missing,
+/// extra or with a different raw document (after the documented NUL policy), and typed columns
+/// that disagree with raw. Empty when they are exactly equal.
+std::vector<std::string> compare_with_truth(TestSchema& schema, TestSandbox& sandbox,
+                                            const JobSpec& spec, std::int64_t tenant);
+JobSpec builtin_job(const std::string& name);
+
+/// Writes `text` to a fresh temporary file (mode 0600) and returns its path.
+std::string write_temp_file(const std::string& text, const std::string& suffix = ".toml");
+
+}  // namespace stsync::test

@@ -1,0 +1,304 @@
+// Unit tests: pure logic, no network, no database.
+#include <catch2/catch.hpp>
+
+#include "config.h"
+#include "copy_text.h"
+#include "errors.h"
+#include "exit_status.h"
+#include "job_spec.h"
+#include "page_parser.h"
+#include "rate_limiter.h"
+#include "retry.h"
+#include "runner.h"
+#include "st_client.h"
+#include "timestamp.h"
+
+using namespace stsync;
+
+TEST_CASE("timestamps with 0 to 7 fractional digits parse to exact ticks", "[unit][time]") {
+  CHECK(parse_timestamp("2021-07-19T20:35:38Z") == 16267269380000000LL);
+  CHECK(parse_timestamp("2021-07-19T20:35:38.2876004Z") == 16267269382876004LL);
+  CHECK(parse_timestamp("2021-07-19T20:35:38.2Z") == 16267269382000000LL);
+  CHECK(parse_timestamp("2021-07-19T20:35:38.28760049Z") == 16267269382876004LL);
+  CHECK(parse_timestamp("2021-07-19") == 16266528000000000LL);
+  CHECK(parse_timestamp("2021-07-19T22:35:38+02:00") == 16267269380000000LL);
+  CHECK_FALSE(parse_timestamp("2021-02-30T00:00:00Z"));
+  CHECK_FALSE(parse_timestamp("2021-07-19T20:35:38.Z"));
+  CHECK_FALSE(parse_timestamp("yesterday"));
+  CHECK_FALSE(parse_timestamp("2021-07-19T25:00:00Z"));
+}
+
+TEST_CASE("timestamps format back to RFC 3339 and to PostgreSQL microseconds", "[unit][time]") {
+  const Ticks t = *parse_timestamp("2021-07-19T20:35:38.2876004Z");
+  CHECK(format_timestamp(t) == "2021-07-19T20:35:38.2876004Z");
+  CHECK(format_timestamp(t, 0) == "2021-07-19T20:35:38Z");
+  CHECK(format_timestamp(t, 3) == "2021-07-19T20:35:38.287Z");
+  // The 7th digit is truncated, never rounded up into the next microsecond.
+  CHECK(format_timestamp_pg(*parse_timestamp("2021-07-19T20:35:38.9999999Z")) == "2021-07-19T20:35:38.999999+00");
+  CHECK(format_timestamp(*parse_timestamp("1999-12-31T23:59:59Z") + kTicksPerSecond) == "2000-01-01T00:00:00.0000000Z");
+}
+
+TEST_CASE("HTTP dates round-trip", "[unit][time]") {
+  const Ticks t = *parse_timestamp("1994-11-06T08:49:37Z");
+  CHECK(format_http_date(t) == "Sun, 06 Nov 1994 08:49:37 GMT");
+  CHECK(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT") == t);
+  CHECK_FALSE(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"));
+}
+
+TEST_CASE("COPY fields escape backslashes, tabs, newlines and carriage returns", "[unit][copy]") {
+  std::string out;
+  append_copy_field(out, "a\\b\tc\nd\re\\N");
+  CHECK(out == "a\\\\b\\tc\\nd\\re\\\\N");
+}
+
+TEST_CASE("NUL characters become U+FFFD in text and in JSON, escaped backslashes are kept", "[unit][copy]") {
+  std::string text("a\0b", 3);
+  CHECK(replace_nul_in_text(text));
+  CHECK(text == "a\xEF\xBF\xBD" "b");
+  std::string json = R"({"a":"x\u0000y","b":"\\u0000 is text"})";
+  CHECK(replace_nul_in_json(json));
+  CHECK(json == R"({"a":"x\ufffdy","b":"\\u0000 is text"})");
+  std::string clean = R"({"a":"\\u0000"})";
+  CHECK_FALSE(replace_nul_in_json(clean));
+}
+
+TEST_CASE("JSON strings escape quotes and control characters", "[unit][copy]") {
+  std::string out;
+  append_json_string(out, std::string("q\"b\\n\n\x01", 7));
+  CHECK(out == "\"q\\\"b\\\\n\\n\\u0001\"");
+}
+
+TEST_CASE("column names are the snake_case of the field path", "[unit][jobs]") {
+  CHECK(snake_case("customer.id") == "customer_id");
+  CHECK(snake_case("hourlyRate") == "hourly_rate");
+  CHECK(snake_case("salesTaxCode.taxRate") == "sales_tax_code_tax_rate");
+  CHECK(snake_case("id") == "id");
+}
+
+TEST_CASE("the built-in job files parse and name their endpoints", "[unit][jobs]") {
+  auto jobs = load_job_specs("");
+  REQUIRE(jobs.size() >= 2);
+  for (const JobSpec& j : jobs) {
+    CHECK(j.list_path.find("{tenant}") != std::string::npos);
+    CHECK(j.mode == SyncMode::export_feed);
+    CHECK_FALSE(j.inactive_filter.empty());
+  }
+}
+
+TEST_CASE("a job file with an unknown key or type is refused with its name", "[unit][jobs]") {
+  CHECK_THROWS_WITH(parse_job_spec("name='x'\nlist_path='p'\nmode='list'\ncolums=[]\n", "x.toml"),
+                    Catch::Contains("x.toml") && Catch::Contains("colums"));
+  CHECK_THROWS_WITH(
+      parse_job_spec("name='x'\nlist_path='p'\nmode='list'\ncolumns=[{path='a',type='money'}]\n", "x.toml"),
+      Catch::Contains("unknown type 'money'"));
+  CHECK_THROWS_WITH(parse_job_spec("name='x'\nlist_path='p'\ncolumns=[]\n", "x.toml"),
+                    Catch::Contains("export_path"));
+}
+
+namespace {
+EnvLookup fake_env(std::map<std::string, std::string> vars) {
+  return [vars](const char* name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+}  // namespace
+
+TEST_CASE("the environment alone configures one tenant", "[unit][config]") {
+  std::vector<std::string> warnings;
+  Settings s = load_settings(std::nullopt,
+                             fake_env({{"ST_CLIENT_ID", "cid"},
+                                       {"ST_CLIENT_SECRET", "sec"},
+                                       {"ST_APP_KEY", "ak"},
+                                       {"ST_TENANT_ID", "123"},
+                                       {"ST_ENVIRONMENT", "integration"}}),
+                             warnings);
+  REQUIRE(s.tenants.size() == 1);
+  CHECK(s.tenants[0].id == 123);
+  CHECK(s.tenants[0].client_secret == "sec");
+  CHECK(s.auth_url == "https://auth-integration.servicetitan.io");
+  CHECK(s.api_url == "https://api-integration.servicetitan.io");
+  CHECK(s.tls_verify);
+  Settings prod = load_settings(std::nullopt, fake_env({{"ST_API_URL", "http://127.0.0.1:8400/"}}), warnings);
+  CHECK(prod.auth_url == "https://auth.servicetitan.io");
+  CHECK(prod.api_url == "http://127.0.0.1:8400");
+}
+
+TEST_CASE("the environment wins over the config file", "[unit][config]") {
+  std::vector<std::string> warnings;
+  const std::string path = "/tmp/stsync-unit-config.toml";
+  {
+    FILE* f = std::fopen(path.c_str(), "w");
+    std::fputs("[servicetitan]\napp_key='file-key'\nrequests_per_second=5\n"
+               "[[tenants]]\nid=7\nclient_id='a'\nclient_secret='b'\n"
+               "[jobs.invoices]\nmode='list'\npage_size=100\n",
+               f);
+    std::fclose(f);
+  }
+  Settings s = load_settings(path, fake_env({{"ST_APP_KEY", "env-key"}, {"ST_CLIENT_SECRET", "env-secret"}}), warnings);
+  CHECK(s.app_key == "env-key");
+  CHECK(s.requests_per_second == 5);
+  REQUIRE(s.tenants.size() == 1);
+  CHECK(s.tenants[0].client_secret == "env-secret");
+  auto jobs = resolve_jobs(s);
+  auto inv = std::find_if(jobs.begin(), jobs.end(), [](const JobSpec& j) { return j.name == "invoices"; });
+  REQUIRE(inv != jobs.end());
+  CHECK(inv->mode == SyncMode::list_windows);
+  CHECK(inv->page_size == 100);
+}
+
+TEST_CASE("bad configuration is one clear error", "[unit][config]") {
+  std::vector<std::string> warnings;
+  CHECK_THROWS_WITH(load_settings("/nonexistent/stsync.toml", fake_env({}), warnings),
+                    Catch::Contains("/nonexistent/stsync.toml"));
+  CHECK_THROWS_WITH(load_settings(std::nullopt, fake_env({{"ST_ENVIRONMENT", "staging"}}), warnings),
+                    Catch::Contains("ST_ENVIRONMENT"));
+  CHECK_THROWS_WITH(load_settings(std::nullopt, fake_env({{"STSYNC_REQUESTS_PER_SECOND", "100"}}), warnings),
+                    Catch::Contains("at most 60"));
+  CHECK_THROWS_WITH(load_settings(std::nullopt, fake_env({{"ST_TENANT_ID", "abc"}}), warnings),
+                    Catch::Contains("ST_TENANT_ID"));
+}
+
+TEST_CASE("only server-side conditions are retryable", "[unit][retry]") {
+  for (long s : {408L, 409L, 429L, 500L, 502L, 503L, 504L})
+    CHECK(Error(classify_http_status(s), "x").retryable());
+  for (long s : {400L, 401L, 403L, 404L, 422L})
+    CHECK_FALSE(Error(classify_http_status(s), "x").retryable());
+  CHECK(Error(ErrorKind::network, "x").retryable());
+  CHECK(Error(ErrorKind::db_unavailable, "x").retryable());
+  CHECK_FALSE(Error(ErrorKind::bad_data, "x").retryable());
+  CHECK_FALSE(Error(ErrorKind::auth_rejected, "x").retryable());
+}
+
+TEST_CASE("Retry-After is read in seconds and as an HTTP date against the server's clock", "[unit][retry]") {
+  CHECK(parse_retry_after("3", std::nullopt, 0) == 3.0);
+  const std::string date = "Sun, 06 Nov 1994 08:49:37 GMT";
+  CHECK(parse_retry_after("Sun, 06 Nov 1994 08:49:39 GMT", date, 0) == Approx(2.0));
+  CHECK(parse_retry_after("soon", std::nullopt, 0) == std::nullopt);
+}
+
+TEST_CASE("backoff grows exponentially, is capped, and never undercuts Retry-After", "[unit][retry]") {
+  RetryPolicy p;
+  p.base_seconds = 1;
+  p.max_backoff_seconds = 10;
+  CHECK(backoff_seconds(p, 2, std::nullopt, 0.999) == Approx(0.999));
+  CHECK(backoff_seconds(p, 4, std::nullopt, 0.5) == Approx(2.0));
+  CHECK(backoff_seconds(p, 20, std::nullopt, 0.999) == Approx(9.99));
+  CHECK(backoff_seconds(p, 2, 5.0, 0.1) == Approx(5.0));
+  RetryBudget budget(3);
+  CHECK(budget.take(2));
+  CHECK_FALSE(budget.take(2));
+  CHECK(budget.remaining() == Approx(1));
+}
+
+namespace {
+class FakeClock final : public Clock {
+ public:
+  double now = 1000;
+  double slept = 0;
+  double monotonic() override { return now; }
+  void sleep(double s) override {
+    now += s;
+    slept += s;
+  }
+};
+}  // namespace
+
+TEST_CASE("the rate limiter never lets more than N requests into any one-second window", "[unit][rate]") {
+  FakeClock clock;
+  RateLimiter limiter(10, clock);
+  std::vector<double> times;
+  for (int i = 0; i < 45; ++i) {
+    limiter.acquire();
+    times.push_back(clock.now);
+  }
+  for (size_t i = 0; i < times.size(); ++i) {
+    size_t in_window = 0;
+    for (size_t j = i; j < times.size() && times[j] < times[i] + 1.0; ++j) ++in_window;
+    CHECK(in_window <= 10);
+  }
+  CHECK(clock.slept >= 4.0);
+}
+
+TEST_CASE("a page parses to exact COPY rows: big ids, 20-digit decimals, nulls, NULs", "[unit][parser]") {
+  JobSpec spec = parse_job_spec(R"(
+name = "things"
+list_path = "x/v2/tenant/{tenant}/things"
+mode = "list"
+columns = [
+  { path = "amount", type = "numeric" },
+  { path = "customer.id", type = "bigint" },
+  { path = "note", type = "text" },
+  { path = "items", type = "jsonb" },
+  { path = "when", type = "timestamptz" },
+]
+)", "things.toml");
+  PageParser parser(spec);
+  std::string body = R"({"page":1,"hasMore":true,"continueFrom":"tok","totalCount":2,"data":[
+{"id":9007199254740993,"amount":12345678.901234567891,"customer":{"id":5,"name":"x"},"note":"tab\there\u0000","items":null,"when":"2021-07-19T20:35:38.2876004Z","modifiedOn":"2021-07-19T20:35:38.2876004Z","active":false},
+{"id":2,"amount":"0.10","customer":null,"items":[{"a":1}],"modifiedOn":null}
+]})";
+  ParsedPage page;
+  parser.parse(body, 77, page);
+  CHECK(page.has_more);
+  CHECK(page.continue_from == "tok");
+  CHECK(page.total_count == 2);
+  REQUIRE(page.records == 2);
+  CHECK(page.ids == std::vector<std::int64_t>{9007199254740993LL, 2});
+  CHECK(page.max_modified == parse_timestamp("2021-07-19T20:35:38.2876004Z"));
+  CHECK(page.nul_replaced == 2);  // the note column and the raw document
+  const std::string first = page.copy_rows.substr(0, page.copy_rows.find('\n'));
+  CHECK(first.rfind("77\t9007199254740993\t12345678.901234567891\t5\ttab\\there\xEF\xBF\xBD\t\\N\t"
+                    "2021-07-19T20:35:38.287600+00\t2021-07-19T20:35:38.287600+00\tf\t{",
+                    0) == 0);
+  CHECK(first.find("\\\\u0000") == std::string::npos);
+  CHECK(first.find("\\\\ufffd") != std::string::npos);
+  const std::string second = page.copy_rows.substr(first.size() + 1);
+  CHECK(second.rfind("77\t2\t0.10\t\\N\t\\N\t[{\"a\":1}]\t\\N\t\\N\tt\t", 0) == 0);
+}
+
+TEST_CASE("a bad record is named by position, id and field", "[unit][parser]") {
+  JobSpec spec = parse_job_spec(
+      "name='t'\nlist_path='p'\nmode='list'\ncolumns=[{path='n',type='integer'},{path='d',type='timestamptz'}]\n", "t.toml");
+  PageParser parser(spec);
+  ParsedPage page;
+  auto parse = [&](std::string body) { parser.parse(body, 1, page); };
+  CHECK_THROWS_WITH(parse(R"({"data":[{"id":1},{"n":2}]})"), Catch::Contains("record #2") && Catch::Contains("no 'id'"));
+  CHECK_THROWS_WITH(parse(R"({"data":[{"id":5,"n":"x"}]})"), Catch::Contains("id 5") && Catch::Contains("'n'"));
+  CHECK_THROWS_WITH(parse(R"({"data":[{"id":5,"n":3000000000}]})"), Catch::Contains("too large"));
+  CHECK_THROWS_WITH(parse(R"({"data":[{"id":6,"d":"not a date"}]})"), Catch::Contains("id 6") && Catch::Contains("not a date"));
+  CHECK_THROWS_WITH(parse(R"({"hasMore":false})"), Catch::Contains("no 'data'"));
+  CHECK_THROWS_WITH(parse("<html>oops</html>"), Catch::Contains("not"));
+  CHECK_THROWS_WITH(parse(R"({"data":[{"id":1.5}]})"), Catch::Contains("not a 64-bit integer"));
+  CHECK_THROWS_AS(parse(R"({"data":[{"id":1,"n":)"), Error);
+}
+
+TEST_CASE("error responses are described with title, errors and traceId", "[unit][client]") {
+  HttpResponse r;
+  r.status = 400;
+  r.content_type = "application/problem+json";
+  r.body = R"({"type":"x","title":"One or more validation errors occurred.","status":400,"traceId":"00-abc-01","errors":{"pageSize":["too big"]}})";
+  const std::string d = describe_error_response(r);
+  CHECK(d.find("HTTP 400") != std::string::npos);
+  CHECK(d.find("validation errors") != std::string::npos);
+  CHECK(d.find("pageSize: too big") != std::string::npos);
+  CHECK(d.find("traceId 00-abc-01") != std::string::npos);
+  r.status = 502;
+  r.content_type = "text/html";
+  r.body = "<html><head><title>502 Bad Gateway</title></head></html>";
+  CHECK(describe_error_response(r) == "HTTP 502 (an HTML page: 502 Bad Gateway)");
+}
+
+TEST_CASE("exit codes follow the worst failure class", "[unit][exit]") {
+  auto result = [](JobOutcome o, std::optional<ErrorKind> k) {
+    JobResult r;
+    r.outcome = o;
+    r.error_kind = k;
+    return r;
+  };
+  CHECK(exit_code_for({result(JobOutcome::succeeded, {}), result(JobOutcome::skipped, {})}) == kExitSuccess);
+  CHECK(exit_code_for({result(JobOutcome::failed, ErrorKind::bad_data)}) == kExitJobFailed);
+  CHECK(exit_code_for({result(JobOutcome::failed, ErrorKind::network), result(JobOutcome::failed, ErrorKind::db_unavailable)}) == kExitDatabase);
+  CHECK(exit_code_for({result(JobOutcome::failed, ErrorKind::bad_data), result(JobOutcome::failed, ErrorKind::auth_rejected)}) == kExitAuthRejected);
+}
