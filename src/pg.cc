@@ -73,7 +73,14 @@ void PgConnection::fail(const PGresult* result, std::string_view what) {
                 sqlstate, first_line(context));
 }
 
-PgResult PgConnection::exec(const std::string& sql) { return exec(sql, {}); }
+PgResult PgConnection::exec(const std::string& sql) {
+  // The simple protocol: several statements in one string are allowed (migrations need that).
+  PGresult* raw = PQexec(conn_, sql.c_str());
+  PgResult result(raw);
+  const ExecStatusType status = PQresultStatus(raw);
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) fail(raw, "statement failed");
+  return result;
+}
 
 PgResult PgConnection::exec(const std::string& sql, const Params& params) {
   std::vector<const char*> values;

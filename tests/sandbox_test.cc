@@ -1,0 +1,461 @@
+// The sandbox's own tests: every documented behaviour, checked over real HTTP.
+#include <httplib.h>
+#include <simdjson.h>
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <fmt/format.h>
+#include <set>
+
+#include "support.h"
+#include "timestamp.h"
+
+using namespace stsync;
+using namespace stsync::test;
+using stsync::sandbox::sandbox_client_id;
+using stsync::sandbox::sandbox_client_secret;
+
+namespace {
+
+struct Api {
+  explicit Api(TestSandbox& s) : sandbox(s), http("127.0.0.1", s.port()) {}
+  TestSandbox& sandbox;
+  httplib::Client http;
+
+  std::string token(std::int64_t tenant) {
+    auto r = http.Post("/connect/token",
+                       fmt::format("grant_type=client_credentials&client_id={}&client_secret={}",
+                                   sandbox_client_id(tenant), sandbox_client_secret(tenant)),
+                       "application/x-www-form-urlencoded");
+    REQUIRE(r);
+    REQUIRE(r->status == 200);
+    simdjson::dom::parser p;
+    return std::string(p.parse(r->body)["access_token"].get_string().value());
+  }
+  httplib::Result get(const std::string& path, const std::string& token,
+                      const std::string& app_key = "sandbox-app-key", bool bearer = true) {
+    httplib::Headers h = {{"ST-App-Key", app_key}, {"Authorization", bearer ? "Bearer " + token : token}};
+    if (app_key.empty()) h.erase("ST-App-Key");
+    return http.Get(path.c_str(), h);
+  }
+};
+
+std::string inv(std::int64_t tenant, const std::string& query = "") {
+  return fmt::format("/accounting/v2/tenant/{}/invoices{}", tenant, query);
+}
+std::string inv_export(std::int64_t tenant, const std::string& query = "") {
+  return fmt::format("/accounting/v2/tenant/{}/export/invoices{}", tenant, query);
+}
+
+struct Page {
+  bool has_more = false;
+  std::string continue_from;
+  std::int64_t total = -1;
+  std::vector<std::int64_t> ids;
+  std::vector<std::string> modified;  // "" for null
+  std::vector<bool> active;
+};
+
+Page parse_page(const std::string& body) {
+  simdjson::dom::parser p;
+  simdjson::dom::element doc = p.parse(body);
+  Page page;
+  page.has_more = doc["hasMore"].get_bool().value();
+  std::string_view cf;
+  if (doc["continueFrom"].get_string().get(cf) == simdjson::SUCCESS) page.continue_from = cf;
+  std::int64_t total;
+  if (doc["totalCount"].get_int64().get(total) == simdjson::SUCCESS) page.total = total;
+  for (simdjson::dom::element rec : doc["data"].get_array()) {
+    page.ids.push_back(rec["id"].get_int64().value());
+    std::string_view m;
+    page.modified.emplace_back(rec["modifiedOn"].get_string().get(m) == simdjson::SUCCESS ? std::string(m) : "");
+    page.active.push_back(rec["active"].get_bool().value());
+  }
+  return page;
+}
+
+std::vector<Page> walk_export(Api& api, const std::string& token, std::int64_t tenant,
+                              const std::string& first_query = "?includeRecentChanges=false") {
+  std::vector<Page> pages;
+  std::string query = first_query;
+  for (int i = 0; i < 1000; ++i) {
+    auto r = api.get(inv_export(tenant, query), token);
+    REQUIRE(r);
+    REQUIRE(r->status == 200);
+    pages.push_back(parse_page(r->body));
+    if (!pages.back().has_more) break;
+    query = "?from=" + pages.back().continue_from;
+  }
+  return pages;
+}
+
+size_t truth_count(TestSandbox& s, std::int64_t tenant, const std::string& resource = "invoices") {
+  simdjson::dom::parser p;
+  return p.parse(s.truth(tenant, resource)).get_array().value().size();
+}
+
+}  // namespace
+
+TEST_CASE("the sandbox issues tokens for valid client credentials only", "[sandbox][auth]") {
+  TestSandbox s;
+  Api api(s);
+  auto ok = api.http.Post("/connect/token",
+                          fmt::format("grant_type=client_credentials&client_id={}&client_secret={}",
+                                      sandbox_client_id(kTenantA), sandbox_client_secret(kTenantA)),
+                          "application/x-www-form-urlencoded");
+  REQUIRE(ok);
+  CHECK(ok->status == 200);
+  CHECK(ok->body.find("\"expires_in\":900") != std::string::npos);
+  CHECK(ok->body.find("\"token_type\":\"Bearer\"") != std::string::npos);
+  auto wrong = api.http.Post("/connect/token",
+                             fmt::format("grant_type=client_credentials&client_id={}&client_secret=nope",
+                                         sandbox_client_id(kTenantA)),
+                             "application/x-www-form-urlencoded");
+  REQUIRE(wrong);
+  CHECK(wrong->status == 400);
+  CHECK(wrong->body.find("invalid_client") != std::string::npos);
+  auto json_body = api.http.Post("/connect/token", "{}", "application/json");
+  REQUIRE(json_body);
+  CHECK(json_body->status == 400);
+  auto grant = api.http.Post("/connect/token", "grant_type=password", "application/x-www-form-urlencoded");
+  REQUIRE(grant);
+  CHECK(grant->status == 400);
+}
+
+TEST_CASE("resource calls need a live token of the same tenant and the app key", "[sandbox][auth]") {
+  auto o = TestSandbox::default_options(50, 10);
+  o.token_ttl_seconds = 60;
+  TestSandbox s(o);
+  Api api(s);
+  const std::string token = api.token(kTenantA);
+  CHECK(api.get(inv(kTenantA), token)->status == 200);
+  CHECK(api.get(inv(kTenantA), token, "sandbox-app-key", false)->status == 200);  // bare token
+  CHECK(api.get(inv(kTenantA), "")->status == 401);
+  CHECK(api.get(inv(kTenantA), "garbage")->status == 401);
+  CHECK(api.get(inv(kTenantBig), token)->status == 401);  // another tenant's token
+  CHECK(api.get(inv(kTenantA), token, "")->status == 403);
+  CHECK(api.get(inv(kTenantA), token, "wrong-key")->status == 403);
+  s.admin("clock", "advance_seconds=61");
+  CHECK(api.get(inv(kTenantA), token)->status == 401);  // expired
+  const std::string fresh = api.token(kTenantA);
+  CHECK(api.get(inv(kTenantA), fresh)->status == 200);
+  s.admin("revoke-tokens");
+  CHECK(api.get(inv(kTenantA), fresh)->status == 401);
+}
+
+TEST_CASE("the list endpoint pages, counts and validates like ServiceTitan", "[sandbox][list]") {
+  TestSandbox s;
+  Api api(s);
+  const std::string token = api.token(kTenantA);
+  auto r = api.get(inv(kTenantA, "?activeState=All&pageSize=100&page=2&includeTotal=true"), token);
+  REQUIRE(r->status == 200);
+  Page p = parse_page(r->body);
+  CHECK(p.ids.size() == 100);
+  CHECK(p.has_more);
+  CHECK(p.total == static_cast<std::int64_t>(truth_count(s, kTenantA)));
+  CHECK(r->body.rfind("{\"page\":2,\"pageSize\":100,", 0) == 0);
+  Page no_total = parse_page(api.get(inv(kTenantA, "?pageSize=10"), token)->body);
+  CHECK(no_total.total == -1);
+  CHECK(no_total.ids.size() == 10);
+  Page default_size = parse_page(api.get(inv(kTenantA), token)->body);
+  CHECK(default_size.ids.size() == 50);
+  auto too_big = api.get(inv(kTenantA, "?pageSize=5001"), token);
+  CHECK(too_big->status == 400);
+  CHECK(too_big->body.find("traceId") != std::string::npos);
+  CHECK(too_big->body.find("pageSize") != std::string::npos);
+  CHECK(api.get(inv(kTenantA, "?page=0"), token)->status == 400);
+  CHECK(api.get(inv(kTenantA, "?modifiedOnOrAfter=yesterday"), token)->status == 400);
+  CHECK(api.get(inv(kTenantA, "?activeState=Maybe"), token)->status == 400);
+  CHECK(api.get(fmt::format("/settings/v2/tenant/{}/employees?active=Sometimes", kTenantA), token)->status == 400);
+  CHECK(api.get(fmt::format("/accounting/v2/tenant/{}/employees", kTenantA), token)->status == 404);
+}
+
+TEST_CASE("inactive rows are hidden unless asked for with activeState or active", "[sandbox][list]") {
+  TestSandbox s;
+  Api api(s);
+  const std::string token = api.token(kTenantA);
+  Page active = parse_page(api.get(inv(kTenantA, "?pageSize=5000&includeTotal=true"), token)->body);
+  Page all = parse_page(api.get(inv(kTenantA, "?pageSize=5000&activeState=All"), token)->body);
+  Page inactive = parse_page(api.get(inv(kTenantA, "?pageSize=5000&activeState=InactiveOnly"), token)->body);
+  CHECK(std::all_of(active.active.begin(), active.active.end(), [](bool a) { return a; }));
+  CHECK(std::none_of(inactive.active.begin(), inactive.active.end(), [](bool a) { return a; }));
+  CHECK_FALSE(inactive.ids.empty());
+  CHECK(all.ids.size() == active.ids.size() + inactive.ids.size());
+  CHECK(all.ids.size() == truth_count(s, kTenantA));
+  const std::string emp = fmt::format("/settings/v2/tenant/{}/employees?pageSize=5000", kTenantA);
+  Page emp_default = parse_page(api.get(emp, token)->body);
+  Page emp_any = parse_page(api.get(emp + "&active=Any", token)->body);
+  CHECK(emp_any.ids.size() == truth_count(s, kTenantA, "employees"));
+  CHECK(emp_default.ids.size() < emp_any.ids.size());
+}
+
+TEST_CASE("modifiedOnOrAfter is inclusive, modifiedBefore exclusive, ids filter at most 50", "[sandbox][list]") {
+  TestSandbox s;
+  Api api(s);
+  const std::string token = api.token(kTenantA);
+  Page all = parse_page(api.get(inv(kTenantA, "?pageSize=5000&activeState=All"), token)->body);
+  // Pick a timestamp that several rows share (the sandbox's shared-instant block).
+  std::map<std::string, int> by_time;
+  for (const std::string& m : all.modified)
+    if (!m.empty()) ++by_time[m];
+  auto shared = std::max_element(by_time.begin(), by_time.end(),
+                                 [](auto& a, auto& b) { return a.second < b.second; });
+  REQUIRE(shared->second >= 100);
+  const std::string t = shared->first;
+  Page from = parse_page(api.get(inv(kTenantA, "?pageSize=5000&activeState=All&modifiedOnOrAfter=" + t), token)->body);
+  Page before = parse_page(api.get(inv(kTenantA, "?pageSize=5000&activeState=All&modifiedBefore=" + t), token)->body);
+  size_t nulls = std::count(all.modified.begin(), all.modified.end(), "");
+  CHECK(nulls > 0);
+  CHECK(from.ids.size() + before.ids.size() + nulls == all.ids.size());
+  for (const std::string& m : from.modified) CHECK(*parse_timestamp(m) >= *parse_timestamp(t));
+  for (const std::string& m : before.modified) CHECK(*parse_timestamp(m) < *parse_timestamp(t));
+  Page exact = parse_page(api.get(inv(kTenantA, "?pageSize=5000&activeState=All&modifiedOnOrAfter=" + t +
+                                                    "&modifiedBefore=" + t), token)->body);
+  CHECK(exact.ids.empty());
+  std::string ids;
+  for (int i = 0; i < 3; ++i) ids += (i ? "," : "") + std::to_string(all.ids[static_cast<size_t>(i) * 7]);
+  Page by_ids = parse_page(api.get(inv(kTenantA, "?activeState=All&ids=" + ids), token)->body);
+  CHECK(by_ids.ids.size() == 3);
+  std::string many;
+  for (int i = 0; i < 51; ++i) many += (i ? "," : "") + std::to_string(i);
+  CHECK(api.get(inv(kTenantA, "?ids=" + many), token)->status == 400);
+}
+
+TEST_CASE("the export feed walks with continueFrom and returns every row, inactive included", "[sandbox][export]") {
+  TestSandbox s;
+  Api api(s);
+  const std::string token = api.token(kTenantBig);
+  std::vector<Page> pages = walk_export(api, token, kTenantBig);
+  CHECK(pages.size() > 1);  // the batch is 200 in tests
+  std::set<std::int64_t> ids;
+  bool saw_inactive = false;
+  for (const Page& p : pages) {
+    CHECK(p.ids.size() <= 200);
+    CHECK_FALSE(p.continue_from.empty());
+    for (size_t i = 0; i < p.ids.size(); ++i) {
+      ids.insert(p.ids[i]);
+      saw_inactive |= !p.active[i];
+    }
+  }
+  CHECK(saw_inactive);
+  CHECK(ids.size() == truth_count(s, kTenantBig));
+  CHECK(*ids.rbegin() > (1LL << 53));
+  // Caught up: the last token returns nothing new.
+  Page again = parse_page(api.get(inv_export(kTenantBig, "?from=" + pages.back().continue_from), token)->body);
+  CHECK(again.ids.empty());
+  CHECK_FALSE(again.has_more);
+}
+
+TEST_CASE("export changes appear after the visibility delay, or at once with includeRecentChanges", "[sandbox][export]") {
+  TestSandbox s;
+  Api api(s);
+  const std::string token = api.token(kTenantA);
+  const std::string last = walk_export(api, token, kTenantA).back().continue_from;
+  s.admin("changes", fmt::format("tenant={}&resource=invoices&n=10", kTenantA));
+  Page hidden = parse_page(api.get(inv_export(kTenantA, "?from=" + last), token)->body);
+  CHECK(hidden.ids.empty());
+  auto recent_response = api.get(inv_export(kTenantA, "?includeRecentChanges=true&from=" + last), token);
+  INFO(recent_response->status << " " << recent_response->body.substr(0, 300));
+  Page recent = parse_page(recent_response->body);
+  CHECK_FALSE(recent.ids.empty());
+  // A caught-up page of recent rows hands back a token that repeats them.
+  auto repeat_response = api.get(inv_export(kTenantA, "?includeRecentChanges=true&from=" + recent.continue_from), token);
+  INFO("repeat: " << repeat_response->status << " " << repeat_response->body.substr(0, 300));
+  Page repeat = parse_page(repeat_response->body);
+  CHECK(repeat.ids == recent.ids);
+  s.admin("clock", "advance_seconds=901");  // also outlives the token
+  Page visible = parse_page(api.get(inv_export(kTenantA, "?from=" + last), api.token(kTenantA))->body);
+  CHECK(visible.ids == recent.ids);
+}
+
+TEST_CASE("export from a date is inclusive and a bad or stale token is a 400", "[sandbox][export]") {
+  TestSandbox s;
+  Api api(s);
+  const std::string token = api.token(kTenantA);
+  std::vector<Page> all = walk_export(api, token, kTenantA);
+  REQUIRE(all.size() > 1);
+  const std::string t = all[1].modified.front();  // rows without modifiedOn lead the feed
+  REQUIRE_FALSE(t.empty());
+  size_t expected = 0;
+  for (const Page& p : all)
+    for (const std::string& m : p.modified)
+      if (!m.empty() && *parse_timestamp(m) >= *parse_timestamp(t)) ++expected;
+  size_t got = 0;
+  for (const Page& p : walk_export(api, token, kTenantA, "?from=" + t)) {
+    got += p.ids.size();
+    for (const std::string& m : p.modified) CHECK(*parse_timestamp(m) >= *parse_timestamp(t));
+  }
+  CHECK(got == expected);
+  auto bad = api.get(inv_export(kTenantA, "?from=not-a-token"), token);
+  CHECK(bad->status == 400);
+  CHECK(bad->body.find("continueFrom") != std::string::npos);
+  s.admin("invalidate-export-tokens");
+  CHECK(api.get(inv_export(kTenantA, "?from=" + all.back().continue_from), token)->status == 400);
+}
+
+TEST_CASE("the sandbox data holds the hard cases real tenants produce", "[sandbox][data]") {
+  TestSandbox s(TestSandbox::default_options(1200, 200));
+  const std::string truth = s.truth(kTenantA, "invoices");
+  CHECK(truth.find("\\u0000") != std::string::npos);
+  CHECK(truth.find("\"modifiedOn\":null") != std::string::npos);
+  CHECK(truth.find("\"items\":null") != std::string::npos);
+  CHECK(truth.find("\"items\":[]") != std::string::npos);
+  CHECK(truth.find("\"items\":[{") != std::string::npos);
+  CHECK(truth.find("\"taxRate\":0.08250000000000000001") != std::string::npos);
+  CHECK(truth.find("\\\"fix it\\\"") != std::string::npos);
+  CHECK(truth.find("\\t") != std::string::npos);
+  CHECK(truth.find("日本語") != std::string::npos);
+  CHECK(truth.find("\"subTotal\":\"") != std::string::npos);  // money as strings
+  CHECK(truth.find("\"active\":false") != std::string::npos);
+  CHECK(s.truth(kTenantA, "employees").find("\"hourlyRate\":12345678.901234567891") != std::string::npos);
+  simdjson::dom::parser p;
+  std::set<size_t> digits;
+  for (simdjson::dom::element rec : p.parse(truth).get_array()) {
+    std::string_view m;
+    if (rec["modifiedOn"].get_string().get(m) != simdjson::SUCCESS) continue;
+    const size_t dot = m.find('.');
+    digits.insert(dot == std::string_view::npos ? 0 : m.size() - dot - 2);
+  }
+  CHECK(digits == std::set<size_t>{0, 1, 2, 3, 4, 5, 6, 7});
+  // Deterministic from the seed.
+  TestSandbox twin(TestSandbox::default_options(1200, 200));
+  CHECK(twin.truth(kTenantA, "invoices") == truth);
+}
+
+TEST_CASE("churn changes rows, moves them to the end of the feed and shows in the truth", "[sandbox][churn]") {
+  auto o = TestSandbox::default_options(300, 50);
+  o.churn_per_request = 3;
+  TestSandbox s(o);
+  Api api(s);
+  const std::string before = s.truth(kTenantA, "invoices");
+  const std::string token = api.token(kTenantA);
+  api.get(inv(kTenantA), token);
+  api.get(inv(kTenantA), token);
+  const std::string after = s.truth(kTenantA, "invoices");
+  CHECK(after != before);
+  CHECK(truth_count(s, kTenantA) >= 300);
+  const std::string reply = s.admin("changes", fmt::format("tenant={}&resource=invoices&n=25", kTenantA));
+  CHECK(reply == "{\"applied\":25}");
+  s.admin("reset");
+  CHECK(s.truth(kTenantA, "invoices") == before);
+}
+
+TEST_CASE("more than 60 requests a second to one tenant get 429 with Retry-After", "[sandbox][limits]") {
+  TestSandbox s(TestSandbox::default_options(20, 5));
+  Api api(s);
+  const std::string token = api.token(kTenantA);
+  int throttled = 0;
+  std::string retry_after;
+  for (int i = 0; i < 80; ++i) {
+    auto r = api.get(inv(kTenantA, "?pageSize=1"), token);
+    REQUIRE(r);
+    if (r->status == 429) {
+      ++throttled;
+      retry_after = r->get_header_value("Retry-After");
+    }
+  }
+  CHECK(throttled > 0);
+  CHECK(retry_after == "1");
+  CHECK(s.stat(kTenantA, "throttled") == throttled);
+  // Another tenant has its own budget.
+  CHECK(api.get(inv(kTenantBig, "?pageSize=1"), api.token(kTenantBig))->status == 200);
+}
+
+TEST_CASE("queued faults come back as the documented failures", "[sandbox][faults]") {
+  auto o = TestSandbox::default_options(20, 5);
+  o.faults.slow_ms = 300;
+  TestSandbox s(o);
+  Api api(s);
+  const std::string token = api.token(kTenantA);
+  s.admin("faults", "next=http500,http502,http503,http504,maintenance409,throttle,html,empty,slow");
+  auto expect = [&](int status, const std::string& needle) {
+    auto r = api.get(inv(kTenantA), token);
+    REQUIRE(r);
+    CHECK(r->status == status);
+    if (!needle.empty()) CHECK(r->body.find(needle) != std::string::npos);
+    return r;
+  };
+  expect(500, "traceId");
+  expect(502, "traceId");
+  expect(503, "traceId");
+  expect(504, "traceId");
+  expect(409, "maintenance");
+  auto throttle = expect(429, "");
+  CHECK(parse_http_date(throttle->get_header_value("Retry-After")).has_value());
+  CHECK(parse_http_date(throttle->get_header_value("Retry-After")) ==
+        *parse_http_date(throttle->get_header_value("Date")) + kTicksPerSecond);
+  auto html = expect(502, "<html>");
+  CHECK(html->get_header_value("Content-Type").find("text/html") != std::string::npos);
+  CHECK(expect(500, "")->body.empty());
+  const auto t0 = std::chrono::steady_clock::now();
+  expect(200, "\"data\"");
+  CHECK(std::chrono::steady_clock::now() - t0 >= std::chrono::milliseconds(300));
+  expect(200, "\"data\"");
+}
+
+TEST_CASE("reset and truncate faults cut the connection mid-response", "[sandbox][faults]") {
+  TestSandbox s(TestSandbox::default_options(20, 5));
+  Api api(s);
+  const std::string token = api.token(kTenantA);
+  s.admin("faults", "next=reset,truncate");
+  auto reset = api.get(inv(kTenantA), token);
+  CHECK((!reset || reset->body.size() < 4096));
+  auto truncated = api.get(inv(kTenantA), token);
+  CHECK((!truncated || truncated->body.size() < 4096));
+  CHECK(api.get(inv(kTenantA), token)->status == 200);
+}
+
+TEST_CASE("seeded random faults hit about the configured rate", "[sandbox][faults]") {
+  auto o = TestSandbox::default_options(20, 5);
+  o.rate_limit_per_second = 1000;
+  TestSandbox s(o);
+  Api api(s);
+  const std::string token = api.token(kTenantA);
+  s.admin("faults", "rate=0.3&seed=5&kinds=http503,maintenance409");
+  int failed = 0;
+  for (int i = 0; i < 200; ++i) failed += api.get(inv(kTenantA, "?pageSize=1"), token)->status != 200;
+  CHECK(failed > 30);
+  CHECK(failed < 90);
+  s.admin("faults", "clear=1");
+  CHECK(api.get(inv(kTenantA), token)->status == 200);
+}
+
+TEST_CASE("responses are gzip-compressed when asked and carry the sandbox clock in Date", "[sandbox][http]") {
+  TestSandbox s;
+  httplib::Client c("127.0.0.1", s.port());
+  c.set_decompress(false);
+  Api api(s);
+  const std::string token = api.token(kTenantA);
+  auto r = c.Get(inv(kTenantA, "?pageSize=500").c_str(),
+                 {{"ST-App-Key", "sandbox-app-key"}, {"Authorization", "Bearer " + token}, {"Accept-Encoding", "gzip"}});
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->get_header_value("Content-Encoding") == "gzip");
+  CHECK(r->get_header_value("Date") == "Thu, 01 Jan 2026 00:00:00 GMT");
+  s.admin("clock", "advance_seconds=3600");
+  auto later = api.get(inv(kTenantA), token);
+  CHECK(later->get_header_value("Date") == "Thu, 01 Jan 2026 01:00:00 GMT");
+}
+
+TEST_CASE("the sandbox serves HTTPS with a given certificate", "[sandbox][tls]") {
+  const std::string dir = fmt::format("/tmp/stsync-tls-{}", getpid());
+  REQUIRE(std::system(("mkdir -p " + dir + " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
+                       "-addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout " + dir + "/key.pem -out " +
+                       dir + "/cert.pem 2>/dev/null").c_str()) == 0);
+  auto o = TestSandbox::default_options(20, 5);
+  o.tls_cert_file = dir + "/cert.pem";
+  o.tls_key_file = dir + "/key.pem";
+  TestSandbox s(o);
+  httplib::SSLClient verified("127.0.0.1", s.port());
+  verified.set_ca_cert_path((dir + "/cert.pem").c_str());
+  verified.enable_server_certificate_verification(true);
+  auto ok = verified.Get("/_sandbox/health");
+  REQUIRE(ok);
+  CHECK(ok->status == 200);
+  httplib::SSLClient untrusting("127.0.0.1", s.port());
+  untrusting.enable_server_certificate_verification(true);
+  untrusting.set_ca_cert_path("/etc/ssl/certs/ca-certificates.crt");
+  CHECK_FALSE(untrusting.Get("/_sandbox/health"));
+  std::system(("rm -rf " + dir).c_str());
+}

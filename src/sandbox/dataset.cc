@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <tuple>
 
 namespace stsync::sandbox {
 
@@ -73,7 +74,7 @@ void Dataset::build_locked() {
       // A block of rows that share one modifiedOn, as a bulk import or a price update leaves.
       const int shared_begin = count / 3;
       const int shared_end = shared_begin + std::min(300, count / 4);
-      const Ticks shared_instant = start - 30 * kDay + 1234567;
+      const Ticks shared_instant = start - 30 * kDay;
       t.rows.reserve(static_cast<size_t>(count));
       for (int i = 0; i < count; ++i) {
         RecordMeta m;
@@ -84,7 +85,10 @@ void Dataset::build_locked() {
             start - span + (span * i) / std::max(count, 1) + static_cast<Ticks>(rng.below(kDay)),
             m.fraction_digits);
         Ticks modified = m.created + static_cast<Ticks>(rng.below(20 * kDay));
-        if (i >= shared_begin && i < shared_end) modified = shared_instant;
+        if (i >= shared_begin && i < shared_end) {
+          modified = shared_instant;
+          m.fraction_digits = 3;
+        }
         // Everything generated is older than the export's visibility delay.
         modified = std::min(modified, start - kDay);
         m.modified = truncate_to_digits(modified, m.fraction_digits);
@@ -92,14 +96,14 @@ void Dataset::build_locked() {
         m.active = i % 11 != 5;
         t.rows.push_back(Row{m, 0, def->generate(m, options_.seed)});
       }
-      // The feed holds rows in modification order (rows without modifiedOn by creation).
+      // The feed holds rows in modification order; rows that never had a modifiedOn come first.
       std::vector<size_t> order(t.rows.size());
       std::iota(order.begin(), order.end(), 0);
       std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
         const RecordMeta& x = t.rows[a].meta;
         const RecordMeta& y = t.rows[b].meta;
-        return std::pair(x.modified.value_or(x.created), x.id) <
-               std::pair(y.modified.value_or(y.created), y.id);
+        return std::tuple(x.modified.has_value(), x.modified.value_or(x.created), x.id) <
+               std::tuple(y.modified.has_value(), y.modified.value_or(y.created), y.id);
       });
       for (size_t index : order) {
         t.rows[index].seq = t.next_seq++;

@@ -15,7 +15,8 @@ namespace {
 const char* const kFaultNames[] = {"http500", "http502", "http503", "http504", "maintenance409",
                                    "throttle", "reset", "truncate", "slow", "html", "empty"};
 constexpr int kFaultCount = static_cast<int>(std::size(kFaultNames));
-constexpr char kJson[] = "application/json; charset=utf-8";
+// Exactly "application/json": cpp-httplib only compresses content types it knows by full name.
+constexpr char kJson[] = "application/json";
 
 std::int64_t steady_ms() {
   using namespace std::chrono;
@@ -191,7 +192,7 @@ void Server::install_routes() {
   http_->Get(R"(/[a-z-]+/v2/tenant/[^/]+/.*)",
              [this](const httplib::Request& q, httplib::Response& r) { handle_resource(q, r); });
   http_->set_error_handler([this](const httplib::Request&, httplib::Response& res) {
-    if (res.body.empty()) send_problem(res, res.status, res.status == 404 ? "Not Found" : "Error");
+    if (res.status == 404 && res.body.empty()) send_problem(res, 404, "Not Found");
   });
 }
 
