@@ -41,7 +41,7 @@ std::string typed_mismatch_sql(const ColumnSpec& c, const std::string& col_q) {
     case ColumnType::boolean: return fmt::format("{} IS DISTINCT FROM {}::boolean", col_q, text);
     case ColumnType::timestamptz:
       // stsync truncates the 7th fractional digit; PostgreSQL's own cast rounds it.
-      return fmt::format("(({0} IS NULL) <> ({1} IS NULL) OR abs(extract(epoch FROM {0} - {1}::timestamptz)) >= 0.000001)",
+      return fmt::format("(({0} IS NULL) <> ({1} IS NULL) OR abs(extract(epoch FROM {0} - {1}::timestamptz)) > 0.000001)",
                          col_q, text);
     case ColumnType::date:
       return fmt::format("{} IS DISTINCT FROM ({}::timestamptz AT TIME ZONE 'UTC')::date", col_q, text);
@@ -206,11 +206,15 @@ std::vector<std::string> compare_with_truth(TestSchema& schema, TestSandbox& san
   PgConnection& db = schema.db();
   const std::string table = db.quote_ident(schema.name()) + "." + db.quote_ident(spec.table);
   std::string truth = sandbox.truth(tenant, spec.name == "invoices" ? "invoices" : spec.name);
-  simdjson::dom::parser parser;
-  simdjson::dom::array records = parser.parse(truth).get_array();
+  // The records' own text (a DOM round trip would print 20-digit decimals through a double).
+  simdjson::ondemand::parser parser;
+  simdjson::padded_string padded(truth);
+  simdjson::ondemand::document doc = parser.iterate(padded);
   std::string copy;
-  for (simdjson::dom::element rec : records) {
-    std::string raw = simdjson::minify(rec);
+  for (auto element : doc.get_array()) {
+    simdjson::ondemand::object rec = element.get_object();
+    std::string raw(rec.raw_json().value());
+    rec.reset();
     replace_nul_in_json(raw);  // the documented NUL policy
     copy += std::to_string(rec["id"].get_int64().value());
     copy += '\t';
@@ -222,7 +226,11 @@ std::vector<std::string> compare_with_truth(TestSchema& schema, TestSandbox& san
   db.copy_in("COPY pg_temp.truth (id, raw) FROM STDIN", copy);
   std::vector<std::string> problems;
   PgResult diff = db.exec(
-      fmt::format("SELECT coalesce(t.id, x.id), t.id IS NULL, x.id IS NULL FROM pg_temp.truth t "
+      fmt::format("SELECT coalesce(t.id, x.id), t.id IS NULL, x.id IS NULL, "
+                  "(SELECT string_agg(coalesce(a.key, b.key) || ': stored ' || left(coalesce(a.value::text, '-'), 120) || "
+                  "' truth ' || left(coalesce(b.value::text, '-'), 120), '; ') FROM jsonb_each(x.raw) a "
+                  "FULL JOIN jsonb_each(t.raw) b ON a.key = b.key WHERE a.value IS DISTINCT FROM b.value) "
+                  "FROM pg_temp.truth t "
                   "FULL JOIN (SELECT * FROM {} WHERE tenant_id = $1) x ON x.id = t.id "
                   "WHERE x.raw IS DISTINCT FROM t.raw ORDER BY 1 LIMIT 20",
                   table),
@@ -231,13 +239,13 @@ std::vector<std::string> compare_with_truth(TestSchema& schema, TestSandbox& san
     problems.push_back(fmt::format("id {}: {}", diff.get(i, 0),
                                    diff.get(i, 1) == "t"   ? "extra row in the database"
                                    : diff.get(i, 2) == "t" ? "missing from the database"
-                                                           : "raw differs"));
+                                                           : "raw differs: " + diff.get(i, 3)));
   std::vector<std::string> checks;
   for (const ColumnSpec& c : spec.columns) checks.push_back(typed_mismatch_sql(c, db.quote_ident(c.name)));
   checks.push_back("active IS DISTINCT FROM coalesce((raw ->> 'active')::boolean, true)");
   checks.push_back(
       "((modified_on IS NULL) <> (raw ->> 'modifiedOn' IS NULL) OR "
-      "abs(extract(epoch FROM modified_on - (raw ->> 'modifiedOn')::timestamptz)) >= 0.000001)");
+      "abs(extract(epoch FROM modified_on - (raw ->> 'modifiedOn')::timestamptz)) > 0.000001)");
   for (const std::string& check : checks) {
     PgResult bad = db.exec(fmt::format("SELECT id FROM {} WHERE tenant_id = $1 AND ({}) LIMIT 3", table, check),
                            {std::to_string(tenant)});

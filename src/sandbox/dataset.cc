@@ -81,8 +81,12 @@ void Dataset::build_locked() {
         m.tenant = tenant.id;
         m.id = (i % 40 == 39) ? kBigIdBase + 2LL * i : 1000 + 3LL * i;
         m.fraction_digits = i % 8;
+        // Created over the 400 days before start, never later than two days before it, and
+        // modified after creation: what a real tenant's history looks like.
+        const Ticks step = span / std::max(count, 1);
         m.created = truncate_to_digits(
-            start - span + (span * i) / std::max(count, 1) + static_cast<Ticks>(rng.below(kDay)),
+            std::min(start - 2 * kDay,
+                     start - span + step * i + static_cast<Ticks>(rng.below(static_cast<std::uint64_t>(step) + 1))),
             m.fraction_digits);
         Ticks modified = m.created + static_cast<Ticks>(rng.below(20 * kDay));
         if (i >= shared_begin && i < shared_end) {

@@ -137,6 +137,9 @@ int Server::start(const std::string& host, int port) {
   }
   if (bound < 0) throw std::runtime_error(fmt::format("cannot listen on {}:{}", host, port));
   thread_ = std::thread([this] { http_->listen_after_bind(); });
+  // stop() only reaches a server that is already listening: wait until it is.
+  for (int i = 0; i < 5000 && !http_->is_running(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   return bound;
 }
 
