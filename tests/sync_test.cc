@@ -181,7 +181,7 @@ TEST_CASE("a rejected continueFrom token falls back to the watermark and converg
   require_equal_to_truth(schema, sandbox, kTenantA);
 }
 
-TEST_CASE("--full-refresh re-reads everything and drops nothing", "[sync][export]") {
+TEST_CASE("a full refresh re-reads everything and drops nothing", "[sync][export]") {
   TestSandbox sandbox;
   TestSchema schema;
   auto env = stsync_env(sandbox, schema, kTenantA);
