@@ -37,6 +37,7 @@ struct CurlOptions {
   int connect_timeout_seconds = 10;
   bool tls_verify = true;
   std::string ca_file;
+  bool compressed = true;  // ask for gzip
 };
 
 class CurlTransport final : public HttpTransport {

@@ -1,6 +1,7 @@
 #include "support.h"
 
 #include <fcntl.h>
+#include <spawn.h>
 #include <signal.h>
 #include <simdjson.h>
 #include <sys/wait.h>
@@ -146,16 +147,15 @@ Process::Process(const std::vector<std::string>& args, const std::map<std::strin
   argv.push_back(nullptr);
   for (const std::string& e : env_strings) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
-  pid_ = fork();
-  REQUIRE(pid_ >= 0);
-  if (pid_ == 0) {
-    const int out = open(out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    const int err = open(err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    dup2(out, 1);
-    dup2(err, 2);
-    execve(argv[0], argv.data(), envp.data());
-    _exit(127);
-  }
+  // posix_spawn, not fork: the child never holds a copy of this (large) test process, so its
+  // peak memory is its own.
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_addopen(&actions, 2, err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  const int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  REQUIRE(rc == 0);
 }
 
 Process::~Process() {
@@ -171,10 +171,20 @@ void Process::kill_hard() {
   if (!result_ && pid_ > 0) ::kill(pid_, SIGKILL);
 }
 
-ProcessResult Process::wait() {
+ProcessResult Process::wait(long* peak_kb) {
   if (result_) return *result_;
   int status = 0;
-  waitpid(pid_, &status, 0);
+  if (peak_kb) {
+    const std::string status_file = fmt::format("/proc/{}/status", pid_);
+    while (waitpid(pid_, &status, WNOHANG) == 0) {
+      const std::string text = read_file(status_file);
+      const size_t pos = text.find("VmHWM:");
+      if (pos != std::string::npos) *peak_kb = std::max(*peak_kb, std::atol(text.c_str() + pos + 6));
+      usleep(2000);
+    }
+  } else {
+    waitpid(pid_, &status, 0);
+  }
   ProcessResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   r.out = read_file(out_path_);
