@@ -90,7 +90,8 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
     holds_secret |= !s.app_key.empty();
   }
   if (const toml::table* db = root["database"].as_table()) {
-    check_keys(*db, {"url", "schema"}, "[database]");
+    check_keys(*db, {"url", "schema", "reconnect_attempts"}, "[database]");
+    read(*db, "reconnect_attempts", s.db_reconnect_attempts, "database");
     read(*db, "url", s.database_url, "database");
     read(*db, "schema", s.schema, "database");
     holds_secret |= s.database_url.find("password") != std::string::npos ||
@@ -178,6 +179,7 @@ Settings load_settings(const std::optional<std::string>& path, const EnvLookup& 
   if (auto v = env("STSYNC_RETRY_BUDGET_SECONDS")) s.retry_budget_seconds = std::atof(v->c_str());
   if (auto v = env("STSYNC_MAX_BACKOFF_SECONDS")) s.max_backoff_seconds = std::atof(v->c_str());
   if (auto v = env("STSYNC_TIMEOUT_SECONDS")) s.timeout_seconds = std::atoi(v->c_str());
+  if (auto v = env("STSYNC_DB_RECONNECT_ATTEMPTS")) s.db_reconnect_attempts = std::atoi(v->c_str());
 
   // One tenant from the environment alone: ST_TENANT_ID with ST_CLIENT_ID/ST_CLIENT_SECRET.
   // It replaces the credentials of the same tenant from the file, or is added to the list.

@@ -43,6 +43,7 @@ struct Settings {
   double retry_budget_seconds = 300;  // total backoff one job may spend
   double max_backoff_seconds = 60;
   int list_safety_seconds = 60;    // list windows end this long before the server's clock
+  int db_reconnect_attempts = 6;   // per page, when PostgreSQL goes away mid-run (~30 s in all)
   bool tls_verify = true;
   std::string ca_file;
   std::string log_level = "info";

@@ -23,8 +23,16 @@ bool unavailable_state(std::string_view sqlstate) {
 
 }  // namespace
 
-PgConnection::PgConnection(const std::string& conninfo) {
-  conn_ = PQconnectdb(conninfo.c_str());
+PgConnection::PgConnection(const std::string& conninfo) : conninfo_(conninfo) { open(); }
+
+void PgConnection::reconnect() {
+  if (conn_) PQfinish(conn_);
+  conn_ = nullptr;
+  open();
+}
+
+void PgConnection::open() {
+  conn_ = PQconnectdb(conninfo_.c_str());
   if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) {
     std::string message = conn_ ? first_line(PQerrorMessage(conn_)) : "out of memory";
     if (conn_) PQfinish(conn_);

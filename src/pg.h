@@ -61,12 +61,17 @@ class PgConnection {
   void rollback_quietly() noexcept;
   /// True while the connection is usable.
   bool healthy() const;
+  /// Drops the connection and opens a new one with the same parameters. Session state (temporary
+  /// tables, advisory locks) is gone afterwards. Throws PgError(db_unavailable) on failure.
+  void reconnect();
   /// A safely quoted identifier.
   std::string quote_ident(std::string_view name) const;
   PGconn* raw() { return conn_; }
 
  private:
   [[noreturn]] void fail(const PGresult* result, std::string_view what);
+  void open();
+  std::string conninfo_;
   PGconn* conn_ = nullptr;
 };
 

@@ -89,6 +89,11 @@ void JobStore::unlock() {
   if (db_.healthy()) db_.exec("SELECT pg_advisory_unlock(hashtextextended($1, 0))", {lock_key_});
 }
 
+bool JobStore::resume_after_reconnect() {
+  staging_ready_ = false;
+  return try_lock();
+}
+
 JobState JobStore::load_state() {
   db_.exec(fmt::format("INSERT INTO {}.sync_state (tenant_id, job) VALUES ($1, $2) "
                        "ON CONFLICT DO NOTHING",

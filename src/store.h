@@ -45,6 +45,9 @@ class JobStore {
   /// one; a replayed page changes nothing), write `state`, count the page in the run. Throws
   /// Error(bad_data) naming the record when PostgreSQL refuses a value; PgError otherwise.
   MergeCounts commit_page(const ParsedPage& page, const JobState& state, std::int64_t run_id);
+  /// After the connection was re-opened: the staging table and the lock are gone with the old
+  /// session. Takes the lock again; false when another run took it meanwhile.
+  bool resume_after_reconnect();
   /// Closes the run record and the state's last success / last error, in one transaction.
   void finish_run(std::int64_t run_id, bool succeeded, const std::string& error);
 

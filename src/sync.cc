@@ -99,8 +99,30 @@ JobResult JobRunner::run() {
 }
 
 void JobRunner::commit(JobStore& store, const JobState& state, std::int64_t run_id) {
-  result_.counts += store.commit_page(page_, state, run_id);
-  ++result_.pages;
+  // PostgreSQL restarted or the connection broke: the page's transaction is lost, but the page
+  // is still in memory. Reconnect (bounded), take the job's lock again and commit it again.
+  for (int attempt = 1;; ++attempt) {
+    try {
+      result_.counts += store.commit_page(page_, state, run_id);
+      ++result_.pages;
+      return;
+    } catch (const PgError& e) {
+      if (e.kind() != ErrorKind::db_unavailable || attempt > settings_.db_reconnect_attempts) throw;
+      const double wait = std::min(30.0, 0.5 * (1 << std::min(attempt - 1, 6)));
+      log::warn("{}: {}; reconnecting in {:.1f} s ({} of {})", what("commit"), e.what(), wait, attempt,
+                settings_.db_reconnect_attempts);
+      clock_.sleep(wait);
+      try {
+        db_.reconnect();
+      } catch (const PgError& again) {
+        log::warn("{}: {}", what("reconnect"), again.what());
+        continue;
+      }
+      if (!store.resume_after_reconnect())
+        throw Error(ErrorKind::db, what("commit") + ": another run took this job while the connection was down; "
+                                                    "stopping (it carries on from the committed state)");
+    }
+  }
 }
 
 void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id) {

@@ -1,0 +1,409 @@
+// Fault tests: every documented failure against the sandbox's fault modes and a real PostgreSQL.
+// For each fault the end state equals the sandbox's truth after at most one rerun, and the exit
+// code and message are the documented ones.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <thread>
+
+#include "embedded.h"
+#include "support.h"
+
+using namespace stsync;
+using namespace stsync::test;
+
+namespace {
+
+std::map<std::string, std::string> with(std::map<std::string, std::string> env,
+                                        const std::map<std::string, std::string>& more) {
+  for (const auto& [k, v] : more) env[k] = v;
+  return env;
+}
+
+// Retries in tests back off for at most a fifth of a second.
+std::map<std::string, std::string> fast_env(const TestSandbox& sandbox, const TestSchema& schema) {
+  return with(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_MAX_BACKOFF_SECONDS", "0.2"}});
+}
+
+void check_equal_to_truth(TestSchema& schema, TestSandbox& sandbox, const std::vector<std::string>& jobs) {
+  for (const std::string& job : jobs) {
+    auto problems = compare_with_truth(schema, sandbox, builtin_job(job), kTenantA);
+    INFO("job " << job);
+    for (const auto& p : problems) UNSCOPED_INFO(p);
+    CHECK(problems.empty());
+  }
+}
+
+std::string jobs_dir_with(const std::string& extra_name, const std::string& extra_text) {
+  const std::string dir = fmt::format("/tmp/stsync-jobs-{}-{}", getpid(), extra_name);
+  std::filesystem::create_directories(dir);
+  for (const EmbeddedFile& f : embedded_jobs()) std::ofstream(dir + "/" + std::string(f.name)) << f.content;
+  std::ofstream(dir + "/" + extra_name + ".toml") << extra_text;
+  return dir;
+}
+
+size_t count_lines_with(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t pos = 0; (pos = text.find(needle, pos)) != std::string::npos; ++pos) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("every transient fault is retried and the sync still equals the truth", "[faults]") {
+  auto o = TestSandbox::default_options(600, 120);
+  o.export_batch = 50;
+  o.faults.slow_ms = 200;
+  TestSandbox sandbox(o);
+  TestSchema schema;
+  const std::vector<std::string> kinds = {"http500", "http502", "http503", "http504", "maintenance409", "throttle",
+                                          "reset", "truncate", "html", "empty", "slow"};
+  std::string queue;
+  for (const std::string& k : kinds) queue += k + "," + k + ",none,";  // twice in a row, then a pass
+  sandbox.admin("faults", "next=" + queue.substr(0, queue.size() - 1));
+  ProcessResult r = run_stsync({"run"}, fast_env(sandbox, schema));
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("retry") != std::string::npos);
+  CHECK(r.err.find("traceId") != std::string::npos);          // RFC 7807 bodies are described
+  CHECK(r.err.find("an HTML page: 502 Bad Gateway") != std::string::npos);
+  CHECK(sandbox.stat(kTenantA, "requests") > 0);
+  CHECK(sandbox.admin("stats", "", false).find("\"faults_injected\":20") != std::string::npos);
+  check_equal_to_truth(schema, sandbox, {"invoices", "employees"});
+}
+
+TEST_CASE("a job that exhausts its retries fails with exit 1 while the other jobs go on", "[faults]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  sandbox.admin("faults", "next=http503,http503,http503");
+  auto env = with(fast_env(sandbox, schema), {{"STSYNC_MAX_ATTEMPTS", "3"}, {"STSYNC_PARALLEL", "1"}});
+  ProcessResult r = run_stsync({"run", "--jobs", "invoices,employees"}, env);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("job invoices tenant 1001 export page 1") != std::string::npos);
+  CHECK(r.err.find("gave up after 3 attempts") != std::string::npos);
+  check_equal_to_truth(schema, sandbox, {"employees"});
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices") == 0);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'invoices' AND outcome = 'failed' "
+                      "AND error LIKE '%HTTP 503%'") == 1);
+  // The next run converges.
+  REQUIRE(run_stsync({"run"}, env).exit_code == 0);
+  check_equal_to_truth(schema, sandbox, {"invoices", "employees"});
+}
+
+TEST_CASE("the retry budget bounds the time a job spends backing off", "[faults]") {
+  TestSandbox sandbox(TestSandbox::default_options(50, 10));
+  TestSchema schema;
+  sandbox.admin("faults", "rate=1&kinds=http503");
+  auto env = with(stsync_env(sandbox, schema, kTenantA),
+                  {{"STSYNC_RETRY_BUDGET_SECONDS", "1"}, {"STSYNC_MAX_ATTEMPTS", "100"}, {"STSYNC_MAX_BACKOFF_SECONDS", "0.5"}});
+  const auto t0 = std::chrono::steady_clock::now();
+  ProcessResult r = run_stsync({"run", "--jobs", "employees"}, env);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20));
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("retry budget of 1 s is spent") != std::string::npos);
+}
+
+TEST_CASE("a token revoked mid-walk is refreshed and the walk continues where it was", "[faults][auth]") {
+  auto o = TestSandbox::default_options(1500, 20);
+  o.export_batch = 20;
+  TestSandbox sandbox(o);
+  TestSchema schema;
+  Process p({STSYNC_BINARY, "run", "--jobs", "invoices"}, with(fast_env(sandbox, schema), {{"STSYNC_REQUESTS_PER_SECOND", "40"}}));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  sandbox.admin("revoke-tokens");
+  ProcessResult r = p.wait();
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("401 from") != std::string::npos);
+  CHECK(sandbox.stat(kTenantA, "token_requests") == 2);
+  // Not restarted from the beginning: every record was served once, give or take a page.
+  CHECK(sandbox.stat(kTenantA, "records_served") <= 1500 + 20);
+  check_equal_to_truth(schema, sandbox, {"invoices"});
+}
+
+TEST_CASE("a bad page stops the job before it commits, names job, tenant, page and record, and keeps earlier pages",
+          "[faults][data]") {
+  auto o = TestSandbox::default_options(300, 20);
+  o.export_batch = 50;
+  TestSandbox sandbox(o);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"bad_json", "not valid JSON"},
+      {"no_data", "no 'data' array"},
+      {"no_id", "record #1: the record has no 'id'"},
+      {"wrong_type", "field 'active' is a string"},
+      {"bad_timestamp", "'last tuesday', not a timestamp"},
+      {"huge_number", "too large for column customer_id"},
+  };
+  for (const auto& [kind, message] : cases) {
+    SECTION(kind) {
+      TestSchema schema;
+      auto env = with(fast_env(sandbox, schema), {{"STSYNC_PARALLEL", "1"}});
+      sandbox.admin("faults", "next=none,none," + kind);
+      ProcessResult r = run_stsync({"run", "--jobs", "invoices"}, env);
+      CHECK(r.exit_code == 1);
+      CHECK(r.err.find("job invoices tenant 1001 export page 3") != std::string::npos);
+      CHECK(r.err.find(message) != std::string::npos);
+      if (kind != "bad_json" && kind != "no_data") CHECK(r.err.find("(id ") != std::string::npos);
+      CHECK(r.err.find("committed pages and the watermark are kept") != std::string::npos);
+      // Exactly the two good pages are stored, with the token of the second.
+      CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices") == 100);
+      CHECK(schema.scalar("SELECT pages_total FROM {s}.sync_state WHERE job = 'invoices'") == 2);
+      CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_state WHERE job = 'invoices' AND watermark = "
+                          "(SELECT max(modified_on) FROM {s}.invoices)") == 1);
+      ProcessResult again = run_stsync({"run", "--jobs", "invoices"}, env);
+      CHECK(again.exit_code == 0);
+      check_equal_to_truth(schema, sandbox, {"invoices"});
+    }
+  }
+}
+
+TEST_CASE("permanent API errors give a clear message and exit 1", "[faults][api]") {
+  TestSandbox sandbox(TestSandbox::default_options(50, 10));
+  TestSchema schema;
+  auto env = fast_env(sandbox, schema);
+  SECTION("a wrong app key is a 403 naming the job and endpoint") {
+    ProcessResult r = run_stsync({"run", "--jobs", "employees"}, with(env, {{"ST_APP_KEY", "wrong-app-key"}}));
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("job employees tenant 1001") != std::string::npos);
+    CHECK(r.err.find("HTTP 403") != std::string::npos);
+    CHECK(r.err.find("/settings/v2/tenant/1001/export/employees") != std::string::npos);
+  }
+  SECTION("an unknown tenant is refused even with a fresh token") {
+    ProcessResult r = run_stsync({"run", "--jobs", "employees"}, with(env, {{"ST_TENANT_ID", "424242"}}));
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("do not grant this tenant") != std::string::npos);
+  }
+  SECTION("a 404 endpoint fails that job only") {
+    const std::string dir = jobs_dir_with("ghosts", R"(
+name = "ghosts"
+list_path = "accounting/v2/tenant/{tenant}/ghosts"
+export_path = "accounting/v2/tenant/{tenant}/export/ghosts"
+columns = []
+)");
+    ProcessResult r = run_stsync({"run", "--jobs", "ghosts,employees"}, with(env, {{"STSYNC_JOBS_DIR", dir}}));
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("job ghosts tenant 1001") != std::string::npos);
+    CHECK(r.err.find("HTTP 404") != std::string::npos);
+    check_equal_to_truth(schema, sandbox, {"employees"});
+    std::filesystem::remove_all(dir);
+  }
+  SECTION("a 400 with an RFC 7807 body shows its message and traceId") {
+    const std::string dir = jobs_dir_with("invoices", R"(
+name = "invoices"
+list_path = "accounting/v2/tenant/{tenant}/invoices"
+export_path = "accounting/v2/tenant/{tenant}/export/invoices"
+mode = "list"
+inactive_filter = "activeState=Bogus"
+columns = []
+)");
+    ProcessResult r = run_stsync({"run", "--jobs", "invoices"}, with(env, {{"STSYNC_JOBS_DIR", dir}}));
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("HTTP 400") != std::string::npos);
+    CHECK(r.err.find("[activeState: The value 'Bogus' is not valid.]") != std::string::npos);
+    CHECK(r.err.find("traceId 00-") != std::string::npos);
+    std::filesystem::remove_all(dir);
+  }
+}
+
+TEST_CASE("the request budget per tenant holds under retries with several jobs at once", "[faults][rate]") {
+  auto o = TestSandbox::default_options(400, 100);
+  o.export_batch = 40;
+  TestSandbox sandbox(o);
+  TestSchema schema;
+  sandbox.admin("faults", "rate=0.25&seed=3&kinds=http503,throttle,reset");
+  auto env = with(fast_env(sandbox, schema), {{"STSYNC_REQUESTS_PER_SECOND", "6"}, {"STSYNC_PARALLEL", "2"}});
+  ProcessResult r = run_stsync({"run"}, env);
+  CHECK(r.exit_code == 0);
+  CHECK(sandbox.stat(kTenantA, "requests") >= 14);
+  CHECK(sandbox.stat(kTenantA, "max_per_second") <= 6);
+  CHECK(sandbox.stat(kTenantA, "throttled") == 0);
+  check_equal_to_truth(schema, sandbox, {"invoices", "employees"});
+}
+
+TEST_CASE("PostgreSQL restarted mid-run: the job reconnects and the end state equals the truth", "[faults][db]") {
+  const std::string dir = fmt::format("/tmp/stsync-restart-pg-{}", getpid());
+  const std::string script = std::string(STSYNC_SOURCE_DIR) + "/tests/pg_cluster.sh";
+  FILE* f = popen((script + " start " + dir + " 56100").c_str(), "r");
+  REQUIRE(f);
+  char buf[32] = {};
+  REQUIRE(std::fgets(buf, sizeof buf, f));
+  pclose(f);
+  const std::string url = fmt::format("host=127.0.0.1 port={} user=stsync dbname=stsync", std::atoi(buf));
+  struct Cleanup {
+    std::string cmd;
+    ~Cleanup() { std::system(cmd.c_str()); }
+  } cleanup{script + " stop " + dir};
+
+  auto o = TestSandbox::default_options(2000, 20);
+  o.export_batch = 25;
+  TestSandbox sandbox(o);
+  TestSchema naming;  // only for its unique name; the data lives in the private cluster
+  auto env = with(fast_env(sandbox, naming), {{"DATABASE_URL", url}, {"STSYNC_REQUESTS_PER_SECOND", "40"}});
+  Process p({STSYNC_BINARY, "run", "--jobs", "invoices"}, env);
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  REQUIRE(std::system((script + " restart " + dir).c_str()) == 0);
+  ProcessResult r = p.wait();
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("reconnecting") != std::string::npos);
+  PgConnection db(url);
+  const std::string s = db.quote_ident(naming.name());
+  CHECK(db.exec(fmt::format("SELECT count(*) FROM {}.invoices", s)).get_int(0, 0) == 2000);
+  CHECK(db.exec(fmt::format("SELECT count(*) FROM {}.sync_runs WHERE outcome = 'succeeded'", s)).get_int(0, 0) == 1);
+}
+
+TEST_CASE("bad configuration is one line and exit 2", "[faults][config]") {
+  TestSandbox sandbox(TestSandbox::default_options(10, 5));
+  TestSchema schema;
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  SECTION("an unknown key") {
+    const std::string cfg = write_temp_file("[servicetitan]\nrequests_per_secnd = 5\n");
+    ProcessResult r = run_stsync({"--config", cfg, "run"}, env);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("unknown key 'requests_per_secnd'") != std::string::npos);
+    CHECK(count_lines_with(r.err, "\n") == 1);
+  }
+  SECTION("missing credentials") {
+    auto no_secret = env;
+    no_secret.erase("ST_CLIENT_SECRET");
+    ProcessResult r = run_stsync({"run"}, no_secret);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("client id or secret missing") != std::string::npos);
+  }
+  SECTION("an unreadable file") {
+    ProcessResult r = run_stsync({"--config", "/nonexistent/stsync.toml", "run"}, env);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("/nonexistent/stsync.toml") != std::string::npos);
+    CHECK(count_lines_with(r.err, "\n") == 1);
+  }
+  SECTION("a config file with secrets that others can read is a warning") {
+    const std::string cfg = write_temp_file("[[tenants]]\nid = 1001\nclient_id = 'sandbox-client-1001'\n"
+                                            "client_secret = 'sandbox-secret-1001'\n");
+    chmod(cfg.c_str(), 0644);
+    auto file_env = env;
+    file_env.erase("ST_CLIENT_SECRET");
+    ProcessResult r = run_stsync({"--config", cfg, "run", "--jobs", "employees"}, file_env);
+    CHECK(r.exit_code == 0);
+    CHECK(r.err.find("other users can read it: run chmod 600") != std::string::npos);
+  }
+}
+
+TEST_CASE("secrets never appear in logs, messages, status output or the database", "[faults][security]") {
+  TestSandbox sandbox(TestSandbox::default_options(100, 20));
+  TestSchema schema;
+  const std::string db_password = "db-pass-Xy7Qw9Zk";
+  auto env = with(stsync_env(sandbox, schema, kTenantA),
+                  {{"STSYNC_LOG_LEVEL", "debug"}, {"STSYNC_MAX_BACKOFF_SECONDS", "0.1"},
+                   {"DATABASE_URL", database_url() + " password=" + db_password}});
+  std::string everything;
+  sandbox.admin("faults", "next=http500,html,none,bad_json");
+  for (const auto& args : std::vector<std::vector<std::string>>{{"run"}, {"run"}, {"check"}, {"status"}, {"status", "--json"}}) {
+    ProcessResult r = run_stsync(args, env);
+    everything += r.out + r.err;
+  }
+  for (auto failing : std::vector<std::map<std::string, std::string>>{
+           {{"ST_CLIENT_SECRET", "wrong-secret-3b9f"}},
+           {{"ST_APP_KEY", "wrong-app-key-77c1"}},
+           {{"DATABASE_URL", "postgresql://stsync:" + db_password + "@127.0.0.1:1/x"}}}) {
+    ProcessResult r = run_stsync({"run"}, with(env, failing));
+    CHECK(r.exit_code != 0);
+    everything += r.out + r.err;
+  }
+  CHECK(everything.find("job invoices") != std::string::npos);  // the logs were written
+  for (const std::string secret : {sandbox::sandbox_client_secret(kTenantA), std::string("sandbox-app-key"),
+                                   std::string("wrong-secret-3b9f"), std::string("wrong-app-key-77c1"), db_password,
+                                   std::string("eyJhbGci")}) {
+    INFO("secret " << secret);
+    CHECK(everything.find(secret) == std::string::npos);
+    CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_state WHERE row_to_json(sync_state)::text LIKE '%' || $1 || '%'",
+                        {secret}) == 0);
+    CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE row_to_json(sync_runs)::text LIKE '%' || $1 || '%'",
+                        {secret}) == 0);
+  }
+  // No command takes a secret as an argument, so none can show in `ps`.
+  for (const std::string cmd : {"run", "status", "migrate", "check"}) {
+    std::string help = run_stsync({cmd, "--help"}, env).out;
+    for (char& c : help) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    CHECK(help.find("secret") == std::string::npos);
+    CHECK(help.find("password") == std::string::npos);
+    CHECK(help.find("app-key") == std::string::npos);
+  }
+}
+
+TEST_CASE("HTTPS is verified by default, a custom CA works, and turning verification off warns", "[faults][tls]") {
+  const std::string dir = fmt::format("/tmp/stsync-tls-sync-{}", getpid());
+  REQUIRE(std::system(("mkdir -p " + dir + " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
+                       "-addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout " + dir + "/key.pem -out " + dir +
+                       "/cert.pem 2>/dev/null").c_str()) == 0);
+  auto o = TestSandbox::default_options(30, 10);
+  o.tls_cert_file = dir + "/cert.pem";
+  o.tls_key_file = dir + "/key.pem";
+  TestSandbox sandbox(o);
+  TestSchema schema;
+  const std::string https = fmt::format("https://127.0.0.1:{}", sandbox.port());
+  auto env = with(stsync_env(sandbox, schema, kTenantA),
+                  {{"ST_AUTH_URL", https}, {"ST_API_URL", https}, {"STSYNC_MAX_ATTEMPTS", "1"}});
+  ProcessResult untrusted = run_stsync({"run"}, env);
+  CHECK(untrusted.exit_code != 0);
+  CHECK(untrusted.err.find("certificate") != std::string::npos);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices") == 0);
+  ProcessResult with_ca = run_stsync({"run"}, with(env, {{"STSYNC_CA_FILE", dir + "/cert.pem"}}));
+  CHECK(with_ca.exit_code == 0);
+  CHECK(with_ca.err.find("verification is OFF") == std::string::npos);
+  check_equal_to_truth(schema, sandbox, {"invoices", "employees"});
+  ProcessResult insecure = run_stsync({"run"}, with(env, {{"STSYNC_TLS_VERIFY", "false"}}));
+  CHECK(insecure.exit_code == 0);
+  CHECK(insecure.err.find("TLS certificate verification is OFF") != std::string::npos);
+  std::system(("rm -rf " + dir).c_str());
+}
+
+TEST_CASE("a hostile schema name cannot inject SQL", "[faults][security]") {
+  TestSandbox sandbox(TestSandbox::default_options(30, 10));
+  TestSchema schema;
+  const std::string hostile = schema.name() + "\"; DROP TABLE pg_temp.x; --";
+  TestSchema canary;
+  canary.db().exec(fmt::format("CREATE SCHEMA {0}; CREATE TABLE {0}.keep (v int)", canary.db().quote_ident(canary.name())));
+  auto env = with(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_SCHEMA", hostile}});
+  ProcessResult r = run_stsync({"run"}, env);
+  CHECK(r.exit_code == 0);
+  CHECK(schema.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = $1", {hostile}) == 1);
+  PgConnection& db = schema.db();
+  CHECK(db.exec(fmt::format("SELECT count(*) FROM {}.invoices", db.quote_ident(hostile))).get_int(0, 0) == 30);
+  CHECK(canary.scalar("SELECT count(*) FROM {s}.keep") == 0);  // still there
+  CHECK(run_stsync({"status"}, env).exit_code == 0);
+  db.exec(fmt::format("DROP SCHEMA {} CASCADE", db.quote_ident(hostile)));
+}
+
+TEST_CASE("a soak with every transient fault and churn ends equal to the truth", "[faults][soak]") {
+  auto o = TestSandbox::default_options(1500, 200);
+  o.export_batch = 60;
+  o.churn_per_request = 2;
+  o.faults.slow_ms = 300;
+  TestSandbox sandbox(o);
+  TestSchema schema;
+  sandbox.admin("faults", "rate=0.05&seed=11");
+  auto env = with(fast_env(sandbox, schema), {{"STSYNC_REQUESTS_PER_SECOND", "30"}});
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  int runs = 0, failures = 0;
+  while (std::chrono::steady_clock::now() < deadline && runs < 40) {
+    const bool list = runs % 3 == 2;
+    ProcessResult r = run_stsync(list ? std::vector<std::string>{"run", "--mode", "list"} : std::vector<std::string>{"run"}, env);
+    failures += r.exit_code != 0;
+    CHECK((r.exit_code == 0 || r.exit_code == 1));
+    ++runs;
+    sandbox.admin("clock", "advance_seconds=300");
+  }
+  CHECK(runs >= 3);
+  sandbox.admin("faults", "clear=1");
+  sandbox.admin("settings", "churn_per_request=0");
+  sandbox.admin("clock", "advance_seconds=960");
+  REQUIRE(run_stsync({"run"}, env).exit_code == 0);
+  check_equal_to_truth(schema, sandbox, {"invoices", "employees"});
+  CHECK(sandbox.admin("stats", "", false).find("\"faults_injected\":0") == std::string::npos);
+  UNSCOPED_INFO(runs << " runs, " << failures << " ended with a failed job");
+}

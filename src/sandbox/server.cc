@@ -13,8 +13,13 @@ namespace stsync::sandbox {
 namespace {
 
 const char* const kFaultNames[] = {"http500", "http502", "http503", "http504", "maintenance409",
-                                   "throttle", "reset", "truncate", "slow", "html", "empty"};
+                                   "throttle", "reset", "truncate", "slow", "html", "empty",
+                                   "bad_json", "no_data", "no_id", "wrong_type", "bad_timestamp",
+                                   "huge_number", "none"};
 constexpr int kFaultCount = static_cast<int>(std::size(kFaultNames));
+// Random faults (a rate with no kinds given) are drawn from the transient ones only: the data
+// faults would fail every run that meets them, which is what a test asks for by name.
+constexpr int kTransientFaultCount = 11;
 // Exactly "application/json": cpp-httplib only compresses content types it knows by full name.
 constexpr char kJson[] = "application/json";
 
@@ -299,7 +304,7 @@ bool Server::throttle(httplib::Response& res, std::int64_t tenant) {
   return false;
 }
 
-bool Server::inject_fault(httplib::Response& res) {
+bool Server::inject_fault(httplib::Response& res, std::optional<FaultKind>& data_fault) {
   std::optional<FaultKind> kind;
   int slow_ms;
   {
@@ -310,12 +315,17 @@ bool Server::inject_fault(httplib::Response& res) {
       queued_faults_.pop_front();
     } else if (options_.faults.rate > 0 && fault_rng_.chance(options_.faults.rate)) {
       const auto& kinds = options_.faults.kinds;
-      kind = kinds.empty() ? static_cast<FaultKind>(fault_rng_.below(kFaultCount))
+      kind = kinds.empty() ? static_cast<FaultKind>(fault_rng_.below(kTransientFaultCount))
                            : kinds[fault_rng_.below(kinds.size())];
     }
+    if (kind == FaultKind::none) kind.reset();
     if (kind) ++faults_injected_;
   }
   if (!kind) return false;
+  if (static_cast<int>(*kind) >= kTransientFaultCount) {
+    data_fault = kind;
+    return false;
+  }
   switch (*kind) {
     case FaultKind::http500: send_problem(res, 500, "Internal Server Error"); return true;
     case FaultKind::http502: send_problem(res, 502, "Bad Gateway"); return true;
@@ -359,8 +369,27 @@ bool Server::inject_fault(httplib::Response& res) {
           });
       return true;
     }
+    default: return false;
   }
-  return false;
+}
+
+void Server::corrupt_page(FaultKind kind, const std::string& resource, std::string& body) {
+  auto replace_first = [&](const std::string& from, const std::string& to) {
+    const size_t pos = body.find(from);
+    if (pos != std::string::npos) body.replace(pos, from.size(), to);
+  };
+  switch (kind) {
+    case FaultKind::bad_json: body.resize(body.size() / 2); body += "<<<garbage>>>}"; break;
+    case FaultKind::no_data: body = R"({"hasMore":false,"continueFrom":"x","items":[]})"; break;
+    case FaultKind::no_id: replace_first("\"data\":[{\"id\":", "\"data\":[{\"identifier\":"); break;
+    case FaultKind::wrong_type: replace_first("\"active\":", "\"active\":\"yes\",\"was_active\":"); break;
+    case FaultKind::bad_timestamp: replace_first(",\"modifiedOn\":\"", ",\"modifiedOn\":\"last tuesday\",\"was\":\""); break;
+    case FaultKind::huge_number:
+      if (resource == "employees") replace_first("\"agentId\":", "\"agentId\":99999999999,\"was\":");
+      else replace_first("\"customer\":{\"id\":", "\"customer\":{\"id\":99999999999999999999,\"was\":");
+      break;
+    default: break;
+  }
 }
 
 void Server::handle_resource(const httplib::Request& req, httplib::Response& res) {
@@ -383,7 +412,8 @@ void Server::handle_resource(const httplib::Request& req, httplib::Response& res
     send_problem(res, 429, "Too Many Requests");
     return;
   }
-  if (inject_fault(res)) return;
+  std::optional<FaultKind> data_fault;
+  if (inject_fault(res, data_fault)) return;
   const ResourceDef* def = find_resource(resource);
   if (def == nullptr || def->module != module) {
     send_problem(res, 404, "Not Found");
@@ -502,6 +532,7 @@ void Server::handle_resource(const httplib::Request& req, httplib::Response& res
     std::lock_guard lock(mutex_);
     stats_[*tenant].records_served += served;
   }
+  if (data_fault) corrupt_page(*data_fault, resource, body);
   res.set_content(std::move(body), kJson);
 }
 

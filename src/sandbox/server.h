@@ -21,8 +21,11 @@ struct Response;
 
 namespace stsync::sandbox {
 
+// Transport and server faults, then data faults (a 200 whose page is broken), then `none` (a
+// placeholder in a queue of faults: this call goes through).
 enum class FaultKind { http500, http502, http503, http504, maintenance409, throttle, reset, truncate,
-                       slow, html, empty };
+                       slow, html, empty, bad_json, no_data, no_id, wrong_type, bad_timestamp,
+                       huge_number, none };
 std::string_view fault_name(FaultKind kind);
 std::optional<FaultKind> parse_fault(std::string_view name);
 
@@ -82,7 +85,10 @@ class Server {
   void handle_admin(const httplib::Request& req, httplib::Response& res);
   bool authorize(const httplib::Request& req, httplib::Response& res, std::int64_t tenant);
   bool throttle(httplib::Response& res, std::int64_t tenant);
-  bool inject_fault(httplib::Response& res);
+  /// Applies a transport or server fault (true: the response is set). A data fault is returned
+  /// in `data_fault` for corrupt_page to apply to the real page.
+  bool inject_fault(httplib::Response& res, std::optional<FaultKind>& data_fault);
+  static void corrupt_page(FaultKind kind, const std::string& resource, std::string& body);
   void send_problem(httplib::Response& res, int status, std::string_view title,
                     std::string_view field = {}, std::string_view message = {});
   std::string next_trace_id();
