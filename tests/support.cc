@@ -91,14 +91,15 @@ sandbox::ServerOptions TestSandbox::default_options(int invoices, int employees)
 }
 
 TestSandbox::TestSandbox(sandbox::ServerOptions options)
-    : server_(std::make_unique<sandbox::Server>(std::move(options))) {
+    : tls_(!options.tls_cert_file.empty()), server_(std::make_unique<sandbox::Server>(std::move(options))) {
   port_ = server_->start("127.0.0.1", 0);
 }
 
 std::string TestSandbox::url() const { return fmt::format("http://127.0.0.1:{}", port_); }
 
 std::string TestSandbox::admin(const std::string& what, const std::string& query, bool post) {
-  httplib::Client c("127.0.0.1", port_);
+  httplib::Client c(fmt::format("{}://127.0.0.1:{}", tls_ ? "https" : "http", port_));
+  c.enable_server_certificate_verification(false);  // the admin side of a TLS test sandbox
   const std::string path = "/_sandbox/" + what + (query.empty() ? "" : "?" + query);
   auto r = post ? c.Post(path.c_str()) : c.Get(path.c_str());
   REQUIRE(r);

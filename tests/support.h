@@ -48,6 +48,7 @@ class TestSandbox {
   sandbox::Server& server() { return *server_; }
 
  private:
+  bool tls_ = false;  // before server_: initialised from the options before they move
   std::unique_ptr<sandbox::Server> server_;
   int port_ = 0;
 };
