@@ -125,7 +125,7 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
       const toml::table* j = node.as_table();
       const std::string where = fmt::format("[jobs.{}]", name.str());
       if (j == nullptr) fail(fmt::format("config: {} must be a table", where));
-      check_keys(*j, {"enabled", "mode", "overlap_seconds", "page_size", "include_recent_changes"},
+      check_keys(*j, {"enabled", "mode", "overlap_seconds", "page_size", "include_recent_changes", "quarantine"},
                  where);
       JobOptions o;
       if (auto v = (*j)["enabled"].value<bool>()) o.enabled = *v;
@@ -137,6 +137,7 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
       if (auto v = (*j)["overlap_seconds"].value<std::int64_t>()) o.overlap_seconds = static_cast<int>(*v);
       if (auto v = (*j)["page_size"].value<std::int64_t>()) o.page_size = static_cast<int>(*v);
       if (auto v = (*j)["include_recent_changes"].value<bool>()) o.include_recent_changes = *v;
+      if (auto v = (*j)["quarantine"].value<bool>()) o.quarantine = *v;
       s.jobs[std::string(name.str())] = o;
     }
   }
@@ -233,6 +234,7 @@ std::vector<JobSpec> resolve_jobs(const Settings& settings) {
       if (o.overlap_seconds) spec.overlap_seconds = *o.overlap_seconds;
       if (o.page_size) spec.page_size = *o.page_size;
       if (o.include_recent_changes) spec.include_recent_changes = *o.include_recent_changes;
+      if (o.quarantine) spec.quarantine = *o.quarantine;
     }
     out.push_back(std::move(spec));
   }

@@ -24,6 +24,7 @@ struct JobOptions {
   std::optional<int> overlap_seconds;
   std::optional<int> page_size;
   std::optional<bool> include_recent_changes;
+  std::optional<bool> quarantine;
 };
 
 struct Settings {

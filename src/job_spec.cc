@@ -74,7 +74,7 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
   }
   check_keys(t,
              {"name", "table", "list_path", "export_path", "mode", "inactive_filter", "page_size",
-              "overlap_seconds", "include_recent_changes", "columns"},
+              "overlap_seconds", "include_recent_changes", "quarantine", "columns"},
              origin, "the top level");
   JobSpec spec;
   auto str = [&](const char* key, bool required) {
@@ -97,6 +97,7 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
   if (spec.page_size < 1 || spec.page_size > 5000) fail(origin, "page_size must be 1..5000");
   spec.overlap_seconds = static_cast<int>(t["overlap_seconds"].value_or<std::int64_t>(300));
   spec.include_recent_changes = t["include_recent_changes"].value_or(false);
+  spec.quarantine = t["quarantine"].value_or(false);
   const toml::array* columns = t["columns"].as_array();
   if (columns == nullptr) fail(origin, "'columns' must be an array of tables");
   for (const toml::node& node : *columns) {

@@ -29,6 +29,7 @@ struct JobSpec {
   int page_size = 5000;         // list mode
   int overlap_seconds = 300;    // re-read this much before the watermark
   bool include_recent_changes = false;
+  bool quarantine = false;          // bad records go to the quarantine table; the job goes on
   std::vector<ColumnSpec> columns;  // typed columns besides tenant_id, id, modified_on, active, raw
 };
 

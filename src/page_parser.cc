@@ -84,6 +84,7 @@ void ParsedPage::clear() {
   ids.clear();
   copy_rows.clear();
   nul_replaced = 0;
+  quarantined.clear();
 }
 
 std::vector<std::string> staging_columns(const JobSpec& spec) {
@@ -300,9 +301,11 @@ void PageParser::parse(std::string& body, std::int64_t tenant, ParsedPage& out) 
           try {
             parse_record(element.value(), tenant, out);
           } catch (const FieldError& e) {
-            throw Error(ErrorKind::bad_data,
-                        fmt::format("record #{}{}: {}", out.records + 1,
-                                    id_ ? fmt::format(" (id {})", *id_) : std::string(), e.message));
+            const std::string message = fmt::format("record #{}{}: {}", out.records + out.quarantined.size() + 1,
+                                                    id_ ? fmt::format(" (id {})", *id_) : std::string(), e.message);
+            if (!spec_.quarantine) throw Error(ErrorKind::bad_data, message);
+            replace_nul_in_json(scratch_);
+            out.quarantined.push_back({id_, message, scratch_});
           } catch (const simdjson_error& e) {
             throw Error(ErrorKind::bad_data,
                         fmt::format("record #{}{}: invalid JSON: {}", out.records + 1,

@@ -12,6 +12,13 @@
 
 namespace stsync {
 
+/// A record a quarantining job could not store.
+struct QuarantinedRecord {
+  std::optional<std::int64_t> id;
+  std::string error;
+  std::string raw;
+};
+
 struct ParsedPage {
   bool has_more = false;
   std::optional<std::string> continue_from;
@@ -21,6 +28,7 @@ struct ParsedPage {
   std::vector<std::int64_t> ids;  // in page order: COPY line n is record ids[n-1]
   std::string copy_rows;          // staging rows, COPY text format
   int nul_replaced = 0;           // values whose NUL characters became U+FFFD
+  std::vector<QuarantinedRecord> quarantined;  // only for jobs with quarantine = true
 
   void clear();
 };
@@ -36,7 +44,9 @@ class PageParser {
   explicit PageParser(const JobSpec& spec);
 
   /// Parses `body`, whose capacity must extend SIMDJSON_PADDING bytes past its size (the HTTP
-  /// transport guarantees it). Throws Error(bad_data) with the record's position, id and field.
+  /// transport guarantees it). Throws Error(bad_data) with the record's position, id and field;
+  /// for a quarantining job, a record whose values are bad goes to `out.quarantined` instead
+  /// (a page that is not valid JSON still throws).
   /// `out` is cleared first; its buffers are reused across pages.
   void parse(std::string& body, std::int64_t tenant, ParsedPage& out);
 

@@ -131,7 +131,8 @@ std::int64_t JobStore::begin_run(SyncMode mode) {
   return run_id;
 }
 
-MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState& state, std::int64_t run_id) {
+MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState& state, std::int64_t run_id,
+                                  const std::string& where) {
   ensure_staging();
   MergeCounts counts;
   db_.exec("BEGIN");
@@ -158,6 +159,13 @@ MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState& state,
       counts.inserted = r.get_int(0, 1);
       counts.updated = r.get_int(0, 2);
       counts.unchanged = staged - counts.inserted - counts.updated;
+    }
+    for (const QuarantinedRecord& q : page.quarantined) {
+      db_.exec(fmt::format("INSERT INTO {}.quarantine (tenant_id, job, record_id, page, error, raw) "
+                           "VALUES ($1, $2, $3, $4, $5, $6)",
+                           schema_q_),
+               {std::to_string(tenant_), spec_.name,
+                q.id ? std::optional<std::string>(std::to_string(*q.id)) : std::nullopt, where, q.error, q.raw});
     }
     db_.exec(fmt::format("UPDATE {}.sync_state SET export_token = $3, watermark = $4, "
                          "list_cursor = $5, list_pass_start = $6, list_pass_field = $7, "

@@ -44,7 +44,9 @@ class JobStore {
   /// One transaction: COPY the page into staging, merge it (an older row never replaces a newer
   /// one; a replayed page changes nothing), write `state`, count the page in the run. Throws
   /// Error(bad_data) naming the record when PostgreSQL refuses a value; PgError otherwise.
-  MergeCounts commit_page(const ParsedPage& page, const JobState& state, std::int64_t run_id);
+  /// `where` names the page for quarantined records.
+  MergeCounts commit_page(const ParsedPage& page, const JobState& state, std::int64_t run_id,
+                          const std::string& where = {});
   /// After the connection was re-opened: the staging table and the lock are gone with the old
   /// session. Takes the lock again; false when another run took it meanwhile.
   bool resume_after_reconnect();

@@ -98,12 +98,15 @@ JobResult JobRunner::run() {
   return result_;
 }
 
-void JobRunner::commit(JobStore& store, const JobState& state, std::int64_t run_id) {
+void JobRunner::commit(JobStore& store, const JobState& state, std::int64_t run_id,
+                       const std::string& where) {
+  for (const QuarantinedRecord& q : page_.quarantined)
+    log::warn("{}: {}; quarantined (see the quarantine table), the job goes on", where, q.error);
   // PostgreSQL restarted or the connection broke: the page's transaction is lost, but the page
   // is still in memory. Reconnect (bounded), take the job's lock again and commit it again.
   for (int attempt = 1;; ++attempt) {
     try {
-      result_.counts += store.commit_page(page_, state, run_id);
+      result_.counts += store.commit_page(page_, state, run_id, where);
       ++result_.pages;
       return;
     } catch (const PgError& e) {
@@ -176,7 +179,7 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
     if (page_.continue_from) state.export_token = page_.continue_from;
     if (page_.max_modified && (!state.watermark || *page_.max_modified > *state.watermark))
       state.watermark = page_.max_modified;
-    commit(store, state, run_id);
+    commit(store, state, run_id, where);
     log::debug("{}: {} records, hasMore={}", where, page_.records, page_.has_more);
     if (!page_.has_more) break;
     if (!page_.continue_from)
@@ -222,7 +225,7 @@ void JobRunner::walk_list(JobStore& store, JobState state, std::int64_t run_id) 
     state.watermark = pass_end;
     state.list_pass_start.reset();
     page_.clear();
-    commit(store, state, run_id);
+    commit(store, state, run_id, what("list first pass end"));
   }
   const Ticks lo = *state.watermark - spec_.overlap_seconds * kTicksPerSecond;
   if (lo < end) walk_windows(store, state, run_id, "modified", lo, end);
@@ -263,7 +266,7 @@ void JobRunner::walk_windows(JobStore& store, JobState& state, std::int64_t run_
     }
     if (field == "created") state.list_cursor = w_hi;
     else state.watermark = w_hi;
-    commit(store, state, run_id);
+    commit(store, state, run_id, where);
     cur = w_hi;
     unbounded = false;
     width = std::min(width * 2, hi - kEpochFloor);
@@ -289,7 +292,7 @@ void JobRunner::walk_offset_pages(JobStore& store, JobState& state, std::int64_t
         throw Error(e.kind(), fmt::format("{}: {}", where, e.what()));
       }
       if (!first_total) first_total = page_.total_count;
-      commit(store, state, run_id);
+      commit(store, state, run_id, where);
       if (!page_.has_more) break;
     }
     if (page_.total_count == first_total) return;

@@ -52,7 +52,8 @@ class JobRunner {
                     std::optional<Ticks> lo, Ticks hi);
   void walk_offset_pages(JobStore& store, JobState& state, std::int64_t run_id,
                          const std::string& window_query);
-  void commit(JobStore& store, const JobState& state, std::int64_t run_id);
+  /// Commits page_ with `state`; `where` names the page in logs and the quarantine table.
+  void commit(JobStore& store, const JobState& state, std::int64_t run_id, const std::string& where);
   std::string what(const std::string& page) const;
 
   const Settings& settings_;

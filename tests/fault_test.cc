@@ -390,7 +390,7 @@ TEST_CASE("a soak with every transient fault and churn ends equal to the truth",
   auto env = with(fast_env(sandbox, schema), {{"STSYNC_REQUESTS_PER_SECOND", "30"}});
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   int runs = 0, failures = 0;
-  while (std::chrono::steady_clock::now() < deadline && runs < 40) {
+  while (std::chrono::steady_clock::now() < deadline && runs < 100) {
     const bool list = runs % 3 == 2;
     ProcessResult r = run_stsync(list ? std::vector<std::string>{"run", "--mode", "list"} : std::vector<std::string>{"run"}, env);
     failures += r.exit_code != 0;
@@ -406,4 +406,24 @@ TEST_CASE("a soak with every transient fault and churn ends equal to the truth",
   check_equal_to_truth(schema, sandbox, {"invoices", "employees"});
   CHECK(sandbox.admin("stats", "", false).find("\"faults_injected\":0") == std::string::npos);
   UNSCOPED_INFO(runs << " runs, " << failures << " ended with a failed job");
+}
+
+TEST_CASE("a job configured to quarantine keeps the bad record with its error and goes on", "[faults][data]") {
+  auto o = TestSandbox::default_options(300, 20);
+  o.export_batch = 50;
+  TestSandbox sandbox(o);
+  TestSchema schema;
+  const std::string cfg = write_temp_file("[jobs.invoices]\nquarantine = true\n");
+  auto env = with(fast_env(sandbox, schema), {{"STSYNC_CONFIG", cfg}, {"STSYNC_PARALLEL", "1"}});
+  sandbox.admin("faults", "next=none,wrong_type,none,huge_number");
+  ProcessResult r = run_stsync({"run", "--jobs", "invoices"}, env);
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("quarantined") != std::string::npos);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.quarantine WHERE job = 'invoices' AND tenant_id = 1001") == 2);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.quarantine WHERE error LIKE '%field ''active'' is a string%' "
+                      "AND page LIKE '%export page 2%' AND raw LIKE '{%' AND record_id IS NOT NULL") == 1);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.quarantine WHERE error LIKE '%too large for column customer_id%'") == 1);
+  // Every other record of those pages is stored, and nothing quarantined is in the table.
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices") == 298);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices i JOIN {s}.quarantine q ON q.record_id = i.id") == 0);
 }
