@@ -44,6 +44,12 @@ Settings load(const std::optional<std::string>& config, const std::string& log_l
     const size_t colon = s.database_url.find(':', scheme + 3);
     if (at != std::string::npos && colon < at) log::add_secret(s.database_url.substr(colon + 1, at - colon - 1));
   }
+  // …or in the key=value form ("host=db password=secret").
+  const size_t pw = s.database_url.find("password=");
+  if (pw != std::string::npos) {
+    const size_t start = pw + 9;
+    log::add_secret(s.database_url.substr(start, s.database_url.find(' ', start) - start));
+  }
   for (const std::string& w : warnings) log::warn("{}", w);
   return s;
 }

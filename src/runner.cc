@@ -103,6 +103,11 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
         result.error_kind = e.kind();
         result.error = log::redact(e.what());
         log::error("job {} tenant {}: {}", result.job, result.tenant, result.error);
+      } catch (const std::exception& e) {
+        // A defect, not a condition of the data or the services: fail this job, keep the others.
+        result.outcome = JobOutcome::failed;
+        result.error = log::redact(fmt::format("unexpected error: {}", e.what()));
+        log::error("job {} tenant {}: {}", result.job, result.tenant, result.error);
       }
     }
   };

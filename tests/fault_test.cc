@@ -20,15 +20,9 @@ using namespace stsync::test;
 
 namespace {
 
-std::map<std::string, std::string> with(std::map<std::string, std::string> env,
-                                        const std::map<std::string, std::string>& more) {
-  for (const auto& [k, v] : more) env[k] = v;
-  return env;
-}
-
 // Retries in tests back off for at most a fifth of a second.
 std::map<std::string, std::string> fast_env(const TestSandbox& sandbox, const TestSchema& schema) {
-  return with(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_MAX_BACKOFF_SECONDS", "0.2"}});
+  return with_env(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_MAX_BACKOFF_SECONDS", "0.2"}});
 }
 
 void check_equal_to_truth(TestSchema& schema, TestSandbox& sandbox, const std::vector<std::string>& jobs) {
@@ -63,7 +57,7 @@ TEST_CASE("every transient fault is retried and the sync still equals the truth"
   TestSandbox sandbox(o);
   TestSchema schema;
   const std::vector<std::string> kinds = {"http500", "http502", "http503", "http504", "maintenance409", "throttle",
-                                          "reset", "truncate", "html", "empty", "slow"};
+                                          "throttle_bare", "reset", "truncate", "html", "empty", "slow"};
   std::string queue;
   for (const std::string& k : kinds) queue += k + "," + k + ",none,";  // twice in a row, then a pass
   sandbox.admin("faults", "next=" + queue.substr(0, queue.size() - 1));
@@ -73,7 +67,7 @@ TEST_CASE("every transient fault is retried and the sync still equals the truth"
   CHECK(r.err.find("traceId") != std::string::npos);          // RFC 7807 bodies are described
   CHECK(r.err.find("an HTML page: 502 Bad Gateway") != std::string::npos);
   CHECK(sandbox.stat(kTenantA, "requests") > 0);
-  CHECK(sandbox.admin("stats", "", false).find("\"faults_injected\":22") != std::string::npos);
+  CHECK(sandbox.admin("stats", "", false).find("\"faults_injected\":24") != std::string::npos);
   check_equal_to_truth(schema, sandbox, {"invoices", "employees"});
 }
 
@@ -81,7 +75,7 @@ TEST_CASE("a job that exhausts its retries fails with exit 1 while the other job
   TestSandbox sandbox;
   TestSchema schema;
   sandbox.admin("faults", "next=http503,http503,http503");
-  auto env = with(fast_env(sandbox, schema), {{"STSYNC_MAX_ATTEMPTS", "3"}, {"STSYNC_PARALLEL", "1"}});
+  auto env = with_env(fast_env(sandbox, schema), {{"STSYNC_MAX_ATTEMPTS", "3"}, {"STSYNC_PARALLEL", "1"}});
   ProcessResult r = run_stsync({"run", "--jobs", "invoices,employees"}, env);
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("job invoices tenant 1001 export page 1") != std::string::npos);
@@ -99,7 +93,7 @@ TEST_CASE("the retry budget bounds the time a job spends backing off", "[faults]
   TestSandbox sandbox(TestSandbox::default_options(50, 10));
   TestSchema schema;
   sandbox.admin("faults", "rate=1&kinds=http503");
-  auto env = with(stsync_env(sandbox, schema, kTenantA),
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA),
                   {{"STSYNC_RETRY_BUDGET_SECONDS", "1"}, {"STSYNC_MAX_ATTEMPTS", "100"}, {"STSYNC_MAX_BACKOFF_SECONDS", "0.5"}});
   const auto t0 = std::chrono::steady_clock::now();
   ProcessResult r = run_stsync({"run", "--jobs", "employees"}, env);
@@ -113,7 +107,7 @@ TEST_CASE("a token revoked mid-walk is refreshed and the walk continues where it
   o.export_batch = 20;
   TestSandbox sandbox(o);
   TestSchema schema;
-  Process p({STSYNC_BINARY, "run", "--jobs", "invoices"}, with(fast_env(sandbox, schema), {{"STSYNC_REQUESTS_PER_SECOND", "40"}}));
+  Process p({STSYNC_BINARY, "run", "--jobs", "invoices"}, with_env(fast_env(sandbox, schema), {{"STSYNC_REQUESTS_PER_SECOND", "40"}}));
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   sandbox.admin("revoke-tokens");
   ProcessResult r = p.wait();
@@ -142,7 +136,7 @@ TEST_CASE("a bad page stops the job before it commits, names job, tenant, page a
   for (const auto& [kind, message] : cases) {
     SECTION(kind) {
       TestSchema schema;
-      auto env = with(fast_env(sandbox, schema), {{"STSYNC_PARALLEL", "1"}});
+      auto env = with_env(fast_env(sandbox, schema), {{"STSYNC_PARALLEL", "1"}});
       sandbox.admin("faults", "next=none,none," + kind);
       ProcessResult r = run_stsync({"run", "--jobs", "invoices"}, env);
       CHECK(r.exit_code == 1);
@@ -167,14 +161,14 @@ TEST_CASE("permanent API errors give a clear message and exit 1", "[faults][api]
   TestSchema schema;
   auto env = fast_env(sandbox, schema);
   SECTION("a wrong app key is a 403 naming the job and endpoint") {
-    ProcessResult r = run_stsync({"run", "--jobs", "employees"}, with(env, {{"ST_APP_KEY", "wrong-app-key"}}));
+    ProcessResult r = run_stsync({"run", "--jobs", "employees"}, with_env(env, {{"ST_APP_KEY", "wrong-app-key"}}));
     CHECK(r.exit_code == 1);
     CHECK(r.err.find("job employees tenant 1001") != std::string::npos);
     CHECK(r.err.find("HTTP 403") != std::string::npos);
     CHECK(r.err.find("/settings/v2/tenant/1001/export/employees") != std::string::npos);
   }
   SECTION("an unknown tenant is refused even with a fresh token") {
-    ProcessResult r = run_stsync({"run", "--jobs", "employees"}, with(env, {{"ST_TENANT_ID", "424242"}}));
+    ProcessResult r = run_stsync({"run", "--jobs", "employees"}, with_env(env, {{"ST_TENANT_ID", "424242"}}));
     CHECK(r.exit_code == 1);
     CHECK(r.err.find("do not grant this tenant") != std::string::npos);
   }
@@ -185,7 +179,7 @@ list_path = "accounting/v2/tenant/{tenant}/ghosts"
 export_path = "accounting/v2/tenant/{tenant}/export/ghosts"
 columns = []
 )");
-    ProcessResult r = run_stsync({"run", "--jobs", "ghosts,employees"}, with(env, {{"STSYNC_JOBS_DIR", dir}}));
+    ProcessResult r = run_stsync({"run", "--jobs", "ghosts,employees"}, with_env(env, {{"STSYNC_JOBS_DIR", dir}}));
     CHECK(r.exit_code == 1);
     CHECK(r.err.find("job ghosts tenant 1001") != std::string::npos);
     CHECK(r.err.find("HTTP 404") != std::string::npos);
@@ -201,7 +195,7 @@ mode = "list"
 inactive_filter = "activeState=Bogus"
 columns = []
 )");
-    ProcessResult r = run_stsync({"run", "--jobs", "invoices"}, with(env, {{"STSYNC_JOBS_DIR", dir}}));
+    ProcessResult r = run_stsync({"run", "--jobs", "invoices"}, with_env(env, {{"STSYNC_JOBS_DIR", dir}}));
     CHECK(r.exit_code == 1);
     CHECK(r.err.find("HTTP 400") != std::string::npos);
     CHECK(r.err.find("[activeState: The value 'Bogus' is not valid.]") != std::string::npos);
@@ -216,7 +210,7 @@ TEST_CASE("the request budget per tenant holds under retries with several jobs a
   TestSandbox sandbox(o);
   TestSchema schema;
   sandbox.admin("faults", "rate=0.25&seed=3&kinds=http503,throttle,reset");
-  auto env = with(fast_env(sandbox, schema), {{"STSYNC_REQUESTS_PER_SECOND", "6"}, {"STSYNC_PARALLEL", "2"}});
+  auto env = with_env(fast_env(sandbox, schema), {{"STSYNC_REQUESTS_PER_SECOND", "6"}, {"STSYNC_PARALLEL", "2"}});
   ProcessResult r = run_stsync({"run"}, env);
   CHECK(r.exit_code == 0);
   CHECK(sandbox.stat(kTenantA, "requests") >= 14);
@@ -243,7 +237,7 @@ TEST_CASE("PostgreSQL restarted mid-run: the job reconnects and the end state eq
   o.export_batch = 25;
   TestSandbox sandbox(o);
   TestSchema naming;  // only for its unique name; the data lives in the private cluster
-  auto env = with(fast_env(sandbox, naming), {{"DATABASE_URL", url}, {"STSYNC_REQUESTS_PER_SECOND", "40"}});
+  auto env = with_env(fast_env(sandbox, naming), {{"DATABASE_URL", url}, {"STSYNC_REQUESTS_PER_SECOND", "40"}});
   Process p({STSYNC_BINARY, "run", "--jobs", "invoices"}, env);
   std::this_thread::sleep_for(std::chrono::milliseconds(700));
   REQUIRE(std::system((script + " restart " + dir).c_str()) == 0);
@@ -297,7 +291,7 @@ TEST_CASE("secrets never appear in logs, messages, status output or the database
   TestSandbox sandbox(TestSandbox::default_options(100, 20));
   TestSchema schema;
   const std::string db_password = "db-pass-Xy7Qw9Zk";
-  auto env = with(stsync_env(sandbox, schema, kTenantA),
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA),
                   {{"STSYNC_LOG_LEVEL", "debug"}, {"STSYNC_MAX_BACKOFF_SECONDS", "0.1"},
                    {"DATABASE_URL", database_url() + " password=" + db_password}});
   std::string everything;
@@ -310,7 +304,7 @@ TEST_CASE("secrets never appear in logs, messages, status output or the database
            {{"ST_CLIENT_SECRET", "wrong-secret-3b9f"}},
            {{"ST_APP_KEY", "wrong-app-key-77c1"}},
            {{"DATABASE_URL", "postgresql://stsync:" + db_password + "@127.0.0.1:1/x"}}}) {
-    ProcessResult r = run_stsync({"run"}, with(env, failing));
+    ProcessResult r = run_stsync({"run"}, with_env(env, failing));
     CHECK(r.exit_code != 0);
     everything += r.out + r.err;
   }
@@ -346,17 +340,17 @@ TEST_CASE("HTTPS is verified by default, a custom CA works, and turning verifica
   TestSandbox sandbox(o);
   TestSchema schema;
   const std::string https = fmt::format("https://127.0.0.1:{}", sandbox.port());
-  auto env = with(stsync_env(sandbox, schema, kTenantA),
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA),
                   {{"ST_AUTH_URL", https}, {"ST_API_URL", https}, {"STSYNC_MAX_ATTEMPTS", "1"}});
   ProcessResult untrusted = run_stsync({"run"}, env);
   CHECK(untrusted.exit_code != 0);
   CHECK(untrusted.err.find("certificate") != std::string::npos);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices") == 0);
-  ProcessResult with_ca = run_stsync({"run"}, with(env, {{"STSYNC_CA_FILE", dir + "/cert.pem"}}));
+  ProcessResult with_ca = run_stsync({"run"}, with_env(env, {{"STSYNC_CA_FILE", dir + "/cert.pem"}}));
   CHECK(with_ca.exit_code == 0);
   CHECK(with_ca.err.find("verification is OFF") == std::string::npos);
   check_equal_to_truth(schema, sandbox, {"invoices", "employees"});
-  ProcessResult insecure = run_stsync({"run"}, with(env, {{"STSYNC_TLS_VERIFY", "false"}}));
+  ProcessResult insecure = run_stsync({"run"}, with_env(env, {{"STSYNC_TLS_VERIFY", "false"}}));
   CHECK(insecure.exit_code == 0);
   CHECK(insecure.err.find("TLS certificate verification is OFF") != std::string::npos);
   std::system(("rm -rf " + dir).c_str());
@@ -368,7 +362,7 @@ TEST_CASE("a hostile schema name cannot inject SQL", "[faults][security]") {
   const std::string hostile = schema.name() + "\"; DROP TABLE pg_temp.x; --";
   TestSchema canary;
   canary.db().exec(fmt::format("CREATE SCHEMA {0}; CREATE TABLE {0}.keep (v int)", canary.db().quote_ident(canary.name())));
-  auto env = with(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_SCHEMA", hostile}});
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_SCHEMA", hostile}});
   ProcessResult r = run_stsync({"run"}, env);
   CHECK(r.exit_code == 0);
   CHECK(schema.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = $1", {hostile}) == 1);
@@ -387,7 +381,7 @@ TEST_CASE("a soak with every transient fault and churn ends equal to the truth",
   TestSandbox sandbox(o);
   TestSchema schema;
   sandbox.admin("faults", "rate=0.05&seed=11");
-  auto env = with(fast_env(sandbox, schema), {{"STSYNC_REQUESTS_PER_SECOND", "30"}});
+  auto env = with_env(fast_env(sandbox, schema), {{"STSYNC_REQUESTS_PER_SECOND", "30"}});
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   int runs = 0, failures = 0;
   while (std::chrono::steady_clock::now() < deadline && runs < 100) {
@@ -414,7 +408,7 @@ TEST_CASE("a job configured to quarantine keeps the bad record with its error an
   TestSandbox sandbox(o);
   TestSchema schema;
   const std::string cfg = write_temp_file("[jobs.invoices]\nquarantine = true\n");
-  auto env = with(fast_env(sandbox, schema), {{"STSYNC_CONFIG", cfg}, {"STSYNC_PARALLEL", "1"}});
+  auto env = with_env(fast_env(sandbox, schema), {{"STSYNC_CONFIG", cfg}, {"STSYNC_PARALLEL", "1"}});
   sandbox.admin("faults", "next=none,wrong_type,none,huge_number");
   ProcessResult r = run_stsync({"run", "--jobs", "invoices"}, env);
   CHECK(r.exit_code == 0);
@@ -426,4 +420,40 @@ TEST_CASE("a job configured to quarantine keeps the bad record with its error an
   // Every other record of those pages is stored, and nothing quarantined is in the table.
   CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices") == 298);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices i JOIN {s}.quarantine q ON q.record_id = i.id") == 0);
+}
+
+TEST_CASE("429s from a server limit below the client's budget are waited out", "[faults][rate]") {
+  auto o = TestSandbox::default_options(600, 50);
+  o.export_batch = 30;
+  o.rate_limit_per_second = 4;
+  TestSandbox sandbox(o);
+  TestSchema schema;
+  ProcessResult r = run_stsync({"run"}, with_env(fast_env(sandbox, schema), {{"STSYNC_REQUESTS_PER_SECOND", "30"}}));
+  CHECK(r.exit_code == 0);
+  CHECK(sandbox.stat(kTenantA, "throttled") > 0);
+  CHECK(r.err.find("HTTP 429") != std::string::npos);
+  check_equal_to_truth(schema, sandbox, {"invoices", "employees"});
+}
+
+TEST_CASE("a response slower than the timeout is abandoned and retried", "[faults]") {
+  auto o = TestSandbox::default_options(60, 10);
+  o.faults.slow_ms = 2500;
+  TestSandbox sandbox(o);
+  TestSchema schema;
+  sandbox.admin("faults", "next=slow");
+  ProcessResult r = run_stsync({"run", "--jobs", "employees"},
+                               with_env(fast_env(sandbox, schema), {{"STSYNC_TIMEOUT_SECONDS", "1"}}));
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("timed out") != std::string::npos);
+  check_equal_to_truth(schema, sandbox, {"employees"});
+}
+
+TEST_CASE("a refused connection is retried, then the job fails with exit 1", "[faults]") {
+  TestSandbox sandbox(TestSandbox::default_options(10, 5));
+  TestSchema schema;
+  auto env = with_env(fast_env(sandbox, schema), {{"ST_API_URL", "http://127.0.0.1:1"}, {"STSYNC_MAX_ATTEMPTS", "3"}});
+  ProcessResult r = run_stsync({"run", "--jobs", "employees"}, env);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("retry 2") != std::string::npos);
+  CHECK(r.err.find("gave up after 3 attempts") != std::string::npos);
 }

@@ -135,6 +135,12 @@ std::map<std::string, std::string> stsync_env(const TestSandbox& sandbox, const 
           {"DATABASE_URL", database_url()}};
 }
 
+std::map<std::string, std::string> with_env(std::map<std::string, std::string> env,
+                                            const std::map<std::string, std::string>& more) {
+  for (const auto& [k, v] : more) env[k] = v;
+  return env;
+}
+
 Process::Process(const std::vector<std::string>& args, const std::map<std::string, std::string>& env) {
   const int n = g_counter.fetch_add(1);
   out_path_ = fmt::format("/tmp/stsync-test-{}-{}.out", getpid(), n);

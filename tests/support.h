@@ -65,6 +65,10 @@ struct ProcessResult {
 std::map<std::string, std::string> stsync_env(const TestSandbox& sandbox, const TestSchema& schema,
                                               std::int64_t tenant);
 
+/// `env` with `more` added or replaced.
+std::map<std::string, std::string> with_env(std::map<std::string, std::string> env,
+                                            const std::map<std::string, std::string>& more);
+
 /// A child process with its own environment (nothing inherited but PATH and PG*).
 class Process {
  public:

@@ -33,12 +33,6 @@ std::int64_t last_run_writes(TestSchema& schema, std::int64_t tenant, const std:
                        {std::to_string(tenant), job});
 }
 
-std::map<std::string, std::string> with(std::map<std::string, std::string> env,
-                                        const std::map<std::string, std::string>& more) {
-  for (const auto& [k, v] : more) env[k] = v;
-  return env;
-}
-
 }  // namespace
 
 TEST_CASE("a full sync of several tenants equals the sandbox's ground truth exactly", "[sync][export]") {
@@ -135,7 +129,7 @@ TEST_CASE("churn during a list walk loses nothing, dense instants included", "[s
   // Pages of 120 rows: the windows must split, and the 225 rows that share one instant must
   // be paged by offset.
   const std::string config = write_temp_file("[jobs.invoices]\npage_size = 120\n[jobs.employees]\npage_size = 40\n");
-  auto env = with(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_CONFIG", config}});
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_CONFIG", config}});
   ProcessResult first = run_stsync({"run", "--mode", "list"}, env);
   REQUIRE(first.exit_code == 0);
   CHECK(first.err.find("list window") == std::string::npos);  // no errors about windows
@@ -251,7 +245,7 @@ TEST_CASE("kill -9 at several points of a run, then a rerun, equals the truth", 
   o.churn_per_request = 1;
   TestSandbox sandbox(o);
   TestSchema schema;
-  auto env = with(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_PARALLEL", "2"}});
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_PARALLEL", "2"}});
   int killed = 0;
   for (int delay_ms : {60, 150, 250, 400, 600}) {
     Process p({STSYNC_BINARY, "run"}, env);
@@ -302,7 +296,7 @@ TEST_CASE("check authenticates and connects without writing; wrong credentials e
   CHECK(ok.exit_code == 0);
   CHECK(ok.out.find("credentials accepted") != std::string::npos);
   CHECK(schema.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = $1", {schema.name()}) == 0);
-  auto bad = with(env, {{"ST_CLIENT_SECRET", "wrong-secret-value"}});
+  auto bad = with_env(env, {{"ST_CLIENT_SECRET", "wrong-secret-value"}});
   CHECK(run_stsync({"check"}, bad).exit_code == 3);
   ProcessResult run = run_stsync({"run"}, bad);
   CHECK(run.exit_code == 3);
@@ -310,7 +304,7 @@ TEST_CASE("check authenticates and connects without writing; wrong credentials e
   CHECK(run.err.find("wrong-secret-value") == std::string::npos);
   CHECK(run_stsync({"run", "--jobs", "nonsense"}, env).exit_code == 2);
   CHECK(run_stsync({"frobnicate"}, env).exit_code == 2);
-  CHECK(run_stsync({"run"}, with(env, {{"DATABASE_URL", "host=127.0.0.1 port=1 user=x dbname=x"}})).exit_code == 4);
+  CHECK(run_stsync({"run"}, with_env(env, {{"DATABASE_URL", "host=127.0.0.1 port=1 user=x dbname=x"}})).exit_code == 4);
   ProcessResult help = run_stsync({"run", "--help"}, env);
   CHECK(help.exit_code == 0);
   CHECK(help.out.find("--full-refresh") != std::string::npos);

@@ -14,12 +14,12 @@ namespace {
 
 const char* const kFaultNames[] = {"http500", "http502", "http503", "http504", "maintenance409",
                                    "throttle", "reset", "truncate", "slow", "html", "empty",
-                                   "bad_json", "no_data", "no_id", "wrong_type", "bad_timestamp",
+                                   "throttle_bare", "bad_json", "no_data", "no_id", "wrong_type", "bad_timestamp",
                                    "huge_number", "none"};
 constexpr int kFaultCount = static_cast<int>(std::size(kFaultNames));
 // Random faults (a rate with no kinds given) are drawn from the transient ones only: the data
 // faults would fail every run that meets them, which is what a test asks for by name.
-constexpr int kTransientFaultCount = 11;
+constexpr int kTransientFaultCount = 12;
 // Exactly "application/json": cpp-httplib only compresses content types it knows by full name.
 constexpr char kJson[] = "application/json";
 
@@ -337,6 +337,9 @@ bool Server::inject_fault(httplib::Response& res, std::optional<FaultKind>& data
     case FaultKind::throttle:
       // The HTTP-date form of Retry-After, one second after this response's Date.
       res.set_header("Retry-After", format_http_date(dataset_.now() + kTicksPerSecond));
+      send_problem(res, 429, "Too Many Requests");
+      return true;
+    case FaultKind::throttle_bare:  // a 429 that does not say how long to wait
       send_problem(res, 429, "Too Many Requests");
       return true;
     case FaultKind::html:
