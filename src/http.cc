@@ -140,6 +140,9 @@ HttpResponse CurlTransport::perform(const HttpRequest& request) {
     throw Error(kind, fmt::format("{} {}: {}", request.method, url, detail));
   }
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response.status);
+  long connects = 0;
+  curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &connects);
+  connections_opened_ += connects;
   // simdjson reads up to SIMDJSON_PADDING bytes past the end: make them ours.
   response.body.reserve(response.body.size() + simdjson::SIMDJSON_PADDING);
   return response;

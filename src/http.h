@@ -47,8 +47,11 @@ class CurlTransport final : public HttpTransport {
   CurlTransport(const CurlTransport&) = delete;
   CurlTransport& operator=(const CurlTransport&) = delete;
   HttpResponse perform(const HttpRequest& request) override;
+  /// How many connections this handle has opened so far (keep-alive keeps it at one per host).
+  long connections_opened() const { return connections_opened_; }
 
  private:
+  long connections_opened_ = 0;
   struct Impl;
   std::unique_ptr<Impl> impl_;  // libcurl points into it: it never moves
 };

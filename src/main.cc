@@ -116,6 +116,7 @@ int main(int argc, char** argv) {
     if (migrate->parsed()) {
       PgConnection db(settings.database_url);
       const int n = apply_migrations(db, settings.schema);
+      ensure_job_tables(db, settings.schema, resolve_jobs(settings));
       fmt::print("{} migration(s) applied to schema {}\n", n, settings.schema);
       return kExitSuccess;
     }

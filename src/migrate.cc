@@ -10,11 +10,43 @@
 
 namespace stsync {
 
+namespace {
+void lock_schema(PgConnection& db, const std::string& schema) {
+  db.exec("SELECT pg_advisory_xact_lock(hashtextextended('stsync-migrate:' || $1, 0))", {schema});
+}
+}  // namespace
+
+void ensure_job_tables(PgConnection& db, const std::string& schema, const std::vector<JobSpec>& specs) {
+  const std::string s = db.quote_ident(schema);
+  db.exec("BEGIN");
+  try {
+    lock_schema(db, schema);
+    for (const JobSpec& spec : specs) {
+      const std::string table = s + "." + db.quote_ident(spec.table);
+      std::string columns;
+      for (const ColumnSpec& c : spec.columns)
+        columns += fmt::format("{} {}, ", db.quote_ident(c.name), column_type_sql(c.type));
+      db.exec(fmt::format(
+          "CREATE TABLE IF NOT EXISTS {} (tenant_id bigint NOT NULL, id bigint NOT NULL, {}"
+          "modified_on timestamptz, active boolean NOT NULL, raw jsonb NOT NULL, "
+          "synced_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tenant_id, id))",
+          table, columns));
+      for (const ColumnSpec& c : spec.columns)
+        db.exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", table, db.quote_ident(c.name),
+                            column_type_sql(c.type)));
+    }
+    db.exec("COMMIT");
+  } catch (...) {
+    db.rollback_quietly();
+    throw;
+  }
+}
+
 int apply_migrations(PgConnection& db, const std::string& schema) {
   const std::string s = db.quote_ident(schema);
   db.exec("BEGIN");
   try {
-    db.exec("SELECT pg_advisory_xact_lock(hashtextextended('stsync-migrate:' || $1, 0))", {schema});
+    lock_schema(db, schema);
     db.exec(fmt::format("CREATE SCHEMA IF NOT EXISTS {}", s));
     db.exec(fmt::format(
         "CREATE TABLE IF NOT EXISTS {}.schema_migrations (version integer PRIMARY KEY, "

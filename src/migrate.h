@@ -2,6 +2,9 @@
 #pragma once
 #include <string>
 
+#include <vector>
+
+#include "job_spec.h"
 #include "pg.h"
 
 namespace stsync {
@@ -10,5 +13,10 @@ namespace stsync {
 /// in one transaction under an advisory lock (concurrent runs wait, then find nothing to do).
 /// Returns how many were applied. Throws PgError.
 int apply_migrations(PgConnection& db, const std::string& schema);
+
+/// Makes every job's table match its job file: creates a missing table (tenant_id, id, the typed
+/// columns, modified_on, active, raw, synced_at) and adds missing typed columns. Tables that the
+/// migrations created are left as they are. One transaction, under the migrations' lock.
+void ensure_job_tables(PgConnection& db, const std::string& schema, const std::vector<JobSpec>& specs);
 
 }  // namespace stsync

@@ -70,6 +70,7 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
   {
     PgConnection db(settings.database_url);
     apply_migrations(db, settings.schema);
+    ensure_job_tables(db, settings.schema, specs);
   }
 
   std::map<std::int64_t, std::unique_ptr<TenantSession>> sessions;

@@ -35,7 +35,7 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
   lock_key_ = fmt::format("stsync:{}:{}:{}", schema, spec.name, tenant);
 
   const std::vector<std::string> cols = staging_columns(spec);
-  std::string col_list, typed, set_list;
+  std::string col_list, typed, set_list, stored_row, incoming_row;
   for (size_t i = 0; i < cols.size(); ++i) {
     if (i) col_list += ", ";
     col_list += db.quote_ident(cols[i]);
@@ -43,10 +43,16 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
   for (const ColumnSpec& c : spec.columns) {
     typed += db.quote_ident(c.name) + ", ";
     set_list += fmt::format("{0} = EXCLUDED.{0}, ", db.quote_ident(c.name));
+    stored_row += (stored_row.empty() ? "t." : ", t.") + db.quote_ident(c.name);
+    incoming_row += (incoming_row.empty() ? "EXCLUDED." : ", EXCLUDED.") + db.quote_ident(c.name);
   }
+  // Same version, different typed values: the job file changed (a new column, another type).
+  const std::string typed_differ =
+      stored_row.empty() ? "" : fmt::format(" OR ROW({}) IS DISTINCT FROM ROW({})", stored_row, incoming_row);
   copy_sql_ = fmt::format("COPY {} ({}) FROM STDIN", stage_q_, col_list);
   // Per key, the newest version in the page wins (pages may repeat a row); then the guard: a row
-  // replaces the stored one only if its modifiedOn is later, or equal with different content.
+  // replaces the stored one only if its modifiedOn is later, or equal with different content (the
+  // raw record, or the typed values extracted from it).
   // Rows without modifiedOn count as older than any that have one.
   merge_sql_ = fmt::format(
       "WITH src AS ("
@@ -59,13 +65,13 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
       "    active = EXCLUDED.active, raw = EXCLUDED.raw, synced_at = EXCLUDED.synced_at"
       "  WHERE coalesce(EXCLUDED.modified_on, '-infinity') > coalesce(t.modified_on, '-infinity')"
       "     OR (coalesce(EXCLUDED.modified_on, '-infinity') = coalesce(t.modified_on, '-infinity')"
-      "         AND EXCLUDED.raw IS DISTINCT FROM t.raw)"
+      "         AND (EXCLUDED.raw IS DISTINCT FROM t.raw{typed_differ}))"
       "  RETURNING (xmax = 0) AS inserted"
       ")"
       " SELECT (SELECT count(*) FROM src), count(*) FILTER (WHERE inserted),"
       "        count(*) FILTER (WHERE NOT inserted) FROM up",
       fmt::arg("stage", stage_q_), fmt::arg("table", table_q_), fmt::arg("typed", typed),
-      fmt::arg("set", set_list));
+      fmt::arg("set", set_list), fmt::arg("typed_differ", typed_differ));
 }
 
 void JobStore::ensure_staging() {

@@ -457,3 +457,26 @@ TEST_CASE("a refused connection is retried, then the job fails with exit 1", "[f
   CHECK(r.err.find("retry 2") != std::string::npos);
   CHECK(r.err.find("gave up after 3 attempts") != std::string::npos);
 }
+
+TEST_CASE("a new job file needs no C++ and no migration: its table is created and grows columns", "[sync][jobs]") {
+  TestSandbox sandbox(TestSandbox::default_options(40, 30));
+  TestSchema schema;
+  const std::string job = R"(
+name = "staff"
+table = "staff"
+list_path = "settings/v2/tenant/{tenant}/employees"
+export_path = "settings/v2/tenant/{tenant}/export/employees"
+columns = [ { path = "email", type = "text" } ]
+)";
+  const std::string dir = jobs_dir_with("staff", job);
+  auto env = with_env(fast_env(sandbox, schema), {{"STSYNC_JOBS_DIR", dir}});
+  REQUIRE(run_stsync({"run", "--jobs", "staff"}, env).exit_code == 0);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.staff WHERE email LIKE 'employee%@example.com'") == 30);
+  // A column added to the job file is added to the table; a full refresh fills it.
+  std::ofstream(dir + "/staff.toml") << job.substr(0, job.rfind("columns")) +
+                                            "columns = [ { path = \"email\", type = \"text\" }, "
+                                            "{ path = \"hourlyRate\", type = \"numeric\" } ]\n";
+  REQUIRE(run_stsync({"run", "--jobs", "staff", "--full-refresh"}, env).exit_code == 0);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.staff WHERE hourly_rate IS NOT NULL") == 30);
+  std::filesystem::remove_all(dir);
+}

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <set>
 
+#include "http.h"
 #include "support.h"
 #include "timestamp.h"
 
@@ -458,4 +459,36 @@ TEST_CASE("the sandbox serves HTTPS with a given certificate", "[sandbox][tls]")
   untrusting.set_ca_cert_path("/etc/ssl/certs/ca-certificates.crt");
   CHECK_FALSE(untrusting.Get("/_sandbox/health"));
   std::system(("rm -rf " + dir).c_str());
+}
+
+TEST_CASE("one HTTP handle keeps one connection open for every page", "[sandbox][http]") {
+  TestSandbox s;
+  CurlTransport http(CurlOptions{});
+  HttpRequest token;
+  token.method = "POST";
+  token.url = s.url() + "/connect/token";
+  token.headers = {"Content-Type: application/x-www-form-urlencoded"};
+  token.body = fmt::format("grant_type=client_credentials&client_id={}&client_secret={}",
+                           sandbox_client_id(kTenantA), sandbox_client_secret(kTenantA));
+  HttpResponse t = http.perform(token);
+  REQUIRE(t.status == 200);
+  simdjson::dom::parser p;
+  const std::string bearer(p.parse(t.body)["access_token"].get_string().value());
+  for (int page = 1; page <= 20; ++page) {
+    HttpRequest req;
+    req.url = s.url() + inv(kTenantA, fmt::format("?page={}&pageSize=20", page));
+    req.headers = {"ST-App-Key: sandbox-app-key", "Authorization: Bearer " + bearer};
+    CHECK(http.perform(req).status == 200);
+  }
+  CHECK(http.connections_opened() == 1);
+}
+
+TEST_CASE("invoices and employees take no sort, as on the real API: it is ignored", "[sandbox][list]") {
+  TestSandbox s;
+  Api api(s);
+  const std::string token = api.token(kTenantA);
+  auto plain = api.get(inv(kTenantA, "?pageSize=100"), token);
+  auto sorted = api.get(inv(kTenantA, "?pageSize=100&sort=-Id"), token);
+  REQUIRE(sorted->status == 200);
+  CHECK(parse_page(sorted->body).ids == parse_page(plain->body).ids);
 }
