@@ -14,12 +14,12 @@ namespace {
 
 const char* const kFaultNames[] = {"http500", "http502", "http503", "http504", "maintenance409",
                                    "throttle", "reset", "truncate", "slow", "html", "empty",
-                                   "throttle_bare", "bad_json", "no_data", "no_id", "wrong_type", "bad_timestamp",
+                                   "throttle_bare", "slow_body", "bad_json", "no_data", "no_id", "wrong_type", "bad_timestamp",
                                    "huge_number", "none"};
 constexpr int kFaultCount = static_cast<int>(std::size(kFaultNames));
 // Random faults (a rate with no kinds given) are drawn from the transient ones only: the data
 // faults would fail every run that meets them, which is what a test asks for by name.
-constexpr int kTransientFaultCount = 12;
+constexpr int kTransientFaultCount = 13;
 // Exactly "application/json": cpp-httplib only compresses content types it knows by full name.
 constexpr char kJson[] = "application/json";
 
@@ -322,8 +322,8 @@ bool Server::inject_fault(httplib::Response& res, std::optional<FaultKind>& data
     if (kind) ++faults_injected_;
   }
   if (!kind) return false;
-  if (static_cast<int>(*kind) >= kTransientFaultCount) {
-    data_fault = kind;
+  if (*kind == FaultKind::slow_body || static_cast<int>(*kind) >= kTransientFaultCount) {
+    data_fault = kind;  // applied to the real page
     return false;
   }
   switch (*kind) {
@@ -534,6 +534,26 @@ void Server::handle_resource(const httplib::Request& req, httplib::Response& res
   {
     std::lock_guard lock(mutex_);
     stats_[*tenant].records_served += served;
+  }
+  if (data_fault == FaultKind::slow_body) {
+    // The real page, trickled out in ten chunks over slow_ms.
+    int slow_ms;
+    {
+      std::lock_guard lock(mutex_);
+      slow_ms = options_.faults.slow_ms;
+    }
+    auto shared = std::make_shared<std::string>(std::move(body));
+    res.set_chunked_content_provider(kJson, [shared, slow_ms](size_t offset, httplib::DataSink& sink) {
+      if (offset >= shared->size()) {
+        sink.done();
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(slow_ms / 10));
+      const size_t n = std::min(shared->size() - offset, shared->size() / 10 + 1);
+      sink.write(shared->data() + offset, n);
+      return true;
+    });
+    return;
   }
   if (data_fault) corrupt_page(*data_fault, resource, body);
   res.set_content(std::move(body), kJson);
