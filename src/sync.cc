@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <future>
+
 #include "log.h"
 
 namespace stsync {
@@ -146,14 +148,24 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
     from = date_fallback();
   }
   bool token_fallback_used = false;
+  auto query_for = [&](const std::optional<std::string>& f) {
+    std::string q = base + "?includeRecentChanges=" + (spec_.include_recent_changes ? "true" : "false");
+    if (f) q += "&from=" + url_encode(*f);
+    return q;
+  };
+  auto where_for = [&](int page_no) {
+    return what(fmt::format("export page {}{}", page_no,
+                            from_token ? " (from token)" : from ? " (from " + *from + ")" : ""));
+  };
+  // The next page is fetched while this one commits: HTTP and PostgreSQL work at the same time.
+  // Only the fetch thread touches the client (its handle, retry budget) meanwhile; the session
+  // it shares with other workers is thread-safe.
+  std::future<HttpResponse> prefetch;
   for (int page_no = 1;; ++page_no) {
-    std::string query = base + "?includeRecentChanges=" + (spec_.include_recent_changes ? "true" : "false");
-    if (from) query += "&from=" + url_encode(*from);
-    const std::string where = what(fmt::format("export page {}{}", page_no,
-                                               from_token ? " (from token)" : from ? " (from " + *from + ")" : ""));
+    const std::string where = where_for(page_no);
     HttpResponse response;
     try {
-      response = client_.get(query, where);
+      response = prefetch.valid() ? prefetch.get() : client_.get(query_for(from), where);
     } catch (const Error& e) {
       // A continueFrom the API no longer accepts: restart from the watermark minus the overlap.
       // Rows re-read there are merged idempotently, so nothing is lost or duplicated.
@@ -176,20 +188,26 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
     }
     if (page_.nul_replaced > 0)
       log::warn("{}: {} value(s) held NUL characters, stored as U+FFFD", where, page_.nul_replaced);
-    if (page_.continue_from) state.export_token = page_.continue_from;
-    if (page_.max_modified && (!state.watermark || *page_.max_modified > *state.watermark))
-      state.watermark = page_.max_modified;
-    commit(store, state, run_id, where);
-    log::debug("{}: {} records, hasMore={}", where, page_.records, page_.has_more);
-    if (!page_.has_more) break;
-    if (!page_.continue_from)
+    if (page_.has_more && !page_.continue_from)
       throw Error(ErrorKind::bad_data, fmt::format("{}: hasMore is true but continueFrom is missing", where));
-    if (from_token && *from == *page_.continue_from && page_.records == 0)
+    if (page_.has_more && from_token && *from == *page_.continue_from && page_.records == 0)
       throw Error(ErrorKind::bad_data, fmt::format("{}: the feed returned the same token and no rows; "
                                                    "stopping instead of looping",
                                                    where));
-    from = page_.continue_from;
-    from_token = true;
+    if (page_.continue_from) state.export_token = page_.continue_from;
+    if (page_.max_modified && (!state.watermark || *page_.max_modified > *state.watermark))
+      state.watermark = page_.max_modified;
+    const bool has_more = page_.has_more;
+    if (has_more) {
+      from = page_.continue_from;
+      from_token = true;
+      prefetch = std::async(std::launch::async, [this, query = query_for(from), next = where_for(page_no + 1)] {
+        return client_.get(query, next);
+      });
+    }
+    commit(store, state, run_id, where);
+    log::debug("{}: {} records, hasMore={}", where, page_.records, has_more);
+    if (!has_more) break;
   }
 }
 
