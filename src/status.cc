@@ -25,6 +25,15 @@ std::string render_status(const Settings& settings, bool json) {
                                      db.quote_ident(spec.table)));
     for (int i = 0; i < r.rows(); ++i) rows[{spec.name, r.get(i, 0)}] = r.get(i, 1);
   }
+  std::map<std::pair<std::string, std::string>, std::string> quarantined;
+  if (db.exec("SELECT to_regclass($1) IS NOT NULL", {s + ".quarantine"}).get(0, 0) == "t") {
+    PgResult q = db.exec(fmt::format("SELECT job, tenant_id, count(*) FROM {}.quarantine GROUP BY 1, 2", s));
+    for (int i = 0; i < q.rows(); ++i) quarantined[{q.get(i, 0), q.get(i, 1)}] = q.get(i, 2);
+  }
+  auto lookup = [](const auto& map, const std::string& job, const std::string& tenant) {
+    auto it = map.find({job, tenant});
+    return it == map.end() ? std::string("0") : it->second;
+  };
   PgResult r = db.exec(fmt::format(
       "SELECT st.tenant_id, st.job, st.export_token IS NOT NULL, "
       "  coalesce(to_char(st.watermark AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), ''), "
@@ -41,12 +50,12 @@ std::string render_status(const Settings& settings, bool json) {
     out = "[";
     for (int i = 0; i < r.rows(); ++i) {
       if (i) out += ",";
-      auto count = rows.find({r.get(i, 1), r.get(i, 0)});
       out += fmt::format("\n  {{\"tenant\":{},\"job\":", r.get(i, 0));
       append_json_string(out, r.get(i, 1));
       out += fmt::format(",\"token_present\":{},\"watermark\":", r.get(i, 2) == "t" ? "true" : "false");
       append_json_string(out, r.get(i, 3));
-      out += fmt::format(",\"rows\":{},\"last_run\":{{\"outcome\":", count == rows.end() ? "0" : count->second);
+      out += fmt::format(",\"rows\":{},\"quarantined\":{},\"last_run\":{{\"outcome\":",
+                         lookup(rows, r.get(i, 1), r.get(i, 0)), lookup(quarantined, r.get(i, 1), r.get(i, 0)));
       append_json_string(out, r.get(i, 4));
       out += ",\"finished_at\":";
       append_json_string(out, r.get(i, 5));
@@ -61,17 +70,15 @@ std::string render_status(const Settings& settings, bool json) {
     out += "\n]\n";
     return out;
   }
-  out = fmt::format("{:<20} {:<10} {:>9} {:<5} {:<27} {:<11} {:>6} {:>9} {:>9}  {}\n", "TENANT", "JOB",
-                    "ROWS", "TOKEN", "WATERMARK", "LAST RUN", "PAGES", "INSERTED", "UPDATED",
-                    "LAST SUCCESS / LAST ERROR");
+  const char* const row_format = "{:<20} {:<10} {:>9} {:>5} {:<5} {:<27} {:<11} {:>6} {:>9} {:>9}  {}\n";
+  out = fmt::format(fmt::runtime(row_format), "TENANT", "JOB", "ROWS", "QUAR", "TOKEN", "WATERMARK",
+                    "LAST RUN", "PAGES", "INSERTED", "UPDATED", "LAST SUCCESS / LAST ERROR");
   for (int i = 0; i < r.rows(); ++i) {
-    auto count = rows.find({r.get(i, 1), r.get(i, 0)});
     std::string tail = r.get(i, 10).empty() ? r.get(i, 9) : "ERROR: " + r.get(i, 10);
     if (tail.size() > 120) tail = tail.substr(0, 117) + "...";
-    out += fmt::format("{:<20} {:<10} {:>9} {:<5} {:<27} {:<11} {:>6} {:>9} {:>9}  {}\n", r.get(i, 0),
-                       r.get(i, 1), count == rows.end() ? "0" : count->second,
-                       r.get(i, 2) == "t" ? "yes" : "no", r.get(i, 3), r.get(i, 4), r.get(i, 6),
-                       r.get(i, 7), r.get(i, 8), tail);
+    out += fmt::format(fmt::runtime(row_format), r.get(i, 0), r.get(i, 1), lookup(rows, r.get(i, 1), r.get(i, 0)),
+                       lookup(quarantined, r.get(i, 1), r.get(i, 0)), r.get(i, 2) == "t" ? "yes" : "no",
+                       r.get(i, 3), r.get(i, 4), r.get(i, 6), r.get(i, 7), r.get(i, 8), tail);
   }
   return out;
 }
