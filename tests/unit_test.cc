@@ -302,3 +302,116 @@ TEST_CASE("exit codes follow the worst failure class", "[unit][exit]") {
   CHECK(exit_code_for({result(JobOutcome::failed, ErrorKind::network), result(JobOutcome::failed, ErrorKind::db_unavailable)}) == kExitDatabase);
   CHECK(exit_code_for({result(JobOutcome::failed, ErrorKind::bad_data), result(JobOutcome::failed, ErrorKind::auth_rejected)}) == kExitAuthRejected);
 }
+
+namespace {
+// The HTTP seam: scripted responses, and a record of what was asked.
+class ScriptedTransport final : public HttpTransport {
+ public:
+  std::vector<HttpResponse> script;
+  std::vector<HttpRequest> seen;
+  HttpResponse perform(const HttpRequest& request) override {
+    seen.push_back(request);
+    if (seen.size() > script.size()) throw Error(ErrorKind::network, "script exhausted");
+    HttpResponse r = script[seen.size() - 1];
+    if (r.status == 0) throw Error(ErrorKind::network, "connection reset by peer");
+    return r;
+  }
+};
+
+HttpResponse respond(long status, std::string body = "{}", std::optional<std::string> retry_after = {}) {
+  HttpResponse r;
+  r.status = status;
+  r.body = std::move(body);
+  r.content_type = "application/json";
+  r.retry_after = std::move(retry_after);
+  return r;
+}
+
+HttpResponse token_response(const std::string& token) {
+  return respond(200, R"({"access_token":")" + token + R"(","expires_in":900,"token_type":"Bearer"})");
+}
+
+struct ClientFixture {
+  Settings settings;
+  FakeClock clock;
+  ScriptedTransport transport;
+  TenantSession session{TenantConfig{7, "cid", "csecret"}, 60, clock};
+  RetryBudget budget{100};
+  ClientFixture() {
+    settings.api_url = "http://api";
+    settings.auth_url = "http://auth";
+    settings.app_key = "ak";
+    settings.max_attempts = 4;
+    settings.max_backoff_seconds = 10;
+  }
+  ServiceTitanClient client() { return ServiceTitanClient(settings, session, transport, clock, budget); }
+};
+}  // namespace
+
+TEST_CASE("the client retries 5xx, resets and 429, honouring Retry-After, without real sleeping", "[unit][client]") {
+  ClientFixture f;
+  f.transport.script = {token_response("tok1"), respond(503), respond(0), respond(429, "{}", "5"), respond(200, R"({"data":[]})")};
+  auto client = f.client();
+  HttpResponse r = client.get("x/v2/tenant/7/things", "job things");
+  CHECK(r.status == 200);
+  REQUIRE(f.transport.seen.size() == 5);
+  CHECK(f.transport.seen[0].url == "http://auth/connect/token");
+  CHECK(f.transport.seen[0].body.find("client_secret=csecret") != std::string::npos);
+  const auto& h = f.transport.seen[4].headers;
+  CHECK(std::find(h.begin(), h.end(), "Authorization: Bearer tok1") != h.end());
+  CHECK(std::find(h.begin(), h.end(), "ST-App-Key: ak") != h.end());
+  CHECK(f.clock.slept >= 5.0);   // the 429's Retry-After
+  CHECK(f.clock.slept < 5.0 + 0.5 + 1.0 + 0.01);  // plus two jittered backoffs at most
+}
+
+TEST_CASE("a 401 refreshes the token once and retries the same request once", "[unit][client]") {
+  ClientFixture f;
+  f.transport.script = {token_response("old"), respond(401, ""), token_response("new"), respond(200, R"({"data":[]})")};
+  auto client = f.client();
+  CHECK(client.get("p", "job").status == 200);
+  REQUIRE(f.transport.seen.size() == 4);
+  const auto& h = f.transport.seen[3].headers;
+  CHECK(std::find(h.begin(), h.end(), "Authorization: Bearer new") != h.end());
+  ClientFixture g;
+  g.transport.script = {token_response("a"), respond(401, ""), token_response("b"), respond(401, "")};
+  auto client2 = g.client();
+  CHECK_THROWS_WITH(client2.get("p", "job"), Catch::Contains("even with a fresh token"));
+}
+
+TEST_CASE("permanent errors are not retried and rejected credentials are their own kind", "[unit][client]") {
+  ClientFixture f;
+  f.transport.script = {token_response("t"), respond(404, R"({"title":"Not Found","status":404,"traceId":"00-x"})")};
+  auto client = f.client();
+  try {
+    client.get("p", "job things page 1");
+    FAIL("no exception");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::http_permanent);
+    CHECK(e.http_status() == 404);
+    CHECK(std::string(e.what()).find("job things page 1: HTTP 404: Not Found (traceId 00-x)") != std::string::npos);
+  }
+  CHECK(f.transport.seen.size() == 2);
+  ClientFixture g;
+  g.transport.script = {respond(400, R"({"error":"invalid_client"})")};
+  auto client2 = g.client();
+  try {
+    client2.get("p", "job");
+    FAIL("no exception");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::auth_rejected);
+    CHECK(std::string(e.what()).find("csecret") == std::string::npos);
+  }
+}
+
+TEST_CASE("attempts per request and the job's retry budget both bound the retrying", "[unit][client]") {
+  ClientFixture f;
+  f.transport.script = {token_response("t"), respond(503), respond(503), respond(503), respond(503), respond(200)};
+  auto client = f.client();
+  CHECK_THROWS_WITH(client.get("p", "job"), Catch::Contains("gave up after 4 attempts"));
+  ClientFixture g;
+  g.budget = RetryBudget(3);
+  g.transport.script = {token_response("t"), respond(429, "{}", "2"), respond(429, "{}", "2"), respond(200)};
+  auto client2 = g.client();
+  CHECK_THROWS_WITH(client2.get("p", "job"), Catch::Contains("retry budget"));
+  CHECK(g.clock.slept == Approx(2.0));
+}
