@@ -31,12 +31,68 @@ void check_keys(const toml::table& t, std::initializer_list<std::string_view> al
   }
 }
 
+std::vector<std::string> split_path(const std::string& path) {
+  std::vector<std::string> out;
+  std::stringstream parts(path);
+  for (std::string part; std::getline(parts, part, '.');) out.push_back(part);
+  return out;
+}
+
+std::vector<ColumnSpec> parse_columns(const toml::array* columns, const std::string& origin,
+                                      std::string_view where,
+                                      std::initializer_list<std::string_view> reserved) {
+  if (columns == nullptr) fail(origin, fmt::format("'{}' must be an array of tables", where));
+  std::vector<ColumnSpec> out;
+  for (const toml::node& node : *columns) {
+    const toml::table* c = node.as_table();
+    if (c == nullptr) fail(origin, fmt::format("every entry of '{}' must be a table", where));
+    check_keys(*c, {"path", "type", "name"}, origin, "a column");
+    ColumnSpec col;
+    const std::string path = (*c)["path"].value_or(std::string());
+    if (path.empty()) fail(origin, "a column has no 'path'");
+    col.path = split_path(path);
+    col.name = (*c)["name"].value_or(snake_case(path));
+    const std::string type = (*c)["type"].value_or(std::string("text"));
+    bool known = false;
+    for (const auto& [name, ty] : kTypes)
+      if (type == name) {
+        col.type = ty;
+        known = true;
+      }
+    if (!known) fail(origin, fmt::format("column '{}' has unknown type '{}'", path, type));
+    for (std::string_view r : reserved)
+      if (col.name == r) fail(origin, fmt::format("column name '{}' is reserved by stsync", col.name));
+    out.push_back(std::move(col));
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string_view column_type_sql(ColumnType type) {
   for (const auto& [name, t] : kTypes)
     if (t == type) return name;
   return "text";
+}
+
+std::string json_path_sql(const std::vector<std::string>& path) {
+  std::string out = "ARRAY[";
+  for (size_t i = 0; i < path.size(); ++i) {
+    out += i ? ",'" : "'";
+    for (char ch : path[i]) out += ch == '\'' ? std::string("''") : std::string(1, ch);
+    out += "'";
+  }
+  return out + "]::text[]";
+}
+
+std::string column_from_jsonb_sql(const ColumnSpec& c, std::string_view json) {
+  const std::string text = fmt::format("({} #>> {})", json, json_path_sql(c.path));
+  switch (c.type) {
+    case ColumnType::jsonb: return fmt::format("nullif({} #> {}, 'null'::jsonb)", json, json_path_sql(c.path));
+    case ColumnType::text: return text;
+    case ColumnType::date: return fmt::format("(({}::timestamptz) AT TIME ZONE 'UTC')::date", text);
+    default: return fmt::format("{}::{}", text, column_type_sql(c.type));
+  }
 }
 
 std::string_view mode_name(SyncMode mode) {
@@ -74,7 +130,7 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
   }
   check_keys(t,
              {"name", "table", "list_path", "export_path", "mode", "inactive_filter", "page_size",
-              "overlap_seconds", "include_recent_changes", "quarantine", "columns"},
+              "overlap_seconds", "include_recent_changes", "quarantine", "columns", "children"},
              origin, "the top level");
   JobSpec spec;
   auto str = [&](const char* key, bool required) {
@@ -98,30 +154,23 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
   spec.overlap_seconds = static_cast<int>(t["overlap_seconds"].value_or<std::int64_t>(300));
   spec.include_recent_changes = t["include_recent_changes"].value_or(false);
   spec.quarantine = t["quarantine"].value_or(false);
-  const toml::array* columns = t["columns"].as_array();
-  if (columns == nullptr) fail(origin, "'columns' must be an array of tables");
-  for (const toml::node& node : *columns) {
-    const toml::table* c = node.as_table();
-    if (c == nullptr) fail(origin, "every entry of 'columns' must be a table");
-    check_keys(*c, {"path", "type", "name"}, origin, "a column");
-    ColumnSpec col;
-    const std::string path = (*c)["path"].value_or(std::string());
-    if (path.empty()) fail(origin, "a column has no 'path'");
-    std::stringstream parts(path);
-    for (std::string part; std::getline(parts, part, '.');) col.path.push_back(part);
-    col.name = (*c)["name"].value_or(snake_case(path));
-    const std::string type = (*c)["type"].value_or(std::string("text"));
-    bool known = false;
-    for (const auto& [name, ty] : kTypes)
-      if (type == name) {
-        col.type = ty;
-        known = true;
-      }
-    if (!known) fail(origin, fmt::format("column '{}' has unknown type '{}'", path, type));
-    for (std::string_view reserved : {"tenant_id", "id", "modified_on", "active", "raw", "synced_at"})
-      if (col.name == reserved)
-        fail(origin, fmt::format("column name '{}' is reserved by stsync", col.name));
-    spec.columns.push_back(std::move(col));
+  spec.columns = parse_columns(t["columns"].as_array(), origin, "columns",
+                               {"tenant_id", "id", "modified_on", "active", "raw", "synced_at"});
+  if (const toml::node* children = t.get("children")) {
+    const toml::array* list = children->as_array();
+    if (list == nullptr) fail(origin, "'children' must be an array of tables ([[children]])");
+    for (const toml::node& node : *list) {
+      const toml::table* c = node.as_table();
+      if (c == nullptr) fail(origin, "every [[children]] entry must be a table");
+      check_keys(*c, {"path", "table", "columns"}, origin, "[[children]]");
+      ChildSpec child;
+      child.path = split_path((*c)["path"].value_or(std::string()));
+      child.table = (*c)["table"].value_or(std::string());
+      if (child.path.empty() || child.table.empty()) fail(origin, "[[children]] needs 'path' and 'table'");
+      child.columns = parse_columns((*c)["columns"].as_array(), origin, "children.columns",
+                                    {"tenant_id", "parent_id", "position", "raw", "synced_at"});
+      spec.children.push_back(std::move(child));
+    }
   }
   return spec;
 }

@@ -19,6 +19,14 @@ enum class SyncMode { export_feed, list_windows };
 std::string_view mode_name(SyncMode mode);
 bool parse_mode(std::string_view text, SyncMode& out);
 
+/// An array field of each record kept as rows of its own (invoice items), always equal to the
+/// array in the parent's stored `raw`: one row per element, keyed by its position.
+struct ChildSpec {
+  std::vector<std::string> path;  // the array's field path in the record, e.g. {"items"}
+  std::string table;              // "invoice_items"
+  std::vector<ColumnSpec> columns;  // typed columns, paths relative to the element
+};
+
 struct JobSpec {
   std::string name;          // "invoices"
   std::string table;         // table in the stsync schema
@@ -31,11 +39,18 @@ struct JobSpec {
   bool include_recent_changes = false;
   bool quarantine = false;          // bad records go to the quarantine table; the job goes on
   std::vector<ColumnSpec> columns;  // typed columns besides tenant_id, id, modified_on, active, raw
+  std::vector<ChildSpec> children;
 };
 
 /// "customer.id" → "customer_id", "hourlyRate" → "hourly_rate", "salesTaxCode.taxRate" →
 /// "sales_tax_code_tax_rate".
 std::string snake_case(std::string_view dotted_path);
+
+/// SQL that extracts column `c` from the jsonb expression `json` (PostgreSQL does the casts:
+/// numerics stay exact; a timestamp's 7th fractional digit is rounded).
+std::string column_from_jsonb_sql(const ColumnSpec& c, std::string_view json);
+/// `'{a,b}'`-free form of a field path for #> and #>>: ARRAY['a','b'] with quotes escaped.
+std::string json_path_sql(const std::vector<std::string>& path);
 
 /// Parses one job file's text. Throws Error(config) naming `origin` and the problem.
 JobSpec parse_job_spec(std::string_view toml_text, const std::string& origin);

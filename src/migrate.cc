@@ -34,6 +34,20 @@ void ensure_job_tables(PgConnection& db, const std::string& schema, const std::v
       for (const ColumnSpec& c : spec.columns)
         db.exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", table, db.quote_ident(c.name),
                             column_type_sql(c.type)));
+      for (const ChildSpec& child : spec.children) {
+        const std::string child_table = s + "." + db.quote_ident(child.table);
+        std::string child_columns;
+        for (const ColumnSpec& c : child.columns)
+          child_columns += fmt::format("{} {}, ", db.quote_ident(c.name), column_type_sql(c.type));
+        db.exec(fmt::format(
+            "CREATE TABLE IF NOT EXISTS {} (tenant_id bigint NOT NULL, parent_id bigint NOT NULL, "
+            "position integer NOT NULL, {}raw jsonb NOT NULL, synced_at timestamptz NOT NULL DEFAULT now(), "
+            "PRIMARY KEY (tenant_id, parent_id, position))",
+            child_table, child_columns));
+        for (const ColumnSpec& c : child.columns)
+          db.exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", child_table,
+                              db.quote_ident(c.name), column_type_sql(c.type)));
+      }
     }
     db.exec("COMMIT");
   } catch (...) {

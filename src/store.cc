@@ -27,7 +27,7 @@ std::string micros(std::string_view column) {
 }  // namespace
 
 JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& spec,
-                   std::int64_t tenant)
+                   std::int64_t tenant, bool rewrite_children)
     : db_(db), spec_(spec), tenant_(tenant) {
   schema_q_ = db.quote_ident(schema);
   table_q_ = schema_q_ + "." + db.quote_ident(spec.table);
@@ -72,6 +72,30 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
       "        count(*) FILTER (WHERE NOT inserted) FROM up",
       fmt::arg("stage", stage_q_), fmt::arg("table", table_q_), fmt::arg("typed", typed),
       fmt::arg("set", set_list), fmt::arg("typed_differ", typed_differ));
+
+  // Child rows mirror the array in the parent's stored raw. Parents written by this page's merge
+  // carry synced_at = now() (the transaction's start): their children are rebuilt.
+  const std::string parents = fmt::format(
+      "t.tenant_id = $1 AND t.id IN (SELECT id FROM {}){}", stage_q_, rewrite_children ? "" : " AND t.synced_at = now()");
+  for (const ChildSpec& child : spec.children) {
+    const std::string child_q = schema_q_ + "." + db.quote_ident(child.table);
+    std::string names, values;
+    for (const ColumnSpec& c : child.columns) {
+      names += db.quote_ident(c.name) + ", ";
+      values += column_from_jsonb_sql(c, "e.value") + ", ";
+    }
+    const std::string array = fmt::format("t.raw #> {}", json_path_sql(child.path));
+    child_sql_.emplace_back(
+        child.table,
+        fmt::format("DELETE FROM {child} c USING {table} t WHERE {parents} AND c.tenant_id = t.tenant_id "
+                    "AND c.parent_id = t.id;"
+                    "INSERT INTO {child} (tenant_id, parent_id, position, {names}raw, synced_at) "
+                    "SELECT t.tenant_id, t.id, e.position, {values}e.value, now() FROM {table} t "
+                    "CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof({array}) = 'array' "
+                    "THEN {array} ELSE '[]'::jsonb END) WITH ORDINALITY AS e(value, position) WHERE {parents}",
+                    fmt::arg("child", child_q), fmt::arg("table", table_q_), fmt::arg("parents", parents),
+                    fmt::arg("names", names), fmt::arg("values", values), fmt::arg("array", array)));
+  }
 }
 
 void JobStore::ensure_staging() {
@@ -165,6 +189,19 @@ MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState& state,
       counts.inserted = r.get_int(0, 1);
       counts.updated = r.get_int(0, 2);
       counts.unchanged = staged - counts.inserted - counts.updated;
+      for (const auto& [child_table, sql] : child_sql_) {
+        // Two statements, one parameter ($1, the tenant) each: the extended protocol takes one
+        // statement at a time.
+        const size_t split = sql.find(';');
+        try {
+          db_.exec(sql.substr(0, split), {std::to_string(tenant_)});
+          db_.exec(sql.substr(split + 1), {std::to_string(tenant_)});
+        } catch (const PgError& e) {
+          if (e.kind() == ErrorKind::db_unavailable) throw;
+          throw Error(ErrorKind::bad_data,
+                      fmt::format("child table {}: PostgreSQL refused a value: {}", child_table, e.what()));
+        }
+      }
     }
     for (const QuarantinedRecord& q : page.quarantined) {
       db_.exec(fmt::format("INSERT INTO {}.quarantine (tenant_id, job, record_id, page, error, raw) "

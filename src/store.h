@@ -32,7 +32,10 @@ struct MergeCounts {
 
 class JobStore {
  public:
-  JobStore(PgConnection& db, const std::string& schema, const JobSpec& spec, std::int64_t tenant);
+  /// `rewrite_children`: rebuild the child rows of every parent in a page, not only of parents
+  /// that changed (a full refresh fills a child table added to the job file).
+  JobStore(PgConnection& db, const std::string& schema, const JobSpec& spec, std::int64_t tenant,
+           bool rewrite_children = false);
 
   /// Takes the session advisory lock of (schema, job, tenant); false when another session has it.
   bool try_lock();
@@ -60,6 +63,7 @@ class JobStore {
   std::int64_t tenant_;
   std::string schema_q_, table_q_, stage_q_, lock_key_;
   std::string copy_sql_, merge_sql_;
+  std::vector<std::pair<std::string, std::string>> child_sql_;  // (table, statements) per child
   bool staging_ready_ = false;
 };
 

@@ -43,7 +43,7 @@ std::string JobRunner::what(const std::string& page) const {
 }
 
 JobResult JobRunner::run() {
-  JobStore store(db_, settings_.schema, spec_, session_.tenant().id);
+  JobStore store(db_, settings_.schema, spec_, session_.tenant().id, options_.full_refresh);
   if (!store.try_lock()) {
     log::info("job {} tenant {}: skipped, another run holds it", spec_.name, session_.tenant().id);
     result_.outcome = JobOutcome::skipped;

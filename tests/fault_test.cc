@@ -480,8 +480,12 @@ columns = [ { path = "email", type = "text" } ]
   // A column added to the job file is added to the table; a full refresh fills it.
   std::ofstream(dir + "/staff.toml") << job.substr(0, job.rfind("columns")) +
                                             "columns = [ { path = \"email\", type = \"text\" }, "
-                                            "{ path = \"hourlyRate\", type = \"numeric\" } ]\n";
+                                            "{ path = \"hourlyRate\", type = \"numeric\" } ]\n"
+                                            "[[children]]\npath = \"permissions\"\ntable = \"staff_permissions\"\n"
+                                            "columns = [ { path = \"id\", type = \"bigint\" } ]\n";
   REQUIRE(run_stsync({"run", "--jobs", "staff", "--full-refresh"}, env).exit_code == 0);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.staff WHERE hourly_rate IS NOT NULL") == 30);
+  // …and a child table added to the job file is created and filled by the full refresh.
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.staff_permissions WHERE id IS NOT NULL") == 30);
   std::filesystem::remove_all(dir);
 }

@@ -269,6 +269,28 @@ std::vector<std::string> compare_with_truth(TestSchema& schema, TestSandbox& san
     for (int i = 0; i < bad.rows(); ++i)
       problems.push_back(fmt::format("id {}: typed column disagrees with raw: {}", bad.get(i, 0), check));
   }
+  // Child tables mirror the arrays in the parents' raw: same count, same elements, typed columns
+  // that agree with each element.
+  for (const ChildSpec& child : spec.children) {
+    const std::string child_table = db.quote_ident(schema.name()) + "." + db.quote_ident(child.table);
+    const std::string array = "t.raw #> " + json_path_sql(child.path);
+    std::vector<std::string> child_checks = {
+        fmt::format("SELECT t.id FROM {0} t WHERE t.tenant_id = $1 AND coalesce(jsonb_array_length(CASE WHEN "
+                    "jsonb_typeof({2}) = 'array' THEN {2} END), 0) <> (SELECT count(*) FROM {1} c WHERE "
+                    "c.tenant_id = t.tenant_id AND c.parent_id = t.id) LIMIT 3",
+                    table, child_table, array),
+        fmt::format("SELECT c.parent_id FROM {1} c LEFT JOIN {0} t ON t.tenant_id = c.tenant_id AND t.id = c.parent_id "
+                    "WHERE c.tenant_id = $1 AND c.raw IS DISTINCT FROM ({2}) -> (c.position - 1) LIMIT 3",
+                    table, child_table, array)};
+    for (const ColumnSpec& c : child.columns)
+      child_checks.push_back(fmt::format("SELECT parent_id FROM {} WHERE tenant_id = $1 AND ({}) LIMIT 3", child_table,
+                                         typed_mismatch_sql(c, db.quote_ident(c.name))));
+    for (const std::string& check : child_checks) {
+      PgResult bad = db.exec(check, {std::to_string(tenant)});
+      for (int i = 0; i < bad.rows(); ++i)
+        problems.push_back(fmt::format("parent id {}: child table {} disagrees: {}", bad.get(i, 0), child.table, check));
+    }
+  }
   return problems;
 }
 
