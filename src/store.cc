@@ -85,16 +85,16 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
       values += column_from_jsonb_sql(c, "e.value") + ", ";
     }
     const std::string array = fmt::format("t.raw #> {}", json_path_sql(child.path));
-    child_sql_.emplace_back(
+    child_sql_.push_back(ChildSql{
         child.table,
-        fmt::format("DELETE FROM {child} c USING {table} t WHERE {parents} AND c.tenant_id = t.tenant_id "
-                    "AND c.parent_id = t.id;"
-                    "INSERT INTO {child} (tenant_id, parent_id, position, {names}raw, synced_at) "
+        fmt::format("DELETE FROM {} c USING {} t WHERE {} AND c.tenant_id = t.tenant_id AND c.parent_id = t.id",
+                    child_q, table_q_, parents),
+        fmt::format("INSERT INTO {child} (tenant_id, parent_id, position, {names}raw, synced_at) "
                     "SELECT t.tenant_id, t.id, e.position, {values}e.value, now() FROM {table} t "
                     "CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof({array}) = 'array' "
                     "THEN {array} ELSE '[]'::jsonb END) WITH ORDINALITY AS e(value, position) WHERE {parents}",
                     fmt::arg("child", child_q), fmt::arg("table", table_q_), fmt::arg("parents", parents),
-                    fmt::arg("names", names), fmt::arg("values", values), fmt::arg("array", array)));
+                    fmt::arg("names", names), fmt::arg("values", values), fmt::arg("array", array))});
   }
 }
 
@@ -189,17 +189,14 @@ MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState& state,
       counts.inserted = r.get_int(0, 1);
       counts.updated = r.get_int(0, 2);
       counts.unchanged = staged - counts.inserted - counts.updated;
-      for (const auto& [child_table, sql] : child_sql_) {
-        // Two statements, one parameter ($1, the tenant) each: the extended protocol takes one
-        // statement at a time.
-        const size_t split = sql.find(';');
+      for (const ChildSql& child : child_sql_) {
         try {
-          db_.exec(sql.substr(0, split), {std::to_string(tenant_)});
-          db_.exec(sql.substr(split + 1), {std::to_string(tenant_)});
+          db_.exec(child.delete_sql, {std::to_string(tenant_)});
+          db_.exec(child.insert_sql, {std::to_string(tenant_)});
         } catch (const PgError& e) {
           if (e.kind() == ErrorKind::db_unavailable) throw;
           throw Error(ErrorKind::bad_data,
-                      fmt::format("child table {}: PostgreSQL refused a value: {}", child_table, e.what()));
+                      fmt::format("child table {}: PostgreSQL refused a value: {}", child.table, e.what()));
         }
       }
     }

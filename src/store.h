@@ -63,7 +63,10 @@ class JobStore {
   std::int64_t tenant_;
   std::string schema_q_, table_q_, stage_q_, lock_key_;
   std::string copy_sql_, merge_sql_;
-  std::vector<std::pair<std::string, std::string>> child_sql_;  // (table, statements) per child
+  struct ChildSql {
+    std::string table, delete_sql, insert_sql;
+  };
+  std::vector<ChildSql> child_sql_;
   bool staging_ready_ = false;
 };
 
