@@ -14,6 +14,20 @@ namespace {
 void lock_schema(PgConnection& db, const std::string& schema) {
   db.exec("SELECT pg_advisory_xact_lock(hashtextextended('stsync-migrate:' || $1, 0))", {schema});
 }
+
+// Creates `table` if missing as (leading, the typed columns, trailing), and adds typed columns
+// the table lacks. Existing columns are never changed.
+void ensure_table(PgConnection& db, const std::string& table, std::string_view leading,
+                  const std::vector<ColumnSpec>& columns, std::string_view trailing) {
+  std::string typed;
+  for (const ColumnSpec& c : columns)
+    typed += fmt::format("{} {}, ", db.quote_ident(c.name), column_type_sql(c.type));
+  db.exec(fmt::format("CREATE TABLE IF NOT EXISTS {} ({}, {}{})", table, leading, typed, trailing));
+  for (const ColumnSpec& c : columns)
+    db.exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", table, db.quote_ident(c.name),
+                        column_type_sql(c.type)));
+}
+
 }  // namespace
 
 void ensure_job_tables(PgConnection& db, const std::string& schema, const std::vector<JobSpec>& specs) {
@@ -22,32 +36,16 @@ void ensure_job_tables(PgConnection& db, const std::string& schema, const std::v
   try {
     lock_schema(db, schema);
     for (const JobSpec& spec : specs) {
-      const std::string table = s + "." + db.quote_ident(spec.table);
-      std::string columns;
-      for (const ColumnSpec& c : spec.columns)
-        columns += fmt::format("{} {}, ", db.quote_ident(c.name), column_type_sql(c.type));
-      db.exec(fmt::format(
-          "CREATE TABLE IF NOT EXISTS {} (tenant_id bigint NOT NULL, id bigint NOT NULL, {}"
-          "modified_on timestamptz, active boolean NOT NULL, raw jsonb NOT NULL, "
-          "synced_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tenant_id, id))",
-          table, columns));
-      for (const ColumnSpec& c : spec.columns)
-        db.exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", table, db.quote_ident(c.name),
-                            column_type_sql(c.type)));
-      for (const ChildSpec& child : spec.children) {
-        const std::string child_table = s + "." + db.quote_ident(child.table);
-        std::string child_columns;
-        for (const ColumnSpec& c : child.columns)
-          child_columns += fmt::format("{} {}, ", db.quote_ident(c.name), column_type_sql(c.type));
-        db.exec(fmt::format(
-            "CREATE TABLE IF NOT EXISTS {} (tenant_id bigint NOT NULL, parent_id bigint NOT NULL, "
-            "position integer NOT NULL, {}raw jsonb NOT NULL, synced_at timestamptz NOT NULL DEFAULT now(), "
-            "PRIMARY KEY (tenant_id, parent_id, position))",
-            child_table, child_columns));
-        for (const ColumnSpec& c : child.columns)
-          db.exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", child_table,
-                              db.quote_ident(c.name), column_type_sql(c.type)));
-      }
+      ensure_table(db, s + "." + db.quote_ident(spec.table), "tenant_id bigint NOT NULL, id bigint NOT NULL",
+                   spec.columns,
+                   "modified_on timestamptz, active boolean NOT NULL, raw jsonb NOT NULL, "
+                   "synced_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tenant_id, id)");
+      for (const ChildSpec& child : spec.children)
+        ensure_table(db, s + "." + db.quote_ident(child.table),
+                     "tenant_id bigint NOT NULL, parent_id bigint NOT NULL, position integer NOT NULL",
+                     child.columns,
+                     "raw jsonb NOT NULL, synced_at timestamptz NOT NULL DEFAULT now(), "
+                     "PRIMARY KEY (tenant_id, parent_id, position)");
     }
     db.exec("COMMIT");
   } catch (...) {
