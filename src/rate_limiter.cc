@@ -5,14 +5,14 @@
 namespace stsync {
 
 RateLimiter::RateLimiter(double requests_per_second, Clock& clock) : clock_(clock) {
-  // Fractional budgets (0.5/s) become one request per 2 s; the window has a 5% margin so that
-  // network jitter cannot squeeze N+1 arrivals into the server's one-second window.
+  // Fractional budgets (0.5/s) become one request per 2 s; the window has a 10% margin so that
+  // scheduling and network jitter cannot squeeze N+1 arrivals into the server's one-second window.
   if (requests_per_second >= 1) {
     per_window_ = static_cast<size_t>(std::floor(requests_per_second));
-    window_seconds_ = 1.05;
+    window_seconds_ = 1.1;
   } else {
     per_window_ = 1;
-    window_seconds_ = 1.05 / requests_per_second;
+    window_seconds_ = 1.1 / requests_per_second;
   }
 }
 

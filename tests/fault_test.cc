@@ -111,7 +111,7 @@ TEST_CASE("a token revoked mid-walk is refreshed and the walk continues where it
   TestSandbox sandbox(o);
   TestSchema schema;
   Process p({STSYNC_BINARY, "run", "--jobs", "invoices"}, with_env(fast_env(sandbox, schema), {{"STSYNC_REQUESTS_PER_SECOND", "40"}}));
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  REQUIRE(sandbox.wait_for_records_served(kTenantA, 300));
   sandbox.admin("revoke-tokens");
   ProcessResult r = p.wait();
   INFO(r.err);
@@ -242,7 +242,7 @@ TEST_CASE("PostgreSQL restarted mid-run: the job reconnects and the end state eq
   TestSchema naming;  // only for its unique name; the data lives in the private cluster
   auto env = with_env(fast_env(sandbox, naming), {{"DATABASE_URL", url}, {"STSYNC_REQUESTS_PER_SECOND", "40"}});
   Process p({STSYNC_BINARY, "run", "--jobs", "invoices"}, env);
-  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  REQUIRE(sandbox.wait_for_records_served(kTenantA, 400));
   REQUIRE(std::system((script + " restart " + dir).c_str()) == 0);
   ProcessResult r = p.wait();
   INFO(r.err);

@@ -122,6 +122,14 @@ std::int64_t TestSandbox::stat(std::int64_t tenant, const std::string& field) {
   return v;
 }
 
+bool TestSandbox::wait_for_records_served(std::int64_t tenant, std::int64_t records) {
+  for (int i = 0; i < 3000; ++i) {
+    if (stat(tenant, "records_served") >= records) return true;
+    usleep(10000);
+  }
+  return false;
+}
+
 std::map<std::string, std::string> stsync_env(const TestSandbox& sandbox, const TestSchema& schema,
                                               std::int64_t tenant) {
   return {{"ST_CLIENT_ID", sandbox::sandbox_client_id(tenant)},

@@ -45,6 +45,9 @@ class TestSandbox {
   std::string admin(const std::string& what, const std::string& query = "", bool post = true);
   std::string truth(std::int64_t tenant, const std::string& resource);
   std::int64_t stat(std::int64_t tenant, const std::string& field);
+  /// Waits (at most 30 s) until the sandbox has served `records` records to `tenant`, so that a
+  /// test can act mid-walk whatever the machine's speed. Returns false on time-out.
+  bool wait_for_records_served(std::int64_t tenant, std::int64_t records);
   sandbox::Server& server() { return *server_; }
 
  private:
