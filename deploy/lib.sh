@@ -38,6 +38,8 @@ stsync_pg_as_owner() {
 
 stsync_port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Ports: choose them below the kernel's ephemeral range (32768 and up), where loopback clients
+# and servers on port 0 would otherwise take them at random.
 # stsync_pg_start DATA_DIR PORT: a private cluster (trust auth on 127.0.0.1 only, superuser
 # "stsync", database "stsync"), created on first use. Sets STSYNC_PG_PORT.
 stsync_pg_start() {
@@ -55,9 +57,18 @@ stsync_pg_start() {
   if stsync_pg_as_owner "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
     STSYNC_PG_PORT=$(sed -n 4p "$data/postmaster.pid" | tr -d ' ')
   else
-    while ! stsync_port_free "$port"; do port=$((port + 1)); done
-    stsync_pg_as_owner "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
-      -o "-p $port -c listen_addresses=127.0.0.1 -k $data -c max_connections=200 -c fsync=${STSYNC_PG_FSYNC:-on}" start >/dev/null
+    # Another program may take a free-looking port before the server binds it: try the next.
+    local tries=0
+    while :; do
+      while ! stsync_port_free "$port"; do port=$((port + 1)); done
+      if stsync_pg_as_owner "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
+        -o "-p $port -c listen_addresses=127.0.0.1 -k $data -c max_connections=200 -c fsync=${STSYNC_PG_FSYNC:-on}" start >/dev/null; then
+        break
+      fi
+      tries=$((tries + 1))
+      [ "$tries" -lt 5 ] || { tail -n 20 "$data/server.log" >&2; return 1; }
+      port=$((port + 1))
+    done
     STSYNC_PG_PORT=$port
   fi
   "$bin/psql" -h 127.0.0.1 -p "$STSYNC_PG_PORT" -U stsync -d postgres -tAc \

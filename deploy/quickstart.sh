@@ -28,7 +28,7 @@ fi
 stsync_install_deps
 stsync_build "$STSYNC_ROOT/build" -DCMAKE_BUILD_TYPE=Release
 mkdir -p "$local_dir"
-stsync_pg_start "$pg_data" 55433
+stsync_pg_start "$pg_data" 25433
 
 if ! { [ -f "$sandbox_pid" ] && kill -0 "$(cat "$sandbox_pid")" 2>/dev/null; }; then
   port=8400

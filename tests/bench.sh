@@ -7,6 +7,6 @@ stsync_install_deps
 stsync_build "$STSYNC_ROOT/build" -DCMAKE_BUILD_TYPE=Release
 pg_data="$STSYNC_ROOT/.stsync-local/bench-pg-$$"
 trap 'stsync_pg_stop "$pg_data"; rm -rf "$pg_data"' EXIT
-stsync_pg_start "$pg_data" 55532
+stsync_pg_start "$pg_data" 25532
 export STSYNC_TEST_DATABASE_URL="host=127.0.0.1 port=$STSYNC_PG_PORT user=stsync dbname=stsync"
 "$STSYNC_ROOT/build/stsync_bench"

@@ -225,16 +225,23 @@ TEST_CASE("the request budget per tenant holds under retries with several jobs a
 TEST_CASE("PostgreSQL restarted mid-run: the job reconnects and the end state equals the truth", "[faults][db]") {
   const std::string dir = fmt::format("/tmp/stsync-restart-pg-{}", getpid());
   const std::string script = std::string(STSYNC_SOURCE_DIR) + "/tests/pg_cluster.sh";
-  FILE* f = popen((script + " start " + dir + " 56100").c_str(), "r");
+  const std::string log = dir + ".log";  // the cluster script's own words, shown on failure
+  auto script_log = [&] {
+    std::ifstream in(log);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  FILE* f = popen((script + " start " + dir + " 26100 2>" + log).c_str(), "r");
   REQUIRE(f);
   char buf[32] = {};
-  REQUIRE(std::fgets(buf, sizeof buf, f));
+  const bool started = std::fgets(buf, sizeof buf, f) != nullptr;
   pclose(f);
+  INFO("cluster script: " << script_log());
+  REQUIRE(started);
   const std::string url = fmt::format("host=127.0.0.1 port={} user=stsync dbname=stsync", std::atoi(buf));
   struct Cleanup {
     std::string cmd;
     ~Cleanup() { std::system(cmd.c_str()); }
-  } cleanup{script + " stop " + dir};
+  } cleanup{script + " stop " + dir + "; rm -f " + dir + ".log"};
 
   auto o = TestSandbox::default_options(2000, 20);
   o.export_batch = 25;
@@ -243,8 +250,10 @@ TEST_CASE("PostgreSQL restarted mid-run: the job reconnects and the end state eq
   auto env = with_env(fast_env(sandbox, naming), {{"DATABASE_URL", url}, {"STSYNC_REQUESTS_PER_SECOND", "40"}});
   Process p({STSYNC_BINARY, "run", "--jobs", "invoices"}, env);
   REQUIRE(sandbox.wait_for_records_served(kTenantA, 400));
-  REQUIRE(std::system((script + " restart " + dir).c_str()) == 0);
+  const int restarted = std::system((script + " restart " + dir + " 2>>" + log + " >&2").c_str());
   ProcessResult r = p.wait();
+  INFO("cluster script: " << script_log());
+  REQUIRE(restarted == 0);
   INFO(r.err);
   CHECK(r.exit_code == 0);
   CHECK(r.err.find("reconnecting") != std::string::npos);

@@ -30,7 +30,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 # The test cluster is thrown away: durability is not what these tests measure (the kill -9
 # tests kill stsync, not PostgreSQL), so fsync stays off for speed.
-STSYNC_PG_FSYNC=off stsync_pg_start "$pg_data" 55432
+STSYNC_PG_FSYNC=off stsync_pg_start "$pg_data" 25432
 export STSYNC_TEST_DATABASE_URL="host=127.0.0.1 port=$STSYNC_PG_PORT user=stsync dbname=stsync"
 export STSYNC_PG_DATA="$pg_data"
 
