@@ -3,11 +3,14 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <cstdlib>
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
 #include "errors.h"
+#include "pg.h"
 
 namespace stsync {
 namespace {
@@ -36,8 +39,38 @@ void read(const toml::table& t, const char* key, T& slot, const std::string& whe
     slot = *n->value<double>();
   } else {
     if (!n->is_integer()) fail(fmt::format("config: {}.{} must be an integer", where, key));
-    slot = static_cast<T>(*n->value<std::int64_t>());
+    const std::int64_t v = *n->value<std::int64_t>();
+    if (v < static_cast<std::int64_t>(std::numeric_limits<T>::min()) ||
+        v > static_cast<std::int64_t>(std::numeric_limits<T>::max()))
+      fail(fmt::format("config: {}.{} = {} is out of range", where, key, v));
+    slot = static_cast<T>(v);
   }
+}
+
+template <typename T>
+void read_optional(const toml::table& t, const char* key, std::optional<T>& slot, const std::string& where) {
+  if (t.get(key) == nullptr) return;
+  T v{};
+  read(t, key, v, where);
+  slot = v;
+}
+
+// An environment value must be a number, all of it: "2m" is an error, never 2 or 0.
+double env_number(const std::string& text, const char* name) {
+  char* end = nullptr;
+  errno = 0;
+  const double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || errno != 0 || !std::isfinite(v))
+    fail(fmt::format("{} must be a number{}, not '{}'", name,
+                     std::string_view(name).find("SECONDS") != std::string_view::npos ? " of seconds" : "", text));
+  return v;
+}
+
+int env_integer(const std::string& text, const char* name) {
+  const double v = env_number(text, name);
+  if (v != std::floor(v) || v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
+    fail(fmt::format("{} must be a whole number, not '{}'", name, text));
+  return static_cast<int>(v);
 }
 
 std::int64_t parse_tenant_id(const std::string& text, const char* source) {
@@ -72,7 +105,7 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
                {"environment", "auth_url", "api_url", "app_key", "requests_per_second",
                 "timeout_seconds", "connect_timeout_seconds", "max_attempts",
                 "retry_budget_seconds", "max_backoff_seconds", "list_safety_seconds",
-                "tls_verify", "ca_file"},
+                "tls_verify", "ca_file", "max_response_mb", "max_json_depth"},
                "[servicetitan]");
     read(*st, "environment", s.environment, "servicetitan");
     read(*st, "auth_url", s.auth_url, "servicetitan");
@@ -87,11 +120,21 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
     read(*st, "list_safety_seconds", s.list_safety_seconds, "servicetitan");
     read(*st, "tls_verify", s.tls_verify, "servicetitan");
     read(*st, "ca_file", s.ca_file, "servicetitan");
+    std::optional<double> max_mb;
+    read_optional(*st, "max_response_mb", max_mb, "servicetitan");
+    if (max_mb) {
+      if (*max_mb <= 0 || *max_mb > 1 << 20) fail("config: servicetitan.max_response_mb must be above 0");
+      s.max_response_bytes = static_cast<std::int64_t>(*max_mb * (1 << 20));
+    }
+    read(*st, "max_json_depth", s.max_json_depth, "servicetitan");
     holds_secret |= !s.app_key.empty();
   }
   if (const toml::table* db = root["database"].as_table()) {
-    check_keys(*db, {"url", "schema", "reconnect_attempts"}, "[database]");
+    check_keys(*db, {"url", "schema", "reconnect_attempts", "statement_timeout_seconds", "lock_timeout_seconds"},
+               "[database]");
     read(*db, "reconnect_attempts", s.db_reconnect_attempts, "database");
+    read(*db, "statement_timeout_seconds", s.statement_timeout_seconds, "database");
+    read(*db, "lock_timeout_seconds", s.lock_timeout_seconds, "database");
     read(*db, "url", s.database_url, "database");
     read(*db, "schema", s.schema, "database");
     holds_secret |= s.database_url.find("password") != std::string::npos ||
@@ -128,16 +171,22 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
       check_keys(*j, {"enabled", "mode", "overlap_seconds", "page_size", "include_recent_changes", "quarantine"},
                  where);
       JobOptions o;
-      if (auto v = (*j)["enabled"].value<bool>()) o.enabled = *v;
-      if (auto v = (*j)["mode"].value<std::string>()) {
+      const std::string key_where = fmt::format("jobs.{}", name.str());
+      read_optional(*j, "enabled", o.enabled, key_where);
+      std::optional<std::string> mode;
+      read_optional(*j, "mode", mode, key_where);
+      if (mode) {
         SyncMode m;
-        if (!parse_mode(*v, m)) fail(fmt::format("config: {} mode must be 'export' or 'list'", where));
+        if (!parse_mode(*mode, m)) fail(fmt::format("config: {} mode must be 'export' or 'list'", where));
         o.mode = m;
       }
-      if (auto v = (*j)["overlap_seconds"].value<std::int64_t>()) o.overlap_seconds = static_cast<int>(*v);
-      if (auto v = (*j)["page_size"].value<std::int64_t>()) o.page_size = static_cast<int>(*v);
-      if (auto v = (*j)["include_recent_changes"].value<bool>()) o.include_recent_changes = *v;
-      if (auto v = (*j)["quarantine"].value<bool>()) o.quarantine = *v;
+      read_optional(*j, "overlap_seconds", o.overlap_seconds, key_where);
+      read_optional(*j, "page_size", o.page_size, key_where);
+      read_optional(*j, "include_recent_changes", o.include_recent_changes, key_where);
+      read_optional(*j, "quarantine", o.quarantine, key_where);
+      if (o.overlap_seconds && *o.overlap_seconds < 0) fail(fmt::format("config: {}.overlap_seconds must not be negative", key_where));
+      if (o.page_size && (*o.page_size < 1 || *o.page_size > 5000))
+        fail(fmt::format("config: {}.page_size must be 1..5000", key_where));
       s.jobs[std::string(name.str())] = o;
     }
   }
@@ -174,13 +223,22 @@ Settings load_settings(const std::optional<std::string>& path, const EnvLookup& 
   if (auto v = env("STSYNC_LOG_LEVEL")) s.log_level = *v;
   if (auto v = env("STSYNC_CA_FILE")) s.ca_file = *v;
   if (auto v = env("STSYNC_TLS_VERIFY")) s.tls_verify = parse_bool(*v, "STSYNC_TLS_VERIFY");
-  if (auto v = env("STSYNC_REQUESTS_PER_SECOND")) s.requests_per_second = std::atof(v->c_str());
-  if (auto v = env("STSYNC_PARALLEL")) s.parallel = std::atoi(v->c_str());
-  if (auto v = env("STSYNC_MAX_ATTEMPTS")) s.max_attempts = std::atoi(v->c_str());
-  if (auto v = env("STSYNC_RETRY_BUDGET_SECONDS")) s.retry_budget_seconds = std::atof(v->c_str());
-  if (auto v = env("STSYNC_MAX_BACKOFF_SECONDS")) s.max_backoff_seconds = std::atof(v->c_str());
-  if (auto v = env("STSYNC_TIMEOUT_SECONDS")) s.timeout_seconds = std::atoi(v->c_str());
-  if (auto v = env("STSYNC_DB_RECONNECT_ATTEMPTS")) s.db_reconnect_attempts = std::atoi(v->c_str());
+  if (auto v = env("STSYNC_REQUESTS_PER_SECOND")) s.requests_per_second = env_number(*v, "STSYNC_REQUESTS_PER_SECOND");
+  if (auto v = env("STSYNC_PARALLEL")) s.parallel = env_integer(*v, "STSYNC_PARALLEL");
+  if (auto v = env("STSYNC_MAX_ATTEMPTS")) s.max_attempts = env_integer(*v, "STSYNC_MAX_ATTEMPTS");
+  if (auto v = env("STSYNC_RETRY_BUDGET_SECONDS")) s.retry_budget_seconds = env_number(*v, "STSYNC_RETRY_BUDGET_SECONDS");
+  if (auto v = env("STSYNC_MAX_BACKOFF_SECONDS")) s.max_backoff_seconds = env_number(*v, "STSYNC_MAX_BACKOFF_SECONDS");
+  if (auto v = env("STSYNC_TIMEOUT_SECONDS")) s.timeout_seconds = env_integer(*v, "STSYNC_TIMEOUT_SECONDS");
+  if (auto v = env("STSYNC_DB_RECONNECT_ATTEMPTS"))
+    s.db_reconnect_attempts = env_integer(*v, "STSYNC_DB_RECONNECT_ATTEMPTS");
+  if (auto v = env("STSYNC_STATEMENT_TIMEOUT_SECONDS"))
+    s.statement_timeout_seconds = env_number(*v, "STSYNC_STATEMENT_TIMEOUT_SECONDS");
+  if (auto v = env("STSYNC_LOCK_TIMEOUT_SECONDS")) s.lock_timeout_seconds = env_number(*v, "STSYNC_LOCK_TIMEOUT_SECONDS");
+  if (auto v = env("STSYNC_MAX_RESPONSE_MB")) {
+    const double mb = env_number(*v, "STSYNC_MAX_RESPONSE_MB");
+    if (mb <= 0) fail("STSYNC_MAX_RESPONSE_MB must be above 0");
+    s.max_response_bytes = static_cast<std::int64_t>(mb * (1 << 20));
+  }
 
   // One tenant from the environment alone: ST_TENANT_ID with ST_CLIENT_ID/ST_CLIENT_SECRET.
   // It replaces the credentials of the same tenant from the file, or is added to the list.
@@ -214,8 +272,28 @@ Settings load_settings(const std::optional<std::string>& path, const EnvLookup& 
     fail("requests_per_second must be above 0 and at most 60 (ServiceTitan's limit per tenant)");
   if (s.parallel < 1 || s.parallel > 64) fail("parallel must be between 1 and 64");
   if (s.max_attempts < 1) fail("max_attempts must be at least 1");
+  // Durations: a negative one is a mistake, never "no limit".
+  auto non_negative = [](double v, const char* name) {
+    if (v < 0) fail(fmt::format("{} must not be negative ({})", name, v));
+  };
+  if (s.timeout_seconds < 1) fail("timeout_seconds must be at least 1");
+  if (s.connect_timeout_seconds < 1) fail("connect_timeout_seconds must be at least 1");
+  non_negative(s.retry_budget_seconds, "retry_budget_seconds");
+  if (s.max_backoff_seconds <= 0) fail("max_backoff_seconds must be above 0");
+  non_negative(s.list_safety_seconds, "list_safety_seconds");
+  non_negative(s.db_reconnect_attempts, "database.reconnect_attempts");
+  non_negative(s.statement_timeout_seconds, "database.statement_timeout_seconds");
+  non_negative(s.lock_timeout_seconds, "database.lock_timeout_seconds");
+  if (s.max_json_depth < 4 || s.max_json_depth > 1024) fail("max_json_depth must be 4..1024");
   if (s.schema.empty()) fail("the schema name must not be empty");
   return s;
+}
+
+SessionOptions session_options(const Settings& settings) {
+  SessionOptions o;
+  o.statement_timeout_ms = static_cast<int>(settings.statement_timeout_seconds * 1000);
+  o.lock_timeout_ms = static_cast<int>(settings.lock_timeout_seconds * 1000);
+  return o;
 }
 
 std::vector<JobSpec> resolve_jobs(const Settings& settings) {

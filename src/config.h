@@ -45,6 +45,10 @@ struct Settings {
   double max_backoff_seconds = 60;
   int list_safety_seconds = 60;    // list windows end this long before the server's clock
   int db_reconnect_attempts = 6;   // per page, when PostgreSQL goes away mid-run (~30 s in all)
+  double statement_timeout_seconds = 300;  // one of stsync's SQL statements (0: none)
+  double lock_timeout_seconds = 10;        // waiting for a table lock (adding a column)
+  std::int64_t max_response_bytes = 512LL << 20;  // a decompressed response body
+  int max_json_depth = 64;                 // nesting of a page's JSON
   bool tls_verify = true;
   std::string ca_file;
   std::string log_level = "info";
@@ -60,6 +64,10 @@ EnvLookup process_environment();
 /// `warnings` receives non-fatal findings (e.g. a secret-holding file others can read).
 Settings load_settings(const std::optional<std::string>& path, const EnvLookup& env,
                        std::vector<std::string>& warnings);
+
+/// The PostgreSQL session settings that follow from `settings`.
+struct SessionOptions;
+SessionOptions session_options(const Settings& settings);
 
 /// The job specs with the config's per-job overrides applied.
 std::vector<JobSpec> resolve_jobs(const Settings& settings);

@@ -22,6 +22,34 @@ void append_copy_field(std::string& out, std::string_view value) {
   out.append(value.substr(start));
 }
 
+std::string copy_field_unescape(std::string_view field) {
+  std::string out;
+  out.reserve(field.size());
+  for (size_t i = 0; i < field.size(); ++i) {
+    if (field[i] != '\\' || i + 1 == field.size()) {
+      out.push_back(field[i]);
+      continue;
+    }
+    switch (field[++i]) {
+      case 'n': out.push_back('\n'); break;
+      case 'r': out.push_back('\r'); break;
+      case 't': out.push_back('\t'); break;
+      default: out.push_back(field[i]); break;  // "\\" and anything escaped verbatim
+    }
+  }
+  return out;
+}
+
+std::string copy_row_field(std::string_view row, size_t index) {
+  size_t start = 0;
+  for (size_t i = 0; i < index; ++i) {
+    const size_t tab = row.find('\t', start);
+    if (tab == std::string_view::npos) return {};
+    start = tab + 1;
+  }
+  return copy_field_unescape(row.substr(start, row.find('\t', start) - start));
+}
+
 void append_json_string(std::string& out, std::string_view value) {
   out.push_back('"');
   for (unsigned char c : value) {

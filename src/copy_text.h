@@ -11,6 +11,12 @@ namespace stsync {
 /// replace_nul_in_text).
 void append_copy_field(std::string& out, std::string_view value);
 
+/// The inverse of append_copy_field: one field of a COPY text row back to its value.
+std::string copy_field_unescape(std::string_view field);
+
+/// Field `index` (0-based) of one COPY text row (no trailing newline), unescaped.
+std::string copy_row_field(std::string_view row, size_t index);
+
 /// Appends `value` as a JSON string literal with its quotes; control characters are escaped.
 void append_json_string(std::string& out, std::string_view value);
 

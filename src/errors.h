@@ -3,6 +3,7 @@
 #pragma once
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace stsync {
 
@@ -15,7 +16,12 @@ enum class ErrorKind {
   bad_data,         // a page or record stsync cannot store (invalid JSON, wrong types…)
   config,           // configuration or usage
   db_unavailable,   // PostgreSQL unreachable or the connection broke: reconnect and retry
-  db,               // any other database error (constraint, syntax, migration)
+  db_conflict,      // serialization failure or deadlock: roll back and run the transaction again
+  db_fault,         // disk full, out of memory, statement or lock timeout: the server's condition,
+                    // not the record's; the job fails and the next run resumes
+  db_value,         // PostgreSQL refused a value (SQLSTATE class 22): the record's fault
+  db,               // any other database error (constraint, syntax, permission, migration)
+  interrupted,      // a stop signal (SIGTERM, SIGINT) arrived: stop after the page in flight
 };
 
 class Error : public std::runtime_error {
@@ -27,7 +33,7 @@ class Error : public std::runtime_error {
   /// True for errors that another attempt may cure. The only retryability decision in stsync.
   bool retryable() const {
     return kind_ == ErrorKind::network || kind_ == ErrorKind::http_transient ||
-           kind_ == ErrorKind::db_unavailable;
+           kind_ == ErrorKind::db_unavailable || kind_ == ErrorKind::db_conflict;
   }
 
  private:
@@ -37,5 +43,10 @@ class Error : public std::runtime_error {
 
 /// Maps an HTTP status of a resource call to the kind of error it is (2xx is not an error).
 ErrorKind classify_http_status(long status);
+
+/// Maps a PostgreSQL SQLSTATE to the kind of error it is: the one place that tells a broken
+/// connection, a conflict worth repeating, a server in trouble and a refused value apart.
+/// An empty SQLSTATE (libpq found no server answer) means the connection is gone.
+ErrorKind classify_sqlstate(std::string_view sqlstate);
 
 }  // namespace stsync

@@ -8,5 +8,7 @@ enum ExitStatus : int {
   kExitUsage = 2,          // bad command line or configuration
   kExitAuthRejected = 3,   // ServiceTitan rejected the credentials
   kExitDatabase = 4,       // PostgreSQL unreachable or a migration failed
+  // 128 + the signal number (130 for SIGINT, 143 for SIGTERM): stopped by a signal; the runs in
+  // flight are recorded as 'interrupted', every committed page stays.
 };
 }  // namespace stsync

@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "errors.h"
+#include "stop.h"
 
 namespace stsync {
 namespace {
@@ -46,17 +47,29 @@ struct CurlTransport::Impl {
   std::unique_ptr<CURL, EasyDeleter> easy;
   CurlOptions options;
   HttpResponse* current = nullptr;
+  bool too_large = false;
   char error_buffer[CURL_ERROR_SIZE] = {};
 
   // libcurl callbacks: plain appends, nothing that can throw across the C boundary except
   // std::bad_alloc, which is caught and turned into a short write (an aborted transfer).
   static size_t on_body(char* data, size_t size, size_t n, void* self) noexcept {
     try {
-      static_cast<Impl*>(self)->current->body.append(data, size * n);
+      Impl& impl = *static_cast<Impl*>(self);
+      std::string& body = impl.current->body;
+      // Decompressed bytes: the cap holds whatever the wire size or Content-Length claims.
+      if (static_cast<long long>(body.size() + size * n) > impl.options.max_body_bytes) {
+        impl.too_large = true;
+        return 0;
+      }
+      body.append(data, size * n);
       return size * n;
     } catch (...) {
       return 0;
     }
+  }
+  // Called by libcurl about once a second and on every chunk: a stop request aborts the transfer.
+  static int on_progress(void*, curl_off_t, curl_off_t, curl_off_t, curl_off_t) noexcept {
+    return stop_requested() ? 1 : 0;
   }
   static size_t on_header(char* data, size_t size, size_t n, void* self) noexcept {
     try {
@@ -94,7 +107,9 @@ HttpResponse CurlTransport::perform(const HttpRequest& request) {
   curl_easy_reset(c);  // keeps the connection cache and TLS sessions, drops per-request options
   HttpResponse response;
   impl_->current = &response;
+  impl_->too_large = false;
   impl_->error_buffer[0] = '\0';
+  if (stop_requested()) throw Error(ErrorKind::interrupted, fmt::format("stopped by {}", stop_signal_name()));
   Slist headers;
   for (const std::string& h : request.headers) {
     curl_slist* next = curl_slist_append(headers.get(), h.c_str());
@@ -121,6 +136,8 @@ HttpResponse CurlTransport::perform(const HttpRequest& request) {
   curl_easy_setopt(c, CURLOPT_WRITEDATA, impl_.get());
   curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, &Impl::on_header);
   curl_easy_setopt(c, CURLOPT_HEADERDATA, impl_.get());
+  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, &Impl::on_progress);
   curl_easy_setopt(c, CURLOPT_USERAGENT, "stsync/0.1");
   if (request.method == "POST") {
     curl_easy_setopt(c, CURLOPT_POST, 1L);
@@ -133,6 +150,14 @@ HttpResponse CurlTransport::perform(const HttpRequest& request) {
     // Only the URL (which holds no secret) and libcurl's own words.
     const char* detail = impl_->error_buffer[0] ? impl_->error_buffer : curl_easy_strerror(rc);
     std::string url = request.url.substr(0, request.url.find('?'));
+    if (impl_->too_large)
+      throw Error(ErrorKind::bad_data,
+                  fmt::format("{} {}: the response body exceeds max_response_mb ({} MB decompressed): "
+                              "an endless or decompression-bomb body; raise servicetitan.max_response_mb "
+                              "only if the endpoint really serves pages that large",
+                              request.method, url, o.max_body_bytes >> 20));
+    if (rc == CURLE_ABORTED_BY_CALLBACK || stop_requested())
+      throw Error(ErrorKind::interrupted, fmt::format("{} {}: stopped by {}", request.method, url, stop_signal_name()));
     const ErrorKind kind = (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
                             rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL)
                                ? ErrorKind::http_permanent

@@ -28,8 +28,9 @@ class HttpTransport {
  public:
   virtual ~HttpTransport() = default;
   /// Performs the request. Any status is a response; throws Error(network) only when no
-  /// complete response arrived (refused, reset, timeout, body cut off). The message never holds
-  /// request headers or body.
+  /// complete response arrived (refused, reset, timeout, body cut off), Error(bad_data) when the
+  /// decompressed body exceeds its cap, Error(interrupted) when a stop was requested. The message
+  /// never holds request headers or body.
   virtual HttpResponse perform(const HttpRequest& request) = 0;
 };
 
@@ -39,6 +40,7 @@ struct CurlOptions {
   bool tls_verify = true;
   std::string ca_file;
   bool compressed = true;  // ask for gzip
+  long long max_body_bytes = 512LL << 20;  // decompressed; more is an error (a gzip bomb, an endless body)
 };
 
 class CurlTransport final : public HttpTransport {

@@ -10,7 +10,9 @@
 #include "log.h"
 #include "migrate.h"
 #include "runner.h"
+#include "quarantine.h"
 #include "status.h"
+#include "stop.h"
 
 using namespace stsync;
 
@@ -21,6 +23,8 @@ int exit_for_error(const Error& e) {
     case ErrorKind::config: return kExitUsage;
     case ErrorKind::auth_rejected: return kExitAuthRejected;
     case ErrorKind::db:
+    case ErrorKind::db_fault:
+    case ErrorKind::db_conflict:
     case ErrorKind::db_unavailable: return kExitDatabase;
     default: return kExitJobFailed;
   }
@@ -67,6 +71,8 @@ std::vector<std::string> split_commas(const std::string& text) {
 int main(int argc, char** argv) {
   CLI::App app{"stsync: incremental, exact export of ServiceTitan data into PostgreSQL"};
   app.require_subcommand(1);
+  // Global options work after the subcommand too (`stsync run --log-level debug`).
+  app.fallthrough();
   std::optional<std::string> config;
   std::string log_level;
   app.add_option("--config", config, "TOML config file (default: $STSYNC_CONFIG)");
@@ -88,6 +94,18 @@ int main(int argc, char** argv) {
   status->add_flag("--json", json, "Machine-readable output");
   CLI::App* migrate = app.add_subcommand("migrate", "Apply pending schema migrations");
   CLI::App* check = app.add_subcommand("check", "Authenticate with ServiceTitan and connect to PostgreSQL; writes nothing");
+  QuarantineFilter qfilter;
+  std::string qjob;
+  std::int64_t qtenant = 0;
+  bool qretry = false, qjson = false;
+  CLI::App* quarantine = app.add_subcommand(
+      "quarantine", "List the records a job could not store; --retry stores them after a job-file fix");
+  quarantine->add_option("--job", qjob, "Only this job");
+  quarantine->add_option("--tenant", qtenant, "Only this tenant id");
+  quarantine->add_flag("--retry", qretry,
+                       "Parse and merge every listed record again with the current job files (the guard keeps "
+                       "newer rows); stored ones leave the list, refused ones keep their new error");
+  quarantine->add_flag("--json", qjson, "Machine-readable output");
 
   try {
     app.parse(argc, argv);
@@ -96,6 +114,7 @@ int main(int argc, char** argv) {
     return rc == 0 ? kExitSuccess : kExitUsage;
   }
 
+  install_stop_handlers();
   try {
     Settings settings = load(config, log_level);
     if (run->parsed()) {
@@ -114,11 +133,23 @@ int main(int argc, char** argv) {
       return kExitSuccess;
     }
     if (migrate->parsed()) {
-      PgConnection db(settings.database_url);
+      PgConnection db(settings.database_url, session_options(settings));
       const int n = apply_migrations(db, settings.schema);
-      ensure_job_tables(db, settings.schema, resolve_jobs(settings));
+      const auto unprepared = ensure_job_tables(db, settings.schema, resolve_jobs(settings));
+      if (!unprepared.empty()) throw Error(ErrorKind::db_fault, unprepared.begin()->second);
       fmt::print("{} migration(s) applied to schema {}\n", n, settings.schema);
       return kExitSuccess;
+    }
+    if (quarantine->parsed()) {
+      if (!qjob.empty()) qfilter.job = qjob;
+      if (qtenant != 0) qfilter.tenant = qtenant;
+      if (!qretry) {
+        fmt::print("{}", render_quarantine(settings, qfilter, qjson));
+        return kExitSuccess;
+      }
+      const QuarantineRetry r = retry_quarantine(settings, qfilter);
+      fmt::print("{} stored, {} still refused, {} skipped\n", r.stored, r.refused, r.skipped);
+      return r.refused > 0 || r.skipped > 0 ? kExitJobFailed : kExitSuccess;
     }
     if (check->parsed()) {
       int rc = 0;

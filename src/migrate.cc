@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cstdlib>
+#include <map>
 #include <set>
 
 #include "embedded.h"
@@ -16,42 +17,80 @@ void lock_schema(PgConnection& db, const std::string& schema) {
 }
 
 // Creates `table` if missing as (leading, the typed columns, trailing), and adds typed columns
-// the table lacks. Existing columns are never changed.
-void ensure_table(PgConnection& db, const std::string& table, std::string_view leading,
-                  const std::vector<ColumnSpec>& columns, std::string_view trailing) {
-  std::string typed;
-  for (const ColumnSpec& c : columns)
-    typed += fmt::format("{} {}, ", db.quote_ident(c.name), column_type_sql(c.type));
-  db.exec(fmt::format("CREATE TABLE IF NOT EXISTS {} ({}, {}{})", table, leading, typed, trailing));
-  for (const ColumnSpec& c : columns)
-    db.exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", table, db.quote_ident(c.name),
-                        column_type_sql(c.type)));
+// the table lacks. Existing columns are never changed. The catalog is read first: ALTER TABLE
+// takes an ACCESS EXCLUSIVE lock even when the column exists ("ADD COLUMN IF NOT EXISTS"), and
+// would queue behind any open reporting transaction, and every reader behind it. So a routine
+// run alters nothing; only a really missing column is added, and then within lock_timeout.
+void ensure_table(PgConnection& db, const std::string& schema, const std::string& name,
+                  std::string_view leading, const std::vector<ColumnSpec>& columns,
+                  std::string_view trailing) {
+  const std::string table = db.quote_ident(schema) + "." + db.quote_ident(name);
+  PgResult existing = db.exec(
+      "SELECT a.attname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+      "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+      "WHERE n.nspname = $1 AND c.relname = $2",
+      {schema, name});
+  if (existing.rows() == 0) {
+    std::string typed;
+    for (const ColumnSpec& c : columns)
+      typed += fmt::format("{} {}, ", db.quote_ident(c.name), column_type_sql(c.type));
+    db.exec(fmt::format("CREATE TABLE IF NOT EXISTS {} ({}, {}{})", table, leading, typed, trailing));
+    return;
+  }
+  std::set<std::string> have;
+  for (int i = 0; i < existing.rows(); ++i) have.insert(existing.get(i, 0));
+  for (const ColumnSpec& c : columns) {
+    if (have.count(c.name)) continue;
+    try {
+      db.exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", table, db.quote_ident(c.name),
+                          column_type_sql(c.type)));
+    } catch (const PgError& e) {
+      if (e.sqlstate() != "55P03") throw;
+      throw PgError(ErrorKind::db_fault,
+                    fmt::format("cannot add column {} to table {}: another session (a report, a dump) holds a "
+                                "lock on it ({}); nothing was changed and readers were not kept waiting. The "
+                                "column is added by the first run that finds the table free: end that "
+                                "transaction, or run `stsync migrate` in a quiet hour",
+                                c.name, table, e.what()),
+                    e.sqlstate(), e.context());
+    }
+  }
 }
 
 }  // namespace
 
-void ensure_job_tables(PgConnection& db, const std::string& schema, const std::vector<JobSpec>& specs) {
-  const std::string s = db.quote_ident(schema);
+std::map<std::string, std::string> ensure_job_tables(PgConnection& db, const std::string& schema,
+                                                     const std::vector<JobSpec>& specs) {
+  std::map<std::string, std::string> failed;
   db.exec("BEGIN");
   try {
     lock_schema(db, schema);
     for (const JobSpec& spec : specs) {
-      ensure_table(db, s + "." + db.quote_ident(spec.table), "tenant_id bigint NOT NULL, id bigint NOT NULL",
-                   spec.columns,
-                   "modified_on timestamptz, active boolean NOT NULL, raw jsonb NOT NULL, "
-                   "synced_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tenant_id, id)");
-      for (const ChildSpec& child : spec.children)
-        ensure_table(db, s + "." + db.quote_ident(child.table),
-                     "tenant_id bigint NOT NULL, parent_id bigint NOT NULL, position integer NOT NULL",
-                     child.columns,
-                     "raw jsonb NOT NULL, synced_at timestamptz NOT NULL DEFAULT now(), "
-                     "PRIMARY KEY (tenant_id, parent_id, position)");
+      // One savepoint per job: a table that is busy fails that job only.
+      db.exec("SAVEPOINT job_table");
+      try {
+        ensure_table(db, schema, spec.table, "tenant_id bigint NOT NULL, id bigint NOT NULL", spec.columns,
+                     "modified_on timestamptz, active boolean NOT NULL, raw jsonb NOT NULL, "
+                     "synced_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tenant_id, id)");
+        for (const ChildSpec& child : spec.children)
+          ensure_table(db, schema, child.table,
+                       "tenant_id bigint NOT NULL, parent_id bigint NOT NULL, position integer NOT NULL",
+                       child.columns,
+                       "raw jsonb NOT NULL, synced_at timestamptz NOT NULL DEFAULT now(), "
+                       "PRIMARY KEY (tenant_id, parent_id, position)");
+        db.exec("RELEASE SAVEPOINT job_table");
+      } catch (const PgError& e) {
+        if (e.kind() != ErrorKind::db_fault) throw;
+        db.exec("ROLLBACK TO SAVEPOINT job_table");
+        failed[spec.name] = e.what();
+      }
     }
     db.exec("COMMIT");
   } catch (...) {
     db.rollback_quietly();
     throw;
   }
+  return failed;
 }
 
 int apply_migrations(PgConnection& db, const std::string& schema) {

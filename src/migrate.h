@@ -1,7 +1,7 @@
 // Versioned migrations from schema/ (compiled in), applied in one transaction and recorded.
 #pragma once
+#include <map>
 #include <string>
-
 #include <vector>
 
 #include "job_spec.h"
@@ -15,8 +15,11 @@ namespace stsync {
 int apply_migrations(PgConnection& db, const std::string& schema);
 
 /// Makes every job's table match its job file: creates a missing table (tenant_id, id, the typed
-/// columns, modified_on, active, raw, synced_at) and adds missing typed columns. Tables that the
-/// migrations created are left as they are. One transaction, under the migrations' lock.
-void ensure_job_tables(PgConnection& db, const std::string& schema, const std::vector<JobSpec>& specs);
+/// columns, modified_on, active, raw, synced_at) and adds missing typed columns. Reads the
+/// catalog first, so that a routine run takes no lock on an existing table. One transaction,
+/// under the migrations' lock. Returns the jobs whose table could not be altered within
+/// lock_timeout (another session holds it), with the message; those jobs must not run.
+std::map<std::string, std::string> ensure_job_tables(PgConnection& db, const std::string& schema,
+                                                     const std::vector<JobSpec>& specs);
 
 }  // namespace stsync

@@ -12,6 +12,7 @@ using namespace simdjson;
 constexpr int kFieldId = -1;
 constexpr int kFieldModifiedOn = -2;
 constexpr int kFieldActive = -3;
+constexpr int kFieldCreatedOn = -4;
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.back() == ' ' || s.back() == '\n' || s.back() == '\r' || s.back() == '\t'))
@@ -81,6 +82,10 @@ void ParsedPage::clear() {
   total_count.reset();
   records = 0;
   max_modified.reset();
+  min_modified.reset();
+  min_created.reset();
+  max_created.reset();
+  without_modified = 0;
   ids.clear();
   copy_rows.clear();
   nul_replaced = 0;
@@ -94,7 +99,10 @@ std::vector<std::string> staging_columns(const JobSpec& spec) {
   return cols;
 }
 
-PageParser::PageParser(const JobSpec& spec) : spec_(spec) {
+PageParser::PageParser(const JobSpec& spec, int max_depth) : spec_(spec) {
+  // Nesting deeper than this is refused by simdjson itself (no stack is ever at risk).
+  if (parser_.allocate(SIMDJSON_MAXSIZE_BYTES, static_cast<size_t>(max_depth)) != simdjson::SUCCESS)
+    throw Error(ErrorKind::config, "cannot set up the JSON parser");
   nodes_.push_back(Node{});
   auto add_path = [&](const std::vector<std::string>& path, int target) {
     int node = 0;
@@ -112,6 +120,7 @@ PageParser::PageParser(const JobSpec& spec) : spec_(spec) {
   add_path({"id"}, kFieldId);
   add_path({"modifiedOn"}, kFieldModifiedOn);
   add_path({"active"}, kFieldActive);
+  add_path({"createdOn"}, kFieldCreatedOn);
   for (size_t i = 0; i < spec.columns.size(); ++i) add_path(spec.columns[i].path, static_cast<int>(i));
   for (const Node& n : nodes_)
     if (!n.targets.empty() && !n.children.empty())
@@ -136,11 +145,22 @@ void PageParser::walk(ondemand::object object, int node) {
     const Node& n = nodes_[static_cast<size_t>(c)];
     ondemand::value value = field.value().value();
     if (!n.targets.empty()) {
-      // Several targets on one path (rare) each need the value; capture reads it once.
-      capture(value, n.targets.front(), key);
-      for (size_t i = 1; i < n.targets.size(); ++i)
-        if (n.targets[i] >= 0 && n.targets.front() >= 0)
-          cells_[static_cast<size_t>(n.targets[i])] = cells_[static_cast<size_t>(n.targets.front())];
+      // Several targets on one path (createdOn: the window check and a typed column) each need
+      // the value: a typed column reads it, the others copy from that.
+      int first = n.targets.front();
+      for (int target : n.targets)
+        if (target >= 0) first = target;
+      if (first >= 0 && n.targets.size() > 1 && key == "createdOn") {
+        last_ticks_.reset();
+        capture(value, first, key);
+        const auto& cell = cells_[static_cast<size_t>(first)];
+        created_ = last_ticks_ ? last_ticks_ : cell ? parse_timestamp(*cell) : std::nullopt;
+      } else {
+        capture(value, first, key);
+      }
+      for (int target : n.targets)
+        if (target >= 0 && target != first && first >= 0)
+          cells_[static_cast<size_t>(target)] = cells_[static_cast<size_t>(first)];
       continue;
     }
     const ondemand::json_type t = value.type().value();
@@ -174,6 +194,11 @@ void PageParser::capture(ondemand::value value, int target, std::string_view key
     std::string_view s = value.get_string().value();
     modified_ = parse_timestamp(s);
     if (!modified_) throw FieldError{fmt::format("field 'modifiedOn' is '{}', not a timestamp", s)};
+    return;
+  }
+  if (target == kFieldCreatedOn) {
+    // Only for the window check; a bad one is left to the typed column that may want it.
+    if (t == ondemand::json_type::string) created_ = parse_timestamp(value.get_string().value());
     return;
   }
   if (target == kFieldActive) {
@@ -228,6 +253,7 @@ void PageParser::capture(ondemand::value value, int target, std::string_view key
       std::string_view s = value.get_string().value();
       auto ticks = parse_timestamp(s);
       if (!ticks) throw FieldError{fmt::format("field '{}' is '{}', not a date or time", key, s)};
+      last_ticks_ = ticks;
       out = col.type == ColumnType::date ? format_timestamp(*ticks, 0).substr(0, 10)
                                          : format_timestamp_pg(*ticks);
       break;
@@ -245,6 +271,7 @@ void PageParser::parse_record(ondemand::value element, std::int64_t tenant, Pars
   for (auto& c : cells_) c.reset();
   id_.reset();
   modified_.reset();
+  created_.reset();
   modified_null_ = false;
   active_ = true;
   ondemand::object object = element.get_object().value();
@@ -266,8 +293,14 @@ void PageParser::parse_record(ondemand::value element, std::int64_t tenant, Pars
   if (modified_) {
     row += format_timestamp_pg(*modified_);
     if (!out.max_modified || *modified_ > *out.max_modified) out.max_modified = modified_;
+    if (!out.min_modified || *modified_ < *out.min_modified) out.min_modified = modified_;
   } else {
     row += "\\N";
+    ++out.without_modified;
+  }
+  if (created_) {
+    if (!out.min_created || *created_ < *out.min_created) out.min_created = created_;
+    if (!out.max_created || *created_ > *out.max_created) out.max_created = created_;
   }
   row += active_ ? "\tt\t" : "\tf\t";
   if (replace_nul_in_json(scratch_)) ++nul_replaced_;

@@ -25,6 +25,9 @@ struct ParsedPage {
   std::optional<std::int64_t> total_count;
   int records = 0;
   std::optional<Ticks> max_modified;
+  // What the page's rows claim, to check that a list window's filter was honoured.
+  std::optional<Ticks> min_modified, min_created, max_created;
+  int without_modified = 0;  // records whose modifiedOn is null or missing
   std::vector<std::int64_t> ids;  // in page order: COPY line n is record ids[n-1]
   std::string copy_rows;          // staging rows, COPY text format
   int nul_replaced = 0;           // values whose NUL characters became U+FFFD
@@ -40,8 +43,8 @@ std::vector<std::string> staging_columns(const JobSpec& spec);
 class PageParser {
  public:
   /// Throws Error(config) when the spec's paths cannot be walked in one pass (a column path
-  /// that is a prefix of another).
-  explicit PageParser(const JobSpec& spec);
+  /// that is a prefix of another). A page nested deeper than `max_depth` is refused.
+  explicit PageParser(const JobSpec& spec, int max_depth = 64);
 
   /// Parses `body`, whose capacity must extend SIMDJSON_PADDING bytes past its size (the HTTP
   /// transport guarantees it). Throws Error(bad_data) with the record's position, id and field;
@@ -67,7 +70,8 @@ class PageParser {
   // Per record, reused: one cell per column; nullopt is SQL NULL.
   std::vector<std::optional<std::string>> cells_;
   std::optional<std::int64_t> id_;
-  std::optional<Ticks> modified_;
+  std::optional<Ticks> modified_, created_;
+  std::optional<Ticks> last_ticks_;  // the last timestamp a typed column parsed (exact, 7 digits)
   bool modified_null_ = false;
   bool active_ = true;
   int nul_replaced_ = 0;

@@ -15,15 +15,12 @@ std::string first_line(const char* text) {
   return s;
 }
 
-bool unavailable_state(std::string_view sqlstate) {
-  // 08: connection exceptions; 57P01-57P03: admin/crash shutdown, cannot connect now.
-  return sqlstate.rfind("08", 0) == 0 || sqlstate == "57P01" || sqlstate == "57P02" ||
-         sqlstate == "57P03";
-}
-
 }  // namespace
 
-PgConnection::PgConnection(const std::string& conninfo) : conninfo_(conninfo) { open(); }
+PgConnection::PgConnection(const std::string& conninfo, SessionOptions options)
+    : conninfo_(conninfo), options_(options) {
+  open();
+}
 
 void PgConnection::reconnect() {
   if (conn_) PQfinish(conn_);
@@ -32,7 +29,14 @@ void PgConnection::reconnect() {
 }
 
 void PgConnection::open() {
-  conn_ = PQconnectdb(conninfo_.c_str());
+  // Defaults first, then the user's connection string ("dbname" is expanded), which wins.
+  const std::string idle = std::to_string(options_.keepalive_idle_seconds);
+  const std::string user_timeout = std::to_string(options_.tcp_user_timeout_ms);
+  const char* keys[] = {"application_name", "keepalives", "keepalives_idle", "keepalives_interval",
+                        "keepalives_count", "tcp_user_timeout", "connect_timeout", "dbname", nullptr};
+  const char* values[] = {"stsync", "1", idle.c_str(), "10", "3", user_timeout.c_str(), "10",
+                          conninfo_.c_str(), nullptr};
+  conn_ = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
   if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) {
     std::string message = conn_ ? first_line(PQerrorMessage(conn_)) : "out of memory";
     if (conn_) PQfinish(conn_);
@@ -44,6 +48,11 @@ void PgConnection::open() {
                   "08001", "");
   }
   PQsetNoticeProcessor(conn_, &ignore_notice, nullptr);
+  // Per session, not per role or database: a child timestamp without a zone is UTC (as the API
+  // means it), text is UTF-8, and no statement or lock wait lasts forever.
+  exec(fmt::format("SET client_encoding = 'UTF8'; SET TimeZone = 'UTC'; SET statement_timeout = {}; "
+                   "SET lock_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+                   options_.statement_timeout_ms, options_.lock_timeout_ms, options_.idle_in_transaction_ms));
 }
 
 PgConnection::~PgConnection() {
@@ -74,8 +83,9 @@ void PgConnection::fail(const PGresult* result, std::string_view what) {
   std::string sqlstate = state ? state : "";
   std::string message = primary ? primary : first_line(PQerrorMessage(conn_));
   if (detail) message += fmt::format(" ({})", first_line(detail));
-  const bool gone = PQstatus(conn_) != CONNECTION_OK || unavailable_state(sqlstate) || sqlstate.empty();
-  throw PgError(gone ? ErrorKind::db_unavailable : ErrorKind::db,
+  const ErrorKind kind =
+      PQstatus(conn_) != CONNECTION_OK ? ErrorKind::db_unavailable : classify_sqlstate(sqlstate);
+  throw PgError(kind,
                 fmt::format("PostgreSQL {}: {}{}", what, message,
                             sqlstate.empty() ? "" : fmt::format(" [SQLSTATE {}]", sqlstate)),
                 sqlstate, first_line(context));

@@ -12,8 +12,7 @@
 
 namespace stsync {
 
-/// A database error; kind() is db_unavailable when the connection is gone or the server is
-/// shutting down (reconnect and retry), db otherwise.
+/// A database error; kind() comes from classify_sqlstate (errors.h).
 class PgError : public Error {
  public:
   PgError(ErrorKind kind, const std::string& message, std::string sqlstate, std::string context)
@@ -44,11 +43,23 @@ class PgResult {
 
 using Params = std::vector<std::optional<std::string>>;
 
+/// What every stsync session sets, so that a run behaves the same whatever the server's,
+/// database's or role's defaults are, and never waits or holds anything forever.
+struct SessionOptions {
+  int statement_timeout_ms = 300000;  // one of stsync's statements: 5 min (0: none)
+  int lock_timeout_ms = 10000;        // waiting for a lock: 10 s (0: none)
+  int idle_in_transaction_ms = 300000;  // a stalled stsync never keeps a transaction open
+  int keepalive_idle_seconds = 30;    // TCP keepalives: a dead peer is noticed in ~1 min
+  int tcp_user_timeout_ms = 60000;    // unacknowledged data: give up after 1 min
+};
+
 class PgConnection {
  public:
-  /// Connects with a libpq connection string or URI (empty: the PG* environment).
-  /// Throws PgError(db_unavailable) with libpq's message (which never holds the password).
-  explicit PgConnection(const std::string& conninfo);
+  /// Connects with a libpq connection string or URI (empty: the PG* environment), with TCP
+  /// keepalives unless the connection string sets them, then sets the session's encoding
+  /// (UTF8), time zone (UTC) and timeouts. Throws PgError(db_unavailable) with libpq's message
+  /// (which never holds the password).
+  explicit PgConnection(const std::string& conninfo, SessionOptions options = {});
   ~PgConnection();
   PgConnection(const PgConnection&) = delete;
   PgConnection& operator=(const PgConnection&) = delete;
@@ -67,11 +78,15 @@ class PgConnection {
   /// A safely quoted identifier.
   std::string quote_ident(std::string_view name) const;
   PGconn* raw() { return conn_; }
+  /// The server process of this session (changes with every reconnect, and under a pooler
+  /// that does not keep one server connection per client).
+  int backend_pid() const { return conn_ ? PQbackendPID(conn_) : 0; }
 
  private:
   [[noreturn]] void fail(const PGresult* result, std::string_view what);
   void open();
   std::string conninfo_;
+  SessionOptions options_;
   PGconn* conn_ = nullptr;
 };
 

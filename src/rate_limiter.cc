@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "stop.h"
+
 namespace stsync {
 
 RateLimiter::RateLimiter(double requests_per_second, Clock& clock) : clock_(clock) {
@@ -25,6 +27,7 @@ void RateLimiter::acquire() {
       sent_.push_back(now);
       return;
     }
+    if (stop_requested()) return;  // the caller stops before sending anything
     const double wait = sent_.front() + window_seconds_ - now;
     lock.unlock();
     clock_.sleep(wait);

@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <thread>
 
+#include "stop.h"
+
 namespace stsync {
 namespace {
 class RealClock final : public Clock {
@@ -14,8 +16,15 @@ class RealClock final : public Clock {
     using namespace std::chrono;
     return duration<double>(steady_clock::now().time_since_epoch()).count();
   }
+  // Sleeps in short slices so that a stop request (SIGTERM) ends a backoff at once.
   void sleep(double seconds) override {
-    if (seconds > 0) std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+    using namespace std::chrono;
+    const auto until = steady_clock::now() + duration_cast<steady_clock::duration>(duration<double>(seconds));
+    while (!stop_requested()) {
+      const auto left = until - steady_clock::now();
+      if (left <= steady_clock::duration::zero()) return;
+      std::this_thread::sleep_for(std::min<steady_clock::duration>(left, milliseconds(50)));
+    }
   }
 };
 }  // namespace

@@ -12,6 +12,7 @@
 #include "http.h"
 #include "log.h"
 #include "migrate.h"
+#include "stop.h"
 
 namespace stsync {
 namespace {
@@ -22,6 +23,7 @@ CurlOptions curl_options(const Settings& s) {
   o.connect_timeout_seconds = s.connect_timeout_seconds;
   o.tls_verify = s.tls_verify;
   o.ca_file = s.ca_file;
+  o.max_body_bytes = s.max_response_bytes;
   return o;
 }
 
@@ -67,11 +69,13 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
     throw Error(ErrorKind::config, "no app key: set ST_APP_KEY or servicetitan.app_key");
   if (!settings.tls_verify)
     log::warn("TLS certificate verification is OFF (tls_verify = false): use only for testing");
+  std::map<std::string, std::string> unprepared;  // job → why its table could not be altered
   {
-    PgConnection db(settings.database_url);
+    PgConnection db(settings.database_url, session_options(settings));
     apply_migrations(db, settings.schema);
-    ensure_job_tables(db, settings.schema, specs);
+    unprepared = ensure_job_tables(db, settings.schema, specs);
   }
+  for (const auto& [job, why] : unprepared) log::error("job {}: {}", job, why);
 
   std::map<std::int64_t, std::unique_ptr<TenantSession>> sessions;
   for (const TenantConfig& t : tenants)
@@ -95,8 +99,19 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
       JobResult& result = summary.results[i];
       result.tenant = task.session->tenant().id;
       result.job = task.spec->name;
+      if (stop_requested()) {
+        result.outcome = JobOutcome::skipped;
+        result.error = fmt::format("not started: stopped by {}", stop_signal_name());
+        continue;
+      }
+      if (auto it = unprepared.find(task.spec->name); it != unprepared.end()) {
+        result.outcome = JobOutcome::failed;
+        result.error_kind = ErrorKind::db_fault;
+        result.error = it->second;
+        continue;
+      }
       try {
-        if (!db || !db->healthy()) db = std::make_unique<PgConnection>(settings.database_url);
+        if (!db || !db->healthy()) db = std::make_unique<PgConnection>(settings.database_url, session_options(settings));
         JobRunner runner(settings, *task.spec, *task.session, transport, *db, clock, options);
         result = runner.run();
       } catch (const Error& e) {
@@ -118,6 +133,10 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
   worker();
   for (std::thread& t : threads) t.join();
   summary.exit_code = exit_code_for(summary.results);
+  if (stop_requested()) {
+    log::warn("stopped by {}: pages read so far are committed; the next run resumes from them", stop_signal_name());
+    summary.exit_code = 128 + stop_signal();
+  }
   return summary;
 }
 
@@ -142,7 +161,7 @@ std::vector<std::string> check_connectivity(const Settings& settings, int& exit_
     }
   }
   try {
-    PgConnection db(settings.database_url);
+    PgConnection db(settings.database_url, session_options(settings));
     PgResult r = db.exec("SELECT current_database(), current_user, version()");
     lines.push_back(fmt::format("ok    PostgreSQL: database {} as {}", r.get(0, 0), r.get(0, 1)));
   } catch (const Error& e) {

@@ -6,6 +6,7 @@
 
 #include "errors.h"
 #include "log.h"
+#include "stop.h"
 
 namespace stsync {
 namespace {
@@ -126,6 +127,7 @@ HttpResponse ServiceTitanClient::perform_with_retries(const HttpRequest& base,
       req.headers.push_back("Accept: application/json");
     }
     session_.limiter().acquire();
+    if (stop_requested()) throw Error(ErrorKind::interrupted, fmt::format("{}: stopped by {}", what, stop_signal_name()));
     std::optional<double> retry_after;
     std::string failure;
     try {

@@ -10,7 +10,7 @@
 namespace stsync {
 
 std::string render_status(const Settings& settings, bool json) {
-  PgConnection db(settings.database_url);
+  PgConnection db(settings.database_url, session_options(settings));
   const std::string s = db.quote_ident(settings.schema);
   PgResult exists = db.exec("SELECT to_regclass($1) IS NOT NULL",
                             {s + ".sync_state"});
@@ -27,7 +27,11 @@ std::string render_status(const Settings& settings, bool json) {
   }
   std::map<std::pair<std::string, std::string>, std::string> quarantined;
   if (db.exec("SELECT to_regclass($1) IS NOT NULL", {s + ".quarantine"}).get(0, 0) == "t") {
-    PgResult q = db.exec(fmt::format("SELECT job, tenant_id, count(*) FROM {}.quarantine GROUP BY 1, 2", s));
+    // Records a later `stsync quarantine --retry` stored are no longer counted (stored_at is
+    // read through to_jsonb so that this works on a schema older than the column, too).
+    PgResult q = db.exec(fmt::format("SELECT job, tenant_id, count(*) FROM {}.quarantine q "
+                                     "WHERE to_jsonb(q) ->> 'stored_at' IS NULL GROUP BY 1, 2",
+                                     s));
     for (int i = 0; i < q.rows(); ++i) quarantined[{q.get(i, 0), q.get(i, 1)}] = q.get(i, 2);
   }
   auto lookup = [](const auto& map, const std::string& job, const std::string& tenant) {

@@ -2,8 +2,7 @@
 
 #include <fmt/format.h>
 
-#include <regex>
-
+#include "copy_text.h"
 #include "errors.h"
 
 namespace stsync {
@@ -111,7 +110,8 @@ void JobStore::ensure_staging() {
 }
 
 bool JobStore::try_lock() {
-  PgResult r = db_.exec("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", {lock_key_});
+  PgResult r = db_.exec("SELECT pg_try_advisory_lock(hashtextextended($1, 0)), pg_backend_pid()", {lock_key_});
+  lock_backend_pid_ = static_cast<int>(r.get_int(0, 1));
   return r.get(0, 0) == "t";
 }
 
@@ -124,15 +124,34 @@ bool JobStore::resume_after_reconnect() {
   return try_lock();
 }
 
+void JobStore::begin_page() {
+  ensure_staging();
+  db_.exec("BEGIN");
+  // The job's lock and the staging table belong to one server session. A pooler that hands each
+  // transaction to another server connection (PgBouncer's pool_mode = transaction or statement)
+  // would silently drop both: the overlap guard would not hold. Refuse, clearly.
+  PgResult r = db_.exec("SELECT pg_backend_pid()");
+  if (r.get_int(0, 0) != lock_backend_pid_) {
+    db_.rollback_quietly();
+    throw Error(ErrorKind::config,
+                fmt::format("job {} tenant {}: the database connection changed server sessions between "
+                            "transactions (PgBouncer or another pooler in transaction or statement mode?): "
+                            "stsync keeps a session lock and a staging table per job, so it needs a direct "
+                            "connection or pool_mode = session",
+                            spec_.name, tenant_));
+  }
+}
+
 JobState JobStore::load_state() {
   db_.exec(fmt::format("INSERT INTO {}.sync_state (tenant_id, job) VALUES ($1, $2) "
                        "ON CONFLICT DO NOTHING",
                        schema_q_),
            {std::to_string(tenant_), spec_.name});
   PgResult r = db_.exec(
-      fmt::format("SELECT export_token, {}, {}, {}, list_pass_field FROM {}.sync_state "
+      fmt::format("SELECT export_token, {}, {}, {}, list_pass_field, {} FROM {}.sync_state "
                   "WHERE tenant_id = $1 AND job = $2",
-                  micros("watermark"), micros("list_cursor"), micros("list_pass_start"), schema_q_),
+                  micros("watermark"), micros("list_cursor"), micros("list_pass_start"),
+                  micros("complete_through"), schema_q_),
       {std::to_string(tenant_), spec_.name});
   JobState s;
   s.export_token = r.get_optional(0, 0);
@@ -140,6 +159,7 @@ JobState JobStore::load_state() {
   s.list_cursor = ts_from_micros(r, 0, 2);
   s.list_pass_start = ts_from_micros(r, 0, 3);
   s.list_pass_field = r.get_optional(0, 4);
+  s.complete_through = ts_from_micros(r, 0, 5);
   return s;
 }
 
@@ -161,81 +181,111 @@ std::int64_t JobStore::begin_run(SyncMode mode) {
   return run_id;
 }
 
-MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState& state, std::int64_t run_id,
-                                  const std::string& where) {
-  ensure_staging();
+MergeCounts JobStore::merge_rows(std::string_view rows) {
   MergeCounts counts;
-  db_.exec("BEGIN");
-  try {
-    if (page.records > 0) {
-      try {
-        db_.copy_in(copy_sql_, page.copy_rows);
-      } catch (const PgError& e) {
-        if (e.kind() == ErrorKind::db_unavailable) throw;
-        // "COPY stsync_stage_x, line 3, column total: …": line n is the page's n-th record.
-        static const std::regex line_re(R"(line (\d+))");
-        std::smatch m;
-        std::string where;
-        if (std::regex_search(e.context(), m, line_re)) {
-          const size_t line = std::stoul(m[1]);
-          if (line >= 1 && line <= page.ids.size())
-            where = fmt::format("record #{} (id {}): ", line, page.ids[line - 1]);
-        }
-        throw Error(ErrorKind::bad_data, fmt::format("{}PostgreSQL refused a value: {} ({})", where,
-                                                     e.what(), e.context()));
-      }
-      PgResult r = db_.exec(merge_sql_);
-      const std::int64_t staged = r.get_int(0, 0);
-      counts.inserted = r.get_int(0, 1);
-      counts.updated = r.get_int(0, 2);
-      counts.unchanged = staged - counts.inserted - counts.updated;
-      for (const ChildSql& child : child_sql_) {
-        try {
-          db_.exec(child.delete_sql, {std::to_string(tenant_)});
-          db_.exec(child.insert_sql, {std::to_string(tenant_)});
-        } catch (const PgError& e) {
-          if (e.kind() == ErrorKind::db_unavailable) throw;
-          throw Error(ErrorKind::bad_data,
-                      fmt::format("child table {}: PostgreSQL refused a value: {}", child.table, e.what()));
-        }
-      }
-    }
-    for (const QuarantinedRecord& q : page.quarantined) {
-      db_.exec(fmt::format("INSERT INTO {}.quarantine (tenant_id, job, record_id, page, error, raw) "
-                           "VALUES ($1, $2, $3, $4, $5, $6)",
-                           schema_q_),
-               {std::to_string(tenant_), spec_.name,
-                q.id ? std::optional<std::string>(std::to_string(*q.id)) : std::nullopt, where, q.error, q.raw});
-    }
-    db_.exec(fmt::format("UPDATE {}.sync_state SET export_token = $3, watermark = $4, "
-                         "list_cursor = $5, list_pass_start = $6, list_pass_field = $7, "
-                         "rows_total = rows_total + $8, pages_total = pages_total + 1, "
-                         "updated_at = now() WHERE tenant_id = $1 AND job = $2",
-                         schema_q_),
-             {std::to_string(tenant_), spec_.name, state.export_token, ts_param(state.watermark),
-              ts_param(state.list_cursor), ts_param(state.list_pass_start), state.list_pass_field,
-              std::to_string(counts.inserted + counts.updated)});
-    db_.exec(fmt::format("UPDATE {}.sync_runs SET pages = pages + 1, rows_inserted = rows_inserted + $2, "
-                         "rows_updated = rows_updated + $3, rows_unchanged = rows_unchanged + $4 "
-                         "WHERE run_id = $1",
-                         schema_q_),
-             {std::to_string(run_id), std::to_string(counts.inserted), std::to_string(counts.updated),
-              std::to_string(counts.unchanged)});
-    db_.exec("COMMIT");
-  } catch (...) {
-    db_.rollback_quietly();
-    throw;
+  db_.copy_in(copy_sql_, rows);
+  PgResult r = db_.exec(merge_sql_);
+  const std::int64_t staged = r.get_int(0, 0);
+  counts.inserted = r.get_int(0, 1);
+  counts.updated = r.get_int(0, 2);
+  counts.unchanged = staged - counts.inserted - counts.updated;
+  for (const ChildSql& child : child_sql_) {
+    db_.exec(child.delete_sql, {std::to_string(tenant_)});
+    db_.exec(child.insert_sql, {std::to_string(tenant_)});
   }
   return counts;
 }
 
-void JobStore::finish_run(std::int64_t run_id, bool succeeded, const std::string& error) {
+void JobStore::quarantine_record(std::optional<std::int64_t> id, const std::string& where, const std::string& error,
+                                 std::string_view raw) {
+  db_.exec(fmt::format("INSERT INTO {}.quarantine (tenant_id, job, record_id, page, error, raw) "
+                       "VALUES ($1, $2, $3, $4, $5, $6)",
+                       schema_q_),
+           {std::to_string(tenant_), spec_.name, id ? std::optional<std::string>(std::to_string(*id)) : std::nullopt,
+            where, error, std::string(raw)});
+}
+
+MergeCounts JobStore::merge_by_record(const ParsedPage& page, const std::string& where) {
+  // PostgreSQL refused something in this page. Store it again one record at a time, each under a
+  // savepoint, to find exactly which records it refuses (the COPY's line number cannot name a
+  // record whose child rows failed, and only the first bad record of a page is ever reported).
+  MergeCounts counts;
+  const size_t raw_field = staging_columns(spec_).size() - 2;
+  size_t start = 0;
+  for (size_t i = 0; i < page.ids.size(); ++i) {
+    const size_t end = page.copy_rows.find('\n', start) + 1;
+    const std::string_view row = std::string_view(page.copy_rows).substr(start, end - start);
+    start = end;
+    db_.exec("SAVEPOINT record");
+    try {
+      counts += merge_rows(row);
+      db_.exec(fmt::format("DELETE FROM {}", stage_q_));
+      db_.exec("RELEASE SAVEPOINT record");
+    } catch (const PgError& e) {
+      if (e.kind() != ErrorKind::db_value) throw;
+      db_.exec("ROLLBACK TO SAVEPOINT record");
+      const std::string message =
+          fmt::format("record #{} (id {}): PostgreSQL refused a value: {}{}", i + 1, page.ids[i], e.what(),
+                      e.context().empty() ? "" : " (" + e.context() + ")");
+      if (!spec_.quarantine)
+        throw Error(ErrorKind::bad_data, message + "; nothing of this page was stored");
+      quarantine_record(page.ids[i], where, message, copy_row_field(row.substr(0, row.size() - 1), raw_field));
+    }
+  }
+  return counts;
+}
+
+void JobStore::write_state(const JobState& state, std::int64_t run_id, const MergeCounts& counts) {
+  db_.exec(fmt::format("UPDATE {}.sync_state SET export_token = $3, watermark = $4, complete_through = $5, "
+                       "list_cursor = $6, list_pass_start = $7, list_pass_field = $8, "
+                       "rows_total = rows_total + $9, pages_total = pages_total + 1, "
+                       "updated_at = now() WHERE tenant_id = $1 AND job = $2",
+                       schema_q_),
+           {std::to_string(tenant_), spec_.name, state.export_token, ts_param(state.watermark),
+            ts_param(state.complete_through), ts_param(state.list_cursor), ts_param(state.list_pass_start),
+            state.list_pass_field, std::to_string(counts.inserted + counts.updated)});
+  db_.exec(fmt::format("UPDATE {}.sync_runs SET pages = pages + 1, rows_inserted = rows_inserted + $2, "
+                       "rows_updated = rows_updated + $3, rows_unchanged = rows_unchanged + $4 "
+                       "WHERE run_id = $1",
+                       schema_q_),
+           {std::to_string(run_id), std::to_string(counts.inserted), std::to_string(counts.updated),
+            std::to_string(counts.unchanged)});
+}
+
+MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState* state, std::int64_t run_id,
+                                  const std::string& where) {
+  for (bool by_record : {false, true}) {
+    MergeCounts counts;
+    begin_page();
+    try {
+      if (page.records > 0) {
+        if (by_record) counts = merge_by_record(page, where);
+        else counts = merge_rows(page.copy_rows);
+      }
+      for (const QuarantinedRecord& q : page.quarantined) quarantine_record(q.id, where, q.error, q.raw);
+      if (state) write_state(*state, run_id, counts);
+      db_.exec("COMMIT");
+      return counts;
+    } catch (const PgError& e) {
+      db_.rollback_quietly();
+      if (e.kind() != ErrorKind::db_value || by_record) throw;
+      // A refused value: find the record(s), in a second transaction over the same page.
+    } catch (...) {
+      db_.rollback_quietly();
+      throw;
+    }
+  }
+  return {};  // not reached: the record-by-record pass commits or throws
+}
+
+void JobStore::finish_run(std::int64_t run_id, std::string_view outcome, const std::string& error) {
+  const bool succeeded = outcome == "succeeded";
   db_.exec("BEGIN");
   try {
     db_.exec(fmt::format("UPDATE {}.sync_runs SET finished_at = now(), outcome = $2, error = $3 "
                          "WHERE run_id = $1",
                          schema_q_),
-             {std::to_string(run_id), std::string(succeeded ? "succeeded" : "failed"),
+             {std::to_string(run_id), std::string(outcome),
               succeeded ? std::nullopt : std::optional<std::string>(error)});
     if (succeeded) {
       db_.exec(fmt::format("UPDATE {}.sync_state SET last_success_at = now(), last_error = NULL, "

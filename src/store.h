@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <optional>
+#include <string_view>
 #include <string>
 
 #include "job_spec.h"
@@ -14,7 +15,8 @@ namespace stsync {
 
 struct JobState {
   std::optional<std::string> export_token;
-  std::optional<Ticks> watermark;
+  std::optional<Ticks> watermark;         // max modifiedOn stored, capped by the server's clock
+  std::optional<Ticks> complete_through;  // every change before it is stored: the resume point
   std::optional<Ticks> list_cursor;
   std::optional<Ticks> list_pass_start;
   std::optional<std::string> list_pass_field;  // "created" while a first list pass is under way
@@ -45,19 +47,37 @@ class JobStore {
   /// Marks runs left 'running' by a crashed process as 'interrupted'; opens a run record.
   std::int64_t begin_run(SyncMode mode);
   /// One transaction: COPY the page into staging, merge it (an older row never replaces a newer
-  /// one; a replayed page changes nothing), write `state`, count the page in the run. Throws
-  /// Error(bad_data) naming the record when PostgreSQL refuses a value; PgError otherwise.
-  /// `where` names the page for quarantined records.
-  MergeCounts commit_page(const ParsedPage& page, const JobState& state, std::int64_t run_id,
+  /// one; a replayed page changes nothing), write `state`, count the page in the run. When
+  /// PostgreSQL refuses a value (SQLSTATE class 22), the page is committed again record by
+  /// record: with quarantine on, each refused record goes to the quarantine table and the rest
+  /// is stored; with it off, nothing is stored and Error(bad_data) names the record. Other
+  /// PgErrors propagate (classified by classify_sqlstate). `where` names the page.
+  /// Without `state`, no state or run row is written (re-processing quarantined records).
+  MergeCounts commit_page(const ParsedPage& page, const JobState* state, std::int64_t run_id,
                           const std::string& where = {});
+  MergeCounts commit_page(const ParsedPage& page, const JobState& state, std::int64_t run_id,
+                          const std::string& where = {}) {
+    return commit_page(page, &state, run_id, where);
+  }
   /// After the connection was re-opened: the staging table and the lock are gone with the old
   /// session. Takes the lock again; false when another run took it meanwhile.
   bool resume_after_reconnect();
-  /// Closes the run record and the state's last success / last error, in one transaction.
-  void finish_run(std::int64_t run_id, bool succeeded, const std::string& error);
+  /// Closes the run record ('succeeded', 'failed' or 'interrupted') and the state's last
+  /// success / last error, in one transaction.
+  void finish_run(std::int64_t run_id, std::string_view outcome, const std::string& error);
 
  private:
   void ensure_staging();
+  /// BEGIN, then checks that this is still the server session that holds the job's lock.
+  void begin_page();
+  /// COPY + merge + child rows of `rows` (COPY text); returns the counts.
+  MergeCounts merge_rows(std::string_view rows);
+  /// The record-by-record commit, inside the open transaction; quarantines or throws.
+  MergeCounts merge_by_record(const ParsedPage& page, const std::string& where);
+  void quarantine_record(std::optional<std::int64_t> id, const std::string& where, const std::string& error,
+                         std::string_view raw);
+  void write_state(const JobState& state, std::int64_t run_id, const MergeCounts& counts);
+  int lock_backend_pid_ = 0;  // the server session that took the lock
   PgConnection& db_;
   const JobSpec& spec_;
   std::int64_t tenant_;

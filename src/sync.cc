@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <future>
+#include <unordered_set>
 
 #include "log.h"
 
@@ -33,7 +34,7 @@ JobRunner::JobRunner(const Settings& settings, const JobSpec& spec, TenantSessio
       mode_(options.mode.value_or(spec.mode)),
       budget_(settings.retry_budget_seconds),
       client_(settings, session, transport, clock, budget_),
-      parser_(spec) {
+      parser_(spec, settings.max_json_depth) {
   result_.tenant = session.tenant().id;
   result_.job = spec.name;
 }
@@ -60,16 +61,26 @@ JobResult JobRunner::run() {
     } else {
       walk_list(store, std::move(state), run_id);
     }
-    store.finish_run(run_id, true, "");
+    store.finish_run(run_id, "succeeded", "");
     log::info("job {} tenant {}: done, {} pages, {} inserted, {} updated, {} unchanged",
               spec_.name, session_.tenant().id, result_.pages, result_.counts.inserted,
               result_.counts.updated, result_.counts.unchanged);
   } catch (const Error& e) {
-    result_.outcome = JobOutcome::failed;
+    result_.outcome = e.kind() == ErrorKind::interrupted ? JobOutcome::interrupted : JobOutcome::failed;
     result_.error_kind = e.kind();
     result_.error = log::redact(e.what());
     std::string advice;
     switch (e.kind()) {
+      case ErrorKind::interrupted:
+        advice = "; every page read so far is committed: the next run resumes from the last one";
+        break;
+      case ErrorKind::db_fault:
+        advice = "; a condition of the database server, not of the data: fix it (space, memory, a long "
+                 "lock); the next run resumes from the last committed page";
+        break;
+      case ErrorKind::db_conflict:
+        advice = "; the next run resumes from the last committed page";
+        break;
       case ErrorKind::bad_data:
         advice = "; committed pages and the watermark are kept: fix or report the record, then rerun";
         break;
@@ -82,10 +93,11 @@ JobResult JobRunner::run() {
         break;
       default: break;
     }
-    log::error("{}{}", result_.error, advice);
+    if (e.kind() == ErrorKind::interrupted) log::warn("{}{}", result_.error, advice);
+    else log::error("{}{}", result_.error, advice);
     if (run_id != 0 && db_.healthy()) {
       try {
-        store.finish_run(run_id, false, result_.error);
+        store.finish_run(run_id, e.kind() == ErrorKind::interrupted ? "interrupted" : "failed", result_.error);
       } catch (const Error& e2) {
         log::warn("job {} tenant {}: could not record the failure: {}", spec_.name,
                   session_.tenant().id, e2.what());
@@ -112,6 +124,12 @@ void JobRunner::commit(JobStore& store, const JobState& state, std::int64_t run_
       ++result_.pages;
       return;
     } catch (const PgError& e) {
+      if (e.kind() == ErrorKind::db_conflict && attempt <= 5) {
+        // A serialization failure or deadlock rolled the page back: run the same page again.
+        log::warn("{}: {}; committing the page again ({} of 5)", what("commit"), e.what(), attempt);
+        clock_.sleep(0.05 * attempt);
+        continue;
+      }
       if (e.kind() != ErrorKind::db_unavailable || attempt > settings_.db_reconnect_attempts) throw;
       const double wait = std::min(30.0, 0.5 * (1 << std::min(attempt - 1, 6)));
       log::warn("{}: {}; reconnecting in {:.1f} s ({} of {})", what("commit"), e.what(), wait, attempt,
@@ -130,12 +148,35 @@ void JobRunner::commit(JobStore& store, const JobState& state, std::int64_t run_
   }
 }
 
+void JobRunner::note_server_time(const HttpResponse& response) {
+  if (response.date)
+    if (auto t = parse_http_date(*response.date))
+      if (!server_now_ || *t > *server_now_) server_now_ = t;
+}
+
+void JobRunner::raise_watermark(JobState& state, const std::string& where) {
+  // The watermark is the newest modifiedOn stored, but never past the server's clock: one
+  // future-dated record must not make the job look fresher than it is.
+  if (!page_.max_modified) return;
+  Ticks newest = *page_.max_modified;
+  const Ticks clock = server_now_.value_or(now_ticks());
+  if (newest > clock + kTicksPerSecond * 60) {
+    log::warn("{}: a record's modifiedOn {} is after the server's clock {}; the watermark stops at the clock",
+              where, format_timestamp(newest, 7), format_timestamp(clock, 7));
+    newest = clock;
+  }
+  if (!state.watermark || newest > *state.watermark) state.watermark = newest;
+}
+
 void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id) {
   const std::int64_t tenant = session_.tenant().id;
   const std::string base = with_tenant(spec_.export_path, tenant);
+  // A date restarts the feed at complete_through − overlap: everything changed before
+  // complete_through was stored by a walk that reached the feed's end. Never the watermark,
+  // which may come from the middle of a walk over a feed that is only "usually" ordered.
   auto date_fallback = [&]() -> std::optional<std::string> {
-    if (!state.watermark || options_.full_refresh) return std::nullopt;
-    return format_timestamp(*state.watermark - spec_.overlap_seconds * kTicksPerSecond, 7);
+    if (!state.complete_through || options_.full_refresh) return std::nullopt;
+    return format_timestamp(*state.complete_through - spec_.overlap_seconds * kTicksPerSecond, 7);
   };
   std::optional<std::string> from;
   bool from_token = false;
@@ -147,7 +188,8 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
   } else {
     from = date_fallback();
   }
-  bool token_fallback_used = false;
+  int token_retries = 0;
+  bool date_fallback_used = false;
   auto query_for = [&](const std::optional<std::string>& f) {
     std::string q = base + "?includeRecentChanges=" + (spec_.include_recent_changes ? "true" : "false");
     if (f) q += "&from=" + url_encode(*f);
@@ -167,20 +209,30 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
     try {
       response = prefetch.valid() ? prefetch.get() : client_.get(query_for(from), where);
     } catch (const Error& e) {
-      // A continueFrom the API no longer accepts: restart from the watermark minus the overlap.
-      // Rows re-read there are merged idempotently, so nothing is lost or duplicated.
-      if (from_token && !token_fallback_used && e.kind() == ErrorKind::http_permanent &&
-          (e.http_status() == 400 || e.http_status() == 404 || e.http_status() == 410)) {
-        token_fallback_used = true;
+      const bool rejected = from_token && e.kind() == ErrorKind::http_permanent &&
+                            (e.http_status() == 400 || e.http_status() == 404 || e.http_status() == 410);
+      if (rejected && token_retries == 0 && state.export_token) {
+        // First the last committed token once more (a rejection may be passing), then the date.
+        ++token_retries;
+        from = state.export_token;
+        log::warn("{}: the continueFrom token was rejected ({}); trying the last committed token again", where,
+                  e.what());
+        --page_no;
+        continue;
+      }
+      if (rejected && !date_fallback_used) {
+        // Rows re-read from there are merged idempotently: nothing is lost or duplicated.
+        date_fallback_used = true;
         from = date_fallback();
         from_token = false;
-        log::warn("{}: the saved continueFrom token was rejected ({}); restarting from {}", where,
-                  e.what(), from.value_or("the beginning of the feed"));
+        log::warn("{}: the continueFrom token was rejected again ({}); restarting from {}", where, e.what(),
+                  from ? *from + " (complete through − overlap)" : "the beginning of the feed");
         --page_no;
         continue;
       }
       throw;
     }
+    note_server_time(response);
     try {
       parser_.parse(response.body, tenant, page_);
     } catch (const Error& e) {
@@ -190,14 +242,19 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
       log::warn("{}: {} value(s) held NUL characters, stored as U+FFFD", where, page_.nul_replaced);
     if (page_.has_more && !page_.continue_from)
       throw Error(ErrorKind::bad_data, fmt::format("{}: hasMore is true but continueFrom is missing", where));
-    if (page_.has_more && from_token && *from == *page_.continue_from && page_.records == 0)
+    const bool same_token = page_.has_more && from_token && from && *from == *page_.continue_from;
+    if (same_token && page_.records == 0)
       throw Error(ErrorKind::bad_data, fmt::format("{}: the feed returned the same token and no rows; "
                                                    "stopping instead of looping",
                                                    where));
     if (page_.continue_from) state.export_token = page_.continue_from;
-    if (page_.max_modified && (!state.watermark || *page_.max_modified > *state.watermark))
-      state.watermark = page_.max_modified;
-    const bool has_more = page_.has_more;
+    raise_watermark(state, where);
+    const bool has_more = page_.has_more && !same_token;
+    if (!page_.has_more && state.watermark) {
+      // The end of the feed: every change up to the newest one stored is stored.
+      const Ticks through = std::min(*state.watermark, server_now_.value_or(now_ticks()));
+      if (!state.complete_through || through > *state.complete_through) state.complete_through = through;
+    }
     if (has_more) {
       from = page_.continue_from;
       from_token = true;
@@ -206,7 +263,12 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
       });
     }
     commit(store, state, run_id, where);
-    log::debug("{}: {} records, hasMore={}", where, page_.records, has_more);
+    log::debug("{}: {} records, hasMore={}", where, page_.records, page_.has_more);
+    if (same_token)
+      throw Error(ErrorKind::bad_data,
+                  fmt::format("{}: hasMore is true but continueFrom is the token just sent; the page's {} rows are "
+                              "stored, stopping instead of looping (the next run tries again)",
+                              where, page_.records));
     if (!has_more) break;
   }
 }
@@ -219,15 +281,13 @@ void JobRunner::walk_list(JobStore& store, JobState state, std::int64_t run_id) 
   HttpResponse probe = client_.get(
       path + "?page=1&pageSize=1" + (spec_.inactive_filter.empty() ? "" : "&" + spec_.inactive_filter),
       what("list clock probe"));
-  Ticks server_now = now_ticks();
-  if (probe.date) {
-    if (auto t = parse_http_date(*probe.date)) server_now = *t;
-  } else {
-    log::warn("{}: the response has no Date header; using the local clock", what("list"));
-  }
-  const Ticks end = server_now - settings_.list_safety_seconds * kTicksPerSecond;
+  note_server_time(probe);
+  if (!server_now_) log::warn("{}: the response has no Date header; using the local clock", what("list"));
+  const Ticks end = server_now_.value_or(now_ticks()) - settings_.list_safety_seconds * kTicksPerSecond;
 
-  if (options_.full_refresh || (!state.watermark && !state.list_pass_field)) {
+  // Only a walk that reached the end of a feed (complete_through) skips the createdOn pass: a
+  // watermark from a partial export says nothing about the rows not yet read.
+  if (options_.full_refresh || (!state.complete_through && !state.list_pass_field)) {
     state.list_pass_field = "created";
     state.list_pass_start = end;
     state.list_cursor.reset();
@@ -240,17 +300,39 @@ void JobRunner::walk_list(JobStore& store, JobState state, std::int64_t run_id) 
     walk_windows(store, state, run_id, "created", state.list_cursor, pass_end);
     state.list_pass_field.reset();
     state.list_cursor.reset();
-    state.watermark = pass_end;
+    if (!state.complete_through || pass_end > *state.complete_through) state.complete_through = pass_end;
     state.list_pass_start.reset();
     page_.clear();
     commit(store, state, run_id, what("list first pass end"));
   }
-  const Ticks lo = *state.watermark - spec_.overlap_seconds * kTicksPerSecond;
+  const Ticks lo = *state.complete_through - spec_.overlap_seconds * kTicksPerSecond;
   if (lo < end) walk_windows(store, state, run_id, "modified", lo, end);
 }
 
-void JobRunner::walk_windows(JobStore& store, JobState& state, std::int64_t run_id,
-                             const std::string& field, std::optional<Ticks> lo, Ticks hi) {
+void JobRunner::check_window(const std::string& field, std::optional<Ticks> lo, Ticks hi,
+                             const std::string& where) const {
+  // The walk's correctness rests on the server's filters; a server that ignores or rounds them
+  // would make the walk skip rows or never end. Every row must lie in [lo, hi).
+  const bool created = field == "created";
+  const std::optional<Ticks> min = created ? page_.min_created : page_.min_modified;
+  const std::optional<Ticks> max = created ? page_.max_created : page_.max_modified;
+  std::string problem;
+  if (!created && page_.without_modified > 0)
+    problem = fmt::format("{} row(s) without modifiedOn", page_.without_modified);
+  else if (lo && min && *min < *lo)
+    problem = fmt::format("a row with {}On {}", field, format_timestamp(*min, 7));
+  else if (max && *max >= hi)
+    problem = fmt::format("a row with {}On {}", field, format_timestamp(*max, 7));
+  if (!problem.empty())
+    throw Error(ErrorKind::bad_data,
+                fmt::format("{}: the server returned {} outside the window it was asked for: it ignores or rounds "
+                            "the {}On filters, so a list walk cannot be exact; use mode = \"export\" for this job "
+                            "if the resource has an export feed, or report it",
+                            where, problem, field));
+}
+
+void JobRunner::walk_windows(JobStore& store, JobState& state, std::int64_t run_id, const std::string& field,
+                             std::optional<Ticks> lo, Ticks hi) {
   const std::int64_t tenant = session_.tenant().id;
   const std::string path = with_tenant(spec_.list_path, tenant);
   const std::string lo_name = field == "created" ? "createdOnOrAfter" : "modifiedOnOrAfter";
@@ -267,11 +349,13 @@ void JobRunner::walk_windows(JobStore& store, JobState& state, std::int64_t run_
         what(fmt::format("list window {} [{}, {})", field, unbounded ? "-" : format_timestamp(cur, 7),
                          format_timestamp(w_hi, 7)));
     HttpResponse r = client_.get(window + fmt::format("&page=1&pageSize={}&includeTotal=true", spec_.page_size), where);
+    note_server_time(r);
     try {
       parser_.parse(r.body, tenant, page_);
     } catch (const Error& e) {
       throw Error(e.kind(), fmt::format("{}: {}", where, e.what()));
     }
+    check_window(field, unbounded ? std::nullopt : std::optional<Ticks>(cur), w_hi, where);
     if (page_.has_more) {
       if (w_hi - cur > kMinWindow) {
         // Too many rows for one response: halve the window. A window read in one response is a
@@ -279,11 +363,12 @@ void JobRunner::walk_windows(JobStore& store, JobState& state, std::int64_t run_
         width = std::max(kMinWindow, (w_hi - cur) / 2);
         continue;
       }
-      walk_offset_pages(store, state, run_id, window);
+      walk_offset_pages(store, state, run_id, window, field, cur, w_hi);
       page_.clear();  // the window's rows are stored; this commit only moves the cursor
     }
+    raise_watermark(state, where);
     if (field == "created") state.list_cursor = w_hi;
-    else state.watermark = w_hi;
+    else state.complete_through = w_hi;
     commit(store, state, run_id, where);
     cur = w_hi;
     unbounded = false;
@@ -291,33 +376,64 @@ void JobRunner::walk_windows(JobStore& store, JobState& state, std::int64_t run_
   }
 }
 
-void JobRunner::walk_offset_pages(JobStore& store, JobState& state, std::int64_t run_id,
-                                  const std::string& window) {
-  // More rows than one response share a single instant. Page through them by offset, then check
-  // that the window's count did not change meanwhile; if it did, rows may have shifted past a
-  // page boundary, so read it again. The state (cursor) only moves once the window is complete.
+void JobRunner::walk_offset_pages(JobStore& store, JobState& state, std::int64_t run_id, const std::string& window,
+                                  const std::string& field, Ticks lo, Ticks hi) {
+  // More rows than one response share a single instant. Page through them by offset. The set
+  // can only shrink while we read (a row modified now gets a later modifiedOn; none can join an
+  // instant in the server's past), and the server's order may not be stable between calls, so
+  // pages may overlap or miss rows. Read passes until the distinct ids seen while the total
+  // stayed the same cover the total: then every row of the window is stored. The cursor only
+  // moves once the window is complete.
   const std::int64_t tenant = session_.tenant().id;
-  for (int attempt = 1; attempt <= 5; ++attempt) {
-    std::optional<std::int64_t> first_total;
+  constexpr int kMaxPasses = 8;
+  std::unordered_set<std::int64_t> seen;
+  std::optional<std::int64_t> total;
+  for (int pass = 1; pass <= kMaxPasses; ++pass) {
+    int max_pages = 0;
     for (int page_no = 1;; ++page_no) {
-      const std::string where = what(fmt::format("list window page {}", page_no));
+      const std::string where = what(fmt::format("list window page {} (pass {})", page_no, pass));
       HttpResponse r = client_.get(window + fmt::format("&page={}&pageSize={}&includeTotal=true",
                                                         page_no, spec_.page_size),
                                    where);
+      note_server_time(r);
       try {
         parser_.parse(r.body, tenant, page_);
       } catch (const Error& e) {
         throw Error(e.kind(), fmt::format("{}: {}", where, e.what()));
       }
-      if (!first_total) first_total = page_.total_count;
+      check_window(field, lo, hi, where);
+      if (!page_.total_count)
+        throw Error(ErrorKind::bad_data, fmt::format("{}: includeTotal=true but the page has no totalCount", where));
+      if (total != page_.total_count) {
+        if (total) log::info("{}: the window's count changed ({} → {}); reading it again", where, *total,
+                             *page_.total_count);
+        total = page_.total_count;
+        seen.clear();
+      }
+      if (max_pages == 0) max_pages = static_cast<int>(*total / spec_.page_size) + 2;
+      seen.insert(page_.ids.begin(), page_.ids.end());
+      raise_watermark(state, where);
       commit(store, state, run_id, where);
       if (!page_.has_more) break;
+      if (page_no >= max_pages)
+        throw Error(ErrorKind::bad_data,
+                    fmt::format("{}: hasMore is still true after {} pages of {} for {} rows: the server ignores "
+                                "the page parameter; stopping instead of looping",
+                                where, page_no, spec_.page_size, *total));
     }
-    if (page_.total_count == first_total) return;
-    log::info("{}: the window changed while paging; reading it again", what("list"));
+    if (static_cast<std::int64_t>(seen.size()) == *total) return;
+    if (static_cast<std::int64_t>(seen.size()) > *total)
+      throw Error(ErrorKind::bad_data,
+                  what(fmt::format("list window [{}, {}): {} distinct ids but totalCount {}: the server's filter "
+                                   "or count is inconsistent",
+                                   format_timestamp(lo, 7), format_timestamp(hi, 7), seen.size(), *total)));
+    log::info("{}: {} of {} distinct rows seen (the order is not stable between pages); another pass",
+              what("list"), seen.size(), *total);
   }
   throw Error(ErrorKind::http_transient,
-              what("list: a dense window kept changing while paged; try again later"));
+              what(fmt::format("list: a dense window did not converge in {} passes (rows seen {} of {}); the "
+                               "committed rows are kept, try again later",
+                               kMaxPasses, seen.size(), total.value_or(0))));
 }
 
 }  // namespace stsync

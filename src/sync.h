@@ -22,7 +22,7 @@ struct RunOptions {
   std::optional<SyncMode> mode;         // override every selected job's mode for this run
 };
 
-enum class JobOutcome { succeeded, failed, skipped };
+enum class JobOutcome { succeeded, failed, skipped, interrupted };
 
 struct JobResult {
   std::int64_t tenant = 0;
@@ -50,8 +50,14 @@ class JobRunner {
   /// that commits with each window's rows.
   void walk_windows(JobStore& store, JobState& state, std::int64_t run_id, const std::string& field,
                     std::optional<Ticks> lo, Ticks hi);
-  void walk_offset_pages(JobStore& store, JobState& state, std::int64_t run_id,
-                         const std::string& window_query);
+  void walk_offset_pages(JobStore& store, JobState& state, std::int64_t run_id, const std::string& window_query,
+                         const std::string& field, Ticks lo, Ticks hi);
+  /// Throws Error(bad_data) when page_ holds a row outside [lo, hi) of `field`.
+  void check_window(const std::string& field, std::optional<Ticks> lo, Ticks hi, const std::string& where) const;
+  /// Keeps the latest server clock (Date header) seen in this run.
+  void note_server_time(const HttpResponse& response);
+  /// Raises state.watermark to page_'s newest modifiedOn, capped by the server's clock.
+  void raise_watermark(JobState& state, const std::string& where);
   /// Commits page_ with `state`; `where` names the page in logs and the quarantine table.
   void commit(JobStore& store, const JobState& state, std::int64_t run_id, const std::string& where);
   std::string what(const std::string& page) const;
@@ -68,6 +74,7 @@ class JobRunner {
   PageParser parser_;
   ParsedPage page_;
   JobResult result_;
+  std::optional<Ticks> server_now_;  // the newest Date header of this run
 };
 
 }  // namespace stsync

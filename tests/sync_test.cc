@@ -10,6 +10,7 @@
 
 #include "page_parser.h"
 #include "store.h"
+#include "migrate.h"
 #include "support.h"
 
 using namespace stsync;
@@ -203,15 +204,9 @@ columns = [ { path = "amount", type = "numeric" } ]
   db.exec(fmt::format("CREATE SCHEMA {0}; CREATE TABLE {0}.things (tenant_id bigint, id bigint, amount numeric, "
                       "modified_on timestamptz, active boolean NOT NULL, raw jsonb NOT NULL, synced_at timestamptz, "
                       "PRIMARY KEY (tenant_id, id))", s));
-  PgConnection migrations(database_url());
-  db.exec(fmt::format("CREATE TABLE {0}.sync_state (tenant_id bigint, job text, export_token text, watermark timestamptz, "
-                      "list_cursor timestamptz, list_pass_start timestamptz, list_pass_field text, rows_total bigint DEFAULT 0, "
-                      "pages_total bigint DEFAULT 0, last_run_id bigint, last_success_at timestamptz, last_error text, "
-                      "last_error_at timestamptz, updated_at timestamptz, PRIMARY KEY (tenant_id, job));"
-                      "CREATE TABLE {0}.sync_runs (run_id bigserial PRIMARY KEY, tenant_id bigint, job text, mode text, "
-                      "started_at timestamptz DEFAULT now(), finished_at timestamptz, pages bigint DEFAULT 0, rows_inserted bigint DEFAULT 0, "
-                      "rows_updated bigint DEFAULT 0, rows_unchanged bigint DEFAULT 0, outcome text DEFAULT 'running', error text)", s));
+  apply_migrations(db, schema.name());  // the state tables, as every run has them
   JobStore store(db, schema.name(), spec, 5);
+  REQUIRE(store.try_lock());  // as every run: the lock ties the job to one server session
   JobState state = store.load_state();
   const std::int64_t run = store.begin_run(SyncMode::list_windows);
   PageParser parser(spec);

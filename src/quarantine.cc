@@ -1,0 +1,127 @@
+#include "quarantine.h"
+
+#include <fmt/format.h>
+
+#include <map>
+
+#include "copy_text.h"
+#include "log.h"
+#include "page_parser.h"
+#include "pg.h"
+#include "store.h"
+
+namespace stsync {
+namespace {
+
+std::string where_clause(const QuarantineFilter& f, Params& params) {
+  std::string sql = " WHERE stored_at IS NULL";
+  if (f.job) {
+    params.push_back(*f.job);
+    sql += fmt::format(" AND job = ${}", params.size());
+  }
+  if (f.tenant) {
+    params.push_back(std::to_string(*f.tenant));
+    sql += fmt::format(" AND tenant_id = ${}", params.size());
+  }
+  return sql;
+}
+
+}  // namespace
+
+std::string render_quarantine(const Settings& settings, const QuarantineFilter& filter, bool json) {
+  PgConnection db(settings.database_url, session_options(settings));
+  const std::string s = db.quote_ident(settings.schema);
+  if (db.exec("SELECT to_regclass($1) IS NOT NULL", {s + ".quarantine"}).get(0, 0) != "t")
+    return json ? "[]\n" : "Nothing in quarantine.\n";
+  Params params;
+  const std::string where = where_clause(filter, params);
+  PgResult r = db.exec(fmt::format("SELECT quarantine_id, tenant_id, job, coalesce(record_id::text, ''), "
+                                   "to_char(seen_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), page, error "
+                                   "FROM {}.quarantine{} ORDER BY quarantine_id DESC",
+                                   s, where),
+                       params);
+  std::string out;
+  if (json) {
+    out = "[";
+    for (int i = 0; i < r.rows(); ++i) {
+      out += fmt::format("{}\n  {{\"quarantine_id\":{},\"tenant\":{},\"job\":", i ? "," : "", r.get(i, 0), r.get(i, 1));
+      append_json_string(out, r.get(i, 2));
+      out += fmt::format(",\"record_id\":{},\"seen_at\":", r.get(i, 3).empty() ? "null" : r.get(i, 3));
+      append_json_string(out, r.get(i, 4));
+      out += ",\"page\":";
+      append_json_string(out, r.get(i, 5));
+      out += ",\"error\":";
+      append_json_string(out, r.get(i, 6));
+      out += "}";
+    }
+    return out + "\n]\n";
+  }
+  if (r.rows() == 0) return "Nothing in quarantine.\n";
+  const char* const row_format = "{:>6} {:<20} {:<14} {:<20} {:<20}  {}\n";
+  out = fmt::format(fmt::runtime(row_format), "QID", "TENANT", "JOB", "RECORD ID", "SEEN", "ERROR (and where)");
+  for (int i = 0; i < r.rows(); ++i) {
+    std::string tail = r.get(i, 6) + " — " + r.get(i, 5);
+    if (tail.size() > 200) tail = tail.substr(0, 197) + "...";
+    out += fmt::format(fmt::runtime(row_format), r.get(i, 0), r.get(i, 1), r.get(i, 2), r.get(i, 3), r.get(i, 4), tail);
+  }
+  out += fmt::format("{} record(s). After fixing the job file, `stsync quarantine --retry` stores them.\n", r.rows());
+  return out;
+}
+
+QuarantineRetry retry_quarantine(const Settings& settings, const QuarantineFilter& filter) {
+  PgConnection db(settings.database_url, session_options(settings));
+  const std::string s = db.quote_ident(settings.schema);
+  QuarantineRetry result;
+  if (db.exec("SELECT to_regclass($1) IS NOT NULL", {s + ".quarantine"}).get(0, 0) != "t") return result;
+  Params params;
+  const std::string where = where_clause(filter, params);
+  PgResult r = db.exec(
+      fmt::format("SELECT quarantine_id, tenant_id, job, raw FROM {}.quarantine{} ORDER BY quarantine_id", s, where),
+      params);
+  std::map<std::string, JobSpec> specs;
+  for (JobSpec& spec : resolve_jobs(settings)) {
+    // A record that is still refused must stay here with its new error: never quarantine twice.
+    spec.quarantine = false;
+    specs.emplace(spec.name, std::move(spec));
+  }
+  for (int i = 0; i < r.rows(); ++i) {
+    const std::string qid = r.get(i, 0);
+    const std::int64_t tenant = r.get_int(i, 1);
+    auto spec = specs.find(r.get(i, 2));
+    if (spec == specs.end()) {
+      log::warn("quarantine {}: job {} is not enabled or no longer exists; left as it is", qid, r.get(i, 2));
+      ++result.skipped;
+      continue;
+    }
+    JobStore store(db, settings.schema, spec->second, tenant);
+    if (!store.try_lock()) {
+      log::warn("quarantine {}: job {} tenant {} is running elsewhere; left for later", qid, spec->first, tenant);
+      ++result.skipped;
+      continue;
+    }
+    std::string body = "{\"data\":[" + r.get(i, 3) + "]}";
+    std::string error;
+    try {
+      PageParser parser(spec->second, settings.max_json_depth);
+      ParsedPage page;
+      parser.parse(body, tenant, page);
+      store.commit_page(page, nullptr, 0, "quarantine " + qid);
+      db.exec(fmt::format("UPDATE {}.quarantine SET stored_at = now() WHERE quarantine_id = $1", s), {qid});
+      ++result.stored;
+      log::info("quarantine {}: job {} tenant {} record stored", qid, spec->first, tenant);
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::bad_data) {
+        store.unlock();
+        throw;
+      }
+      db.exec(fmt::format("UPDATE {}.quarantine SET error = $2, seen_at = now() WHERE quarantine_id = $1", s),
+              {qid, e.what()});
+      ++result.refused;
+      log::warn("quarantine {}: job {} tenant {}: still refused: {}", qid, spec->first, tenant, e.what());
+    }
+    store.unlock();
+  }
+  return result;
+}
+
+}  // namespace stsync
