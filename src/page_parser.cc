@@ -76,6 +76,58 @@ struct FieldError {
 
 }  // namespace
 
+int prepare_page(std::string& body, int max_depth) {
+  // One pass over the bytes: the nesting depth (simdjson's on-demand parser does not bound the
+  // depth of values it skips, and PostgreSQL's jsonb parser recurses), and raw control
+  // characters inside strings. JSON forbids those, PostgreSQL refuses them, simdjson refuses the
+  // whole page for them; the same string with the character escaped (\u0007) is the value the
+  // server meant, so it is stored that way rather than losing the record.
+  int depth = 0, deepest = 0, escaped = 0;
+  bool in_string = false;
+  std::string fixed;
+  size_t copied = 0;
+  for (size_t i = 0; i < body.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(body[i]);
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      } else if (c < 0x20) {
+        fixed.append(body, copied, i - copied);
+        fixed += fmt::format("\\u{:04x}", c);
+        copied = i + 1;
+        ++escaped;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"': in_string = true; break;
+      case '{':
+      case '[':
+        if (++depth > deepest) deepest = depth;
+        break;
+      case '}':
+      case ']': --depth; break;
+      default: break;
+    }
+  }
+  if (deepest > max_depth)
+    throw Error(ErrorKind::bad_data, fmt::format("the page nests JSON {} levels deep, beyond max_json_depth ({}); "
+                                                 "refused before parsing",
+                                                 deepest, max_depth));
+  if (escaped > 0) {
+    fixed.append(body, copied, std::string::npos);
+    fixed.reserve(fixed.size() + SIMDJSON_PADDING);
+    body.swap(fixed);
+  }
+  return escaped;
+}
+
+namespace {
+
+}  // namespace
+
 void ParsedPage::clear() {
   has_more = false;
   continue_from.reset();
@@ -89,6 +141,7 @@ void ParsedPage::clear() {
   ids.clear();
   copy_rows.clear();
   nul_replaced = 0;
+  control_escaped = 0;
   quarantined.clear();
 }
 
@@ -99,10 +152,7 @@ std::vector<std::string> staging_columns(const JobSpec& spec) {
   return cols;
 }
 
-PageParser::PageParser(const JobSpec& spec, int max_depth) : spec_(spec) {
-  // Nesting deeper than this is refused by simdjson itself (no stack is ever at risk).
-  if (parser_.allocate(SIMDJSON_MAXSIZE_BYTES, static_cast<size_t>(max_depth)) != simdjson::SUCCESS)
-    throw Error(ErrorKind::config, "cannot set up the JSON parser");
+PageParser::PageParser(const JobSpec& spec, int max_depth) : spec_(spec), max_depth_(max_depth) {
   nodes_.push_back(Node{});
   auto add_path = [&](const std::vector<std::string>& path, int target) {
     int node = 0;
@@ -315,6 +365,7 @@ void PageParser::parse_record(ondemand::value element, std::int64_t tenant, Pars
 void PageParser::parse(std::string& body, std::int64_t tenant, ParsedPage& out) {
   out.clear();
   nul_replaced_ = 0;
+  out.control_escaped = prepare_page(body, max_depth_);
   if (body.capacity() < body.size() + SIMDJSON_PADDING) body.reserve(body.size() + SIMDJSON_PADDING);
   bool saw_data = false;
   try {

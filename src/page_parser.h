@@ -31,6 +31,7 @@ struct ParsedPage {
   std::vector<std::int64_t> ids;  // in page order: COPY line n is record ids[n-1]
   std::string copy_rows;          // staging rows, COPY text format
   int nul_replaced = 0;           // values whose NUL characters became U+FFFD
+  int control_escaped = 0;        // raw control characters inside strings, stored escaped
   std::vector<QuarantinedRecord> quarantined;  // only for jobs with quarantine = true
 
   void clear();
@@ -39,6 +40,11 @@ struct ParsedPage {
 /// The staging table's columns, in COPY order: tenant_id, id, the typed columns, modified_on,
 /// active, raw, ordinal.
 std::vector<std::string> staging_columns(const JobSpec& spec);
+
+/// Checks a page before parsing: throws Error(bad_data) when it nests deeper than `max_depth`,
+/// and rewrites raw control characters inside strings as \u escapes (the same value). Returns
+/// how many it escaped. Keeps simdjson's padding.
+int prepare_page(std::string& body, int max_depth);
 
 class PageParser {
  public:
@@ -75,6 +81,7 @@ class PageParser {
   bool modified_null_ = false;
   bool active_ = true;
   int nul_replaced_ = 0;
+  int max_depth_;
   std::string scratch_;
 };
 

@@ -4,6 +4,7 @@
 
 #include "copy_text.h"
 #include "errors.h"
+#include "log.h"
 
 namespace stsync {
 namespace {
@@ -228,8 +229,9 @@ MergeCounts JobStore::merge_by_record(const ParsedPage& page, const std::string&
           fmt::format("record #{} (id {}): PostgreSQL refused a value: {}{}", i + 1, page.ids[i], e.what(),
                       e.context().empty() ? "" : " (" + e.context() + ")");
       if (!spec_.quarantine)
-        throw Error(ErrorKind::bad_data, message + "; nothing of this page was stored");
+        throw Error(ErrorKind::bad_data, where + ": " + message + "; nothing of this page was stored");
       quarantine_record(page.ids[i], where, message, copy_row_field(row.substr(0, row.size() - 1), raw_field));
+      log::warn("{}: {}; quarantined (see `stsync quarantine`), the job goes on", where, message);
     }
   }
   return counts;

@@ -240,6 +240,9 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
     }
     if (page_.nul_replaced > 0)
       log::warn("{}: {} value(s) held NUL characters, stored as U+FFFD", where, page_.nul_replaced);
+    if (page_.control_escaped > 0)
+      log::warn("{}: {} raw control character(s) inside strings, stored escaped (the same value)", where,
+                page_.control_escaped);
     if (page_.has_more && !page_.continue_from)
       throw Error(ErrorKind::bad_data, fmt::format("{}: hasMore is true but continueFrom is missing", where));
     const bool same_token = page_.has_more && from_token && from && *from == *page_.continue_from;

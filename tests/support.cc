@@ -182,6 +182,10 @@ Process::~Process() {
   unlink(err_path_.c_str());
 }
 
+void Process::send_signal(int signo) {
+  if (!result_ && pid_ > 0) ::kill(pid_, signo);
+}
+
 void Process::kill_hard() {
   if (!result_ && pid_ > 0) ::kill(pid_, SIGKILL);
 }

@@ -78,6 +78,7 @@ class Process {
   Process(const std::vector<std::string>& args, const std::map<std::string, std::string>& env);
   ~Process();
   void kill_hard();  // SIGKILL
+  void send_signal(int signo);
   /// Waits for the exit. With `peak_kb`, polls the child's VmHWM (its own peak resident
   /// memory, which exec resets) until it exits.
   ProcessResult wait(long* peak_kb = nullptr);

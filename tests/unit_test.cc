@@ -160,6 +160,84 @@ TEST_CASE("bad configuration is one clear error", "[unit][config]") {
                     Catch::Contains("ST_TENANT_ID"));
 }
 
+TEST_CASE("numbers in the environment are whole numbers, durations are never negative, TOML types are checked",
+          "[unit][config]") {
+  std::vector<std::string> warnings;
+  // "2m" is not 2 and not 0 (no timeout): it is an error.
+  CHECK_THROWS_WITH(load_settings(std::nullopt, fake_env({{"STSYNC_TIMEOUT_SECONDS", "2m"}}), warnings),
+                    Catch::Contains("STSYNC_TIMEOUT_SECONDS must be a number of seconds, not '2m'"));
+  CHECK_THROWS_WITH(load_settings(std::nullopt, fake_env({{"STSYNC_PARALLEL", "2.5"}}), warnings),
+                    Catch::Contains("STSYNC_PARALLEL must be a whole number"));
+  CHECK_THROWS_WITH(load_settings(std::nullopt, fake_env({{"STSYNC_RETRY_BUDGET_SECONDS", "-5"}}), warnings),
+                    Catch::Contains("retry_budget_seconds must not be negative"));
+  CHECK_THROWS_WITH(load_settings(std::nullopt, fake_env({{"STSYNC_LOCK_TIMEOUT_SECONDS", "-1"}}), warnings),
+                    Catch::Contains("lock_timeout_seconds must not be negative"));
+  CHECK_THROWS_WITH(load_settings(std::nullopt, fake_env({{"STSYNC_MAX_RESPONSE_MB", "0"}}), warnings),
+                    Catch::Contains("STSYNC_MAX_RESPONSE_MB"));
+  Settings ok = load_settings(std::nullopt, fake_env({{"STSYNC_STATEMENT_TIMEOUT_SECONDS", "90"},
+                                                      {"STSYNC_MAX_RESPONSE_MB", "1.5"}}),
+                              warnings);
+  CHECK(ok.statement_timeout_seconds == 90);
+  CHECK(ok.max_response_bytes == 1572864);
+  auto file_with = [](const std::string& text) {
+    const std::string path = "/tmp/stsync-unit-types.toml";
+    FILE* f = std::fopen(path.c_str(), "w");
+    std::fputs(text.c_str(), f);
+    std::fclose(f);
+    return path;
+  };
+  CHECK_THROWS_WITH(load_settings(file_with("[jobs.invoices]\nenabled = \"no\"\n"), fake_env({}), warnings),
+                    Catch::Contains("jobs.invoices.enabled must be true or false"));
+  CHECK_THROWS_WITH(load_settings(file_with("[jobs.invoices]\npage_size = \"100\"\n"), fake_env({}), warnings),
+                    Catch::Contains("jobs.invoices.page_size must be an integer"));
+  CHECK_THROWS_WITH(load_settings(file_with("[servicetitan]\ntimeout_seconds = -3\n"), fake_env({}), warnings),
+                    Catch::Contains("timeout_seconds must be at least 1"));
+  CHECK_THROWS_WITH(load_settings(file_with("[database]\nlock_timeout_seconds = \"10s\"\n"), fake_env({}), warnings),
+                    Catch::Contains("database.lock_timeout_seconds must be a number"));
+}
+
+TEST_CASE("PostgreSQL errors are classified by SQLSTATE in one place", "[unit][retry]") {
+  CHECK(classify_sqlstate("") == ErrorKind::db_unavailable);         // no answer from the server
+  CHECK(classify_sqlstate("08006") == ErrorKind::db_unavailable);    // connection failure
+  CHECK(classify_sqlstate("57P01") == ErrorKind::db_unavailable);    // admin shutdown
+  CHECK(classify_sqlstate("40001") == ErrorKind::db_conflict);       // serialization failure
+  CHECK(classify_sqlstate("40P01") == ErrorKind::db_conflict);       // deadlock
+  CHECK(classify_sqlstate("53100") == ErrorKind::db_fault);          // disk full
+  CHECK(classify_sqlstate("53200") == ErrorKind::db_fault);          // out of memory
+  CHECK(classify_sqlstate("57014") == ErrorKind::db_fault);          // statement timeout
+  CHECK(classify_sqlstate("55P03") == ErrorKind::db_fault);          // lock timeout
+  CHECK(classify_sqlstate("22P02") == ErrorKind::db_value);          // invalid text representation
+  CHECK(classify_sqlstate("22003") == ErrorKind::db_value);          // numeric out of range
+  CHECK(classify_sqlstate("22008") == ErrorKind::db_value);          // datetime out of range
+  CHECK(classify_sqlstate("42P01") == ErrorKind::db);                // undefined table: a defect
+  CHECK(Error(ErrorKind::db_conflict, "x").retryable());
+  CHECK_FALSE(Error(ErrorKind::db_fault, "x").retryable());
+  CHECK_FALSE(Error(ErrorKind::db_value, "x").retryable());
+  CHECK_FALSE(Error(ErrorKind::interrupted, "x").retryable());
+}
+
+TEST_CASE("a page is checked for depth and its raw control characters are escaped before parsing", "[unit][parser]") {
+  std::string ok = R"({"data":[{"id":1,"a":[[1]],"s":"tab\tand [brackets] in a string"}]})";
+  const std::string before = ok;
+  CHECK(prepare_page(ok, 5) == 0);
+  CHECK(ok == before);
+  std::string deep = R"({"data":[{"id":1,"a":[[[[[1]]]]]}]})";
+  CHECK_THROWS_WITH(prepare_page(deep, 6), Catch::Contains("nests JSON 8 levels deep"));
+  std::string bell = "{\"data\":[{\"id\":1,\"s\":\"a\x07" "b\\\"\x1f\"}]}";
+  CHECK(prepare_page(bell, 64) == 2);
+  CHECK(bell == R"({"data":[{"id":1,"s":"a\u0007b\"\u001f"}]})");
+  CHECK(bell.capacity() >= bell.size() + simdjson::SIMDJSON_PADDING);
+}
+
+TEST_CASE("COPY fields unescape back to their values", "[unit][copy]") {
+  for (std::string v : {"plain", "tab\there", "back\\slash\\n", "line\nbreak\r", ""}) {
+    std::string field;
+    append_copy_field(field, v);
+    CHECK(copy_field_unescape(field) == v);
+  }
+  CHECK(copy_row_field("1\t2\tthree\\tfour\t\\N", 2) == "three\tfour");
+}
+
 TEST_CASE("only server-side conditions are retryable", "[unit][retry]") {
   for (long s : {408L, 409L, 429L, 500L, 502L, 503L, 504L})
     CHECK(Error(classify_http_status(s), "x").retryable());

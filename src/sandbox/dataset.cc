@@ -98,16 +98,27 @@ void Dataset::build_locked() {
         m.modified = truncate_to_digits(modified, m.fraction_digits);
         if (def->modified_may_be_null && i % 97 == 13) m.modified.reset();
         m.active = i % 11 != 5;
-        t.rows.push_back(Row{m, 0, def->generate(m, options_.seed)});
+        Ticks changed_at = m.modified.value_or(m.created);
+        if (options_.quirks.timestamp_styles && i % 5 != 0)
+          m.time_style = i % 5 <= 2 ? RecordMeta::TimeStyle::offset : RecordMeta::TimeStyle::zoneless;
+        if (options_.quirks.future_record && i == count / 5) {
+          // Stamped ten years ahead by a client with a broken clock; changed long ago.
+          m.modified = start + 3650 * kDay;
+        }
+        t.rows.push_back(Row{m, 0, def->generate(m, options_.seed), changed_at});
       }
       // The feed holds rows in modification order; rows that never had a modifiedOn come first.
       std::vector<size_t> order(t.rows.size());
       std::iota(order.begin(), order.end(), 0);
+      // With export_disorder, the rows that have a modifiedOn run newest-first.
+      const bool disorder = options_.quirks.export_disorder;
       std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
         const RecordMeta& x = t.rows[a].meta;
         const RecordMeta& y = t.rows[b].meta;
-        return std::tuple(x.modified.has_value(), x.modified.value_or(x.created), x.id) <
-               std::tuple(y.modified.has_value(), y.modified.value_or(y.created), y.id);
+        const Ticks xa = t.rows[a].changed_at, ya = t.rows[b].changed_at;
+        if (x.modified.has_value() != y.modified.has_value()) return !x.modified.has_value();
+        if (disorder && xa != ya) return xa > ya;
+        return std::tuple(xa, x.id) < std::tuple(ya, y.id);
       });
       for (size_t index : order) {
         t.rows[index].seq = t.next_seq++;
@@ -117,6 +128,33 @@ void Dataset::build_locked() {
       t.next_id = 1000 + 3LL * count + 1;
     }
   }
+}
+
+Quirks Dataset::quirks() const {
+  std::lock_guard lock(mutex_);
+  return options_.quirks;
+}
+
+void Dataset::set_quirks(const Quirks& quirks) {
+  std::lock_guard lock(mutex_);
+  options_.quirks = quirks;
+}
+
+std::string styled_timestamp(Ticks t, int fraction_digits, RecordMeta::TimeStyle style) {
+  switch (style) {
+    case RecordMeta::TimeStyle::utc: return format_timestamp(t, fraction_digits);
+    case RecordMeta::TimeStyle::offset: {
+      std::string s = format_timestamp(t + 2 * 3600 * kTicksPerSecond, fraction_digits);
+      s.pop_back();  // the 'Z'
+      return s + "+02:00";
+    }
+    case RecordMeta::TimeStyle::zoneless: {
+      std::string s = format_timestamp(t, fraction_digits);
+      s.pop_back();
+      return s;
+    }
+  }
+  return format_timestamp(t, fraction_digits);
 }
 
 Ticks Dataset::now_locked() const {
@@ -169,8 +207,17 @@ std::optional<ListResult> Dataset::list(std::int64_t tenant, const std::string& 
     if (!v) return false;  // a filter on a field the row lacks excludes the row
     return (!lo || *v >= *lo) && (!hi || *v < *hi);
   };
+  // A server that rounds its filters (to whole seconds, say) returns rows outside the window.
+  ListQuery rounded = q;
+  if (const int r = options_.quirks.filter_rounding_seconds; r > 0) {
+    const Ticks unit = r * kTicksPerSecond;
+    for (std::optional<Ticks>* bound : {&rounded.modified_on_or_after, &rounded.modified_before,
+                                        &rounded.created_on_or_after, &rounded.created_before})
+      if (*bound) **bound -= (((**bound) % unit) + unit) % unit;
+  }
   for (const Row& row : t->rows) {
     const RecordMeta& m = row.meta;
+    const ListQuery& q = rounded;
     if (q.active == ListQuery::Active::only && !m.active) continue;
     if (q.active == ListQuery::Active::inactive_only && m.active) continue;
     if (!in_range(m.modified, q.modified_on_or_after, q.modified_before)) continue;
@@ -183,7 +230,13 @@ std::optional<ListResult> Dataset::list(std::int64_t tenant, const std::string& 
   auto key_modified = [](const Row* r) { return r->meta.modified.value_or(r->meta.created); };
   using S = ListQuery::Sort;
   switch (q.sort) {
-    case S::none: break;
+    case S::none:
+      if (options_.quirks.unstable_list_order) {
+        // No order at all: every call shuffles anew, so offset pages overlap and miss rows.
+        Rng rng(mix_seed(options_.seed, ++list_calls_));
+        for (size_t i = matches.size(); i > 1; --i) std::swap(matches[i - 1], matches[rng.below(i)]);
+      }
+      break;
     case S::id_asc:
       std::stable_sort(matches.begin(), matches.end(),
                        [](auto a, auto b) { return a->meta.id < b->meta.id; });
@@ -225,12 +278,17 @@ std::optional<ExportResult> Dataset::export_page(std::int64_t tenant, const std:
   if (t == nullptr) return std::nullopt;
   const Ticks visible_until = now_locked() - q.visibility_delay;
   auto it = q.after_seq ? t->feed.upper_bound(*q.after_seq) : t->feed.begin();
+  // export_repeat_rows: a page from a token repeats rows the previous page already held (the
+  // documented "may repeat rows"); at most half a batch, so every page still moves on.
+  for (int back = std::min(options_.quirks.export_repeat_rows, q.batch_size / 2);
+       q.after_seq && back > 0 && it != t->feed.begin(); --back)
+    --it;
   ExportResult result;
   result.continue_seq = q.after_seq.value_or(0);
   std::optional<std::uint64_t> first_recent_seq;
   for (; it != t->feed.end(); ++it) {
     const Row& row = t->rows[it->second];
-    const Ticks when = row.meta.modified.value_or(row.meta.created);
+    const Ticks when = row.changed_at;
     // Rows changed within the visibility delay are not in the feed yet: the feed stops before
     // the first of them, so its token never passes a row the client has not seen.
     const bool recent = when > visible_until;
@@ -256,6 +314,7 @@ std::optional<ExportResult> Dataset::export_page(std::int64_t tenant, const std:
 void Dataset::touch_locked(Table& t, size_t index) {
   Row& row = t.rows[index];
   t.feed.erase(row.seq);
+  row.changed_at = now_locked();
   row.seq = t.next_seq++;
   t.feed[row.seq] = index;
   row.meta.version += 1;

@@ -36,7 +36,13 @@ struct RecordMeta {
   std::optional<Ticks> modified;  // invoices may have none
   int fraction_digits = 7;        // how many fractional digits modifiedOn is written with
   bool active = true;
+  // How the record's timestamps are written: 'Z' (UTC, the API's own form), an offset
+  // ("+02:00", the same instant), or no zone at all (meant as UTC).
+  enum class TimeStyle : std::uint8_t { utc, offset, zoneless } time_style = TimeStyle::utc;
 };
+
+/// A timestamp as the record's style writes it.
+std::string styled_timestamp(Ticks t, int fraction_digits, RecordMeta::TimeStyle style);
 
 /// Writes one record's JSON from its meta; all other fields derive from (seed, id, version).
 using Generator = std::string (*)(const RecordMeta& meta, std::uint64_t seed);
@@ -57,6 +63,18 @@ struct Row {
   RecordMeta meta;
   std::uint64_t seq = 0;  // position in the export feed; a change moves the row to the end
   std::string json;
+  Ticks changed_at = 0;   // when the change happened (what the visibility delay counts from)
+};
+
+/// Ways the real API is less kind than a tidy server; each off by default, each tested.
+struct Quirks {
+  bool export_disorder = false;      // the initial feed runs newest-first: months out of modifiedOn order
+  int export_repeat_rows = 0;        // a page from a token starts this many rows before it (repeats)
+  int export_token_ttl_seconds = 0;  // continueFrom tokens older than this are rejected (0: never)
+  bool unstable_list_order = false;  // unsorted list pages come in a new random order on every call
+  int filter_rounding_seconds = 0;   // list date filters are floored to this many seconds
+  bool timestamp_styles = false;     // some records write timestamps with +02:00 or with no zone
+  bool future_record = false;        // one record's modifiedOn is ten years ahead of the clock
 };
 
 struct TenantSetup {
@@ -69,6 +87,7 @@ struct DatasetOptions {
   std::vector<TenantSetup> tenants;
   Ticks clock_start = 0;        // sandbox time at start; 0 = a fixed 2026-01-01T00:00:00Z
   bool clock_frozen = true;     // false: sandbox time also flows with real time
+  Quirks quirks;                // build-time ones (disorder, styles, future) apply at reset
 };
 
 /// One page of a list or export call, already serialized as the JSON array's elements.
@@ -111,6 +130,9 @@ class Dataset {
 
   /// Regenerates everything from the seed, as at start.
   void reset();
+  Quirks quirks() const;
+  /// Build-time quirks take effect at the next reset().
+  void set_quirks(const Quirks& quirks);
   Ticks now() const;
   void advance_clock(Ticks by);
   bool has_tenant(std::int64_t tenant) const;
@@ -148,6 +170,7 @@ class Dataset {
   std::map<std::pair<std::int64_t, std::string>, Table> tables_;
   Ticks clock_offset_ = 0;
   Ticks real_start_ = 0;
+  mutable std::uint64_t list_calls_ = 0;  // seeds the unstable order of each list call
 };
 
 }  // namespace stsync::sandbox

@@ -101,7 +101,7 @@ void address(JsonObject& o, std::string_view k, Rng& rng) {
 
 void modified_on(JsonObject& o, const RecordMeta& m) {
   if (m.modified) {
-    o.str("modifiedOn", format_timestamp(*m.modified, m.fraction_digits));
+    o.str("modifiedOn", styled_timestamp(*m.modified, m.fraction_digits, m.time_style));
   } else {
     o.null("modifiedOn");
   }
@@ -151,7 +151,7 @@ std::string generate_invoice(const RecordMeta& m, std::uint64_t seed) {
       b.num("id", 88).str("number", "B-88").str("name", "Nightly batch");
     }
     o.null("depositedOn");
-    o.str("createdOn", format_timestamp(m.created, m.fraction_digits));
+    o.str("createdOn", styled_timestamp(m.created, m.fraction_digits, m.time_style));
     modified_on(o, m);
     o.null("adjustmentToId");
     if (rng.chance(0.3)) {
@@ -200,9 +200,10 @@ std::string generate_invoice(const RecordMeta& m, std::uint64_t seed) {
         it.num("skuId", 300 + static_cast<std::int64_t>(rng.below(50))).str("skuName", "SKU-ÄÖ");
         it.str("type", "Service").num("order", static_cast<std::int64_t>(i + 1));
         it.raw("soldHours", i == 0 ? "1.5" : "0");
-        it.str("createdOn", format_timestamp(m.created, 7));
+        it.str("createdOn", styled_timestamp(m.created, 7, m.time_style));
         modified_on(it, m);
-        it.str("serviceDate", date_only(m.created));
+        // Zone-less dates are what a session outside UTC would move to the previous day.
+        it.str("serviceDate", styled_timestamp(*parse_timestamp(date_only(m.created)), 0, m.time_style));
       }
       out.push_back(']');
     }
@@ -266,7 +267,7 @@ void write_employee(std::string& out, const RecordMeta& m, Rng& rng) {
     h.str("state", "CA").str("zip", "91203").str("streetAddress", "1 Main St");
     h.raw("latitude", "34.1425078").raw("longitude", "-118.255075");
   }
-  o.str("createdOn", format_timestamp(m.created, m.fraction_digits));
+  o.str("createdOn", styled_timestamp(m.created, m.fraction_digits, m.time_style));
   modified_on(o, m);
   o.boolean("active", m.active).boolean("accountLocked", rng.chance(0.05));
   if (rng.chance(0.3)) {

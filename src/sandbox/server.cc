@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "copy_text.h"
+#include <cstring>
 
 namespace stsync::sandbox {
 namespace {
@@ -15,7 +16,7 @@ namespace {
 const char* const kFaultNames[] = {"http500", "http502", "http503", "http504", "maintenance409",
                                    "throttle", "reset", "truncate", "slow", "html", "empty",
                                    "throttle_bare", "slow_body", "bad_json", "no_data", "no_id", "wrong_type", "bad_timestamp",
-                                   "huge_number", "none"};
+                                   "huge_number", "refused_values", "deep_json", "stuck_token", "none"};
 constexpr int kFaultCount = static_cast<int>(std::size(kFaultNames));
 // Random faults (a rate with no kinds given) are drawn from the transient ones only: the data
 // faults would fail every run that meets them, which is what a test asks for by name.
@@ -387,6 +388,37 @@ void Server::corrupt_page(FaultKind kind, const std::string& resource, std::stri
     case FaultKind::no_id: replace_first("\"data\":[{\"id\":", "\"data\":[{\"identifier\":"); break;
     case FaultKind::wrong_type: replace_first("\"active\":", "\"active\":\"yes\",\"was_active\":"); break;
     case FaultKind::bad_timestamp: replace_first(",\"modifiedOn\":\"", ",\"modifiedOn\":\"last tuesday\",\"was\":\""); break;
+    case FaultKind::refused_values: {
+      // Values PostgreSQL refuses though the JSON is well-formed enough for a client that does
+      // not look at them: a lone surrogate, a raw control character and a number beyond numeric,
+      // in a field stsync does not type (records 2, 3, 4 of the page), and year 0000 in an
+      // invoice item's date (the first item after record 5).
+      const std::string marker = resource == "employees" ? "\"userId\":" : "\"syncStatus\":";
+      const char* const bad[] = {"\"note\":\"lone \\ud800 surrogate\",", "\"note\":\"bell \x07 inside\",",
+                                 "\"note\":1e999999,"};
+      size_t pos = 0;
+      for (int record = 1; record <= 5; ++record) {
+        pos = body.find(marker, pos);
+        if (pos == std::string::npos) return;
+        if (record >= 2 && record <= 4) {
+          body.insert(pos, bad[record - 2]);
+          pos += std::strlen(bad[record - 2]);
+        }
+        pos += marker.size();
+      }
+      const std::string date_key = "\"serviceDate\":\"";
+      const size_t date = body.find(date_key, pos);
+      if (date != std::string::npos)
+        body.replace(date, date_key.size(), "\"serviceDate\":\"0000-01-01T00:00:00\",\"was\":\"");
+      break;
+    }
+    case FaultKind::deep_json: {
+      // A field nested 200 levels deep in the first record.
+      const size_t pos = body.find("\"data\":[{");
+      if (pos != std::string::npos)
+        body.insert(pos + 9, "\"deep\":" + std::string(200, '[') + std::string(200, ']') + ",");
+      break;
+    }
     case FaultKind::huge_number:
       if (resource == "employees") replace_first("\"agentId\":", "\"agentId\":99999999999,\"was\":");
       else replace_first("\"customer\":{\"id\":", "\"customer\":{\"id\":99999999999999999999,\"was\":");
@@ -455,9 +487,11 @@ void Server::handle_resource(const httplib::Request& req, httplib::Response& res
     if (!page) return send_problem(res, 404, "Tenant not found");
     served = page->rows.count;
     body.reserve(page->rows.data.size() + 200);
+    // stuck_token: a broken feed that hands back the token it was given, with hasMore=true.
+    const bool stuck = data_fault == FaultKind::stuck_token && q.after_seq;
     body = fmt::format(R"({{"hasMore":{},"continueFrom":"{}","data":[)",
-                       page->has_more ? "true" : "false",
-                       encode_export_token(*tenant, resource, page->continue_seq));
+                       page->has_more || stuck ? "true" : "false",
+                       stuck ? *param("from") : encode_export_token(*tenant, resource, page->continue_seq));
     body += page->rows.data;
     body += "]}";
   } else {
@@ -561,8 +595,9 @@ void Server::handle_resource(const httplib::Request& req, httplib::Response& res
 
 std::string Server::encode_export_token(std::int64_t tenant, const std::string& resource,
                                         std::uint64_t seq) const {
+  // The issue time rides along so that tokens can expire (Quirks::export_token_ttl_seconds).
   const std::string plain =
-      fmt::format("{}|{}|{}|{}", tenant, resource, export_token_epoch_.load(), seq);
+      fmt::format("{}|{}|{}|{}|{}", tenant, resource, export_token_epoch_.load(), seq, steady_ms());
   return base64url(fmt::format("{}|{:x}", plain, checksum(plain)));
 }
 
@@ -576,8 +611,14 @@ std::optional<std::uint64_t> Server::decode_export_token(std::string_view token,
   if (fmt::format("{:x}", checksum(body)) != plain->substr(bar + 1)) return std::nullopt;
   const std::string prefix = fmt::format("{}|{}|{}|", tenant, resource, export_token_epoch_.load());
   if (body.rfind(prefix, 0) != 0) return std::nullopt;
-  auto seq = parse_int(std::string_view(body).substr(prefix.size()));
-  if (!seq || *seq < 0) return std::nullopt;
+  const std::string_view rest = std::string_view(body).substr(prefix.size());
+  const size_t sep = rest.find('|');
+  if (sep == std::string_view::npos) return std::nullopt;
+  auto seq = parse_int(rest.substr(0, sep));
+  auto issued_ms = parse_int(rest.substr(sep + 1));
+  if (!seq || *seq < 0 || !issued_ms) return std::nullopt;
+  const int ttl = dataset_.quirks().export_token_ttl_seconds;
+  if (ttl > 0 && steady_ms() - *issued_ms > ttl * 1000LL) return std::nullopt;  // expired
   return static_cast<std::uint64_t>(*seq);
 }
 
@@ -644,6 +685,24 @@ void Server::handle_admin(const httplib::Request& req, httplib::Response& res) {
     set("token_ttl", options_.token_ttl_seconds);
     set("visibility_delay", options_.visibility_delay_seconds);
     res.set_content(R"({"status":"ok"})", kJson);
+  } else if (what == "quirks" && req.method == "POST") {
+    Quirks q = dataset_.quirks();
+    auto flag = [&](const char* name, bool& slot) {
+      if (req.has_param(name)) slot = param(name) == "1" || param(name) == "true";
+    };
+    auto number = [&](const char* name, int& slot) {
+      if (auto v = parse_int(param(name))) slot = static_cast<int>(*v);
+    };
+    flag("export_disorder", q.export_disorder);
+    number("export_repeat_rows", q.export_repeat_rows);
+    number("export_token_ttl_seconds", q.export_token_ttl_seconds);
+    flag("unstable_list_order", q.unstable_list_order);
+    number("filter_rounding_seconds", q.filter_rounding_seconds);
+    flag("timestamp_styles", q.timestamp_styles);
+    flag("future_record", q.future_record);
+    dataset_.set_quirks(q);
+    res.set_content(R"({"status":"ok","note":"export_disorder, timestamp_styles and future_record apply at reset"})",
+                    kJson);
   } else if (what == "reset" && req.method == "POST") {
     dataset_.reset();
     std::lock_guard lock(mutex_);
