@@ -410,6 +410,29 @@ TEST_CASE("disk full is a fault of the server: the job fails without blaming a r
   std::filesystem::remove(config);
 }
 
+TEST_CASE("a statement that outlives statement_timeout fails the job as a server condition, and the next run resumes",
+          "[hardening][faults]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = env_for(sandbox, schema, {{"STSYNC_PARALLEL", "1"}, {"STSYNC_STATEMENT_TIMEOUT_SECONDS", "1"}});
+  REQUIRE(run_stsync({"migrate"}, env).exit_code == 0);
+  const std::string s = schema.db().quote_ident(schema.name());
+  // A merge that hangs (a stuck trigger, a saturated disk): stsync's statement must not hang with it.
+  schema.db().exec(fmt::format("CREATE FUNCTION {0}.stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                               "PERFORM pg_sleep(30); RETURN NEW; END $$; CREATE TRIGGER stall BEFORE INSERT ON "
+                               "{0}.employees FOR EACH ROW EXECUTE FUNCTION {0}.stall()",
+                               s));
+  const auto t0 = std::chrono::steady_clock::now();
+  ProcessResult r = run_stsync({"run", "--jobs", "employees"}, env);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20));
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("SQLSTATE 57014") != std::string::npos);
+  CHECK(r.err.find("not of the data") != std::string::npos);
+  schema.db().exec(fmt::format("DROP TRIGGER stall ON {}.employees", s));
+  REQUIRE(run_stsync({"run", "--jobs", "employees"}, env).exit_code == 0);
+  check_equal(schema, sandbox, {"employees"});
+}
+
 // ---------------------------------------------------------------------------------------------
 // Stop signals and limits
 
