@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "copy_text.h"
 #include "errors.h"
 
@@ -13,6 +15,7 @@ constexpr int kFieldId = -1;
 constexpr int kFieldModifiedOn = -2;
 constexpr int kFieldActive = -3;
 constexpr int kFieldCreatedOn = -4;
+constexpr int kFieldChildBase = -100;  // -100 - k: the array of child spec k
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.back() == ' ' || s.back() == '\n' || s.back() == '\r' || s.back() == '\t'))
@@ -139,7 +142,12 @@ void ParsedPage::clear() {
   max_created.reset();
   without_modified = 0;
   ids.clear();
+  row_ends.clear();
   copy_rows.clear();
+  for (ChildRows& c : children) {
+    c.copy_rows.clear();
+    c.record_ends.clear();
+  }
   nul_replaced = 0;
   control_escaped = 0;
   quarantined.clear();
@@ -153,48 +161,72 @@ std::vector<std::string> staging_columns(const JobSpec& spec) {
 }
 
 PageParser::PageParser(const JobSpec& spec, int max_depth) : spec_(spec), max_depth_(max_depth) {
-  nodes_.push_back(Node{});
-  auto add_path = [&](const std::vector<std::string>& path, int target) {
-    int node = 0;
-    for (const std::string& key : path) {
-      int next = child(node, key);
-      if (next < 0) {
-        nodes_.push_back(Node{key, {}, {}});
-        next = static_cast<int>(nodes_.size() - 1);
-        nodes_[static_cast<size_t>(node)].children.push_back(next);
-      }
-      node = next;
-    }
-    nodes_[static_cast<size_t>(node)].targets.push_back(target);
-  };
-  add_path({"id"}, kFieldId);
-  add_path({"modifiedOn"}, kFieldModifiedOn);
-  add_path({"active"}, kFieldActive);
-  add_path({"createdOn"}, kFieldCreatedOn);
-  for (size_t i = 0; i < spec.columns.size(); ++i) add_path(spec.columns[i].path, static_cast<int>(i));
-  for (const Node& n : nodes_)
-    if (!n.targets.empty() && !n.children.empty())
-      throw Error(ErrorKind::config,
-                  fmt::format("job {}: field '{}' is both a column and the parent of another "
-                              "column; keep one of them",
-                              spec.name, n.key));
-  cells_.resize(spec.columns.size());
+  record_.columns = &spec.columns;
+  add_path(record_, {"id"}, kFieldId);
+  add_path(record_, {"modifiedOn"}, kFieldModifiedOn);
+  add_path(record_, {"active"}, kFieldActive);
+  add_path(record_, {"createdOn"}, kFieldCreatedOn);
+  for (size_t i = 0; i < spec.columns.size(); ++i) add_path(record_, spec.columns[i].path, static_cast<int>(i));
+  for (size_t k = 0; k < spec.children.size(); ++k) {
+    add_path(record_, spec.children[k].path, kFieldChildBase - static_cast<int>(k));
+    Walker w;
+    w.columns = &spec.children[k].columns;
+    for (size_t i = 0; i < w.columns->size(); ++i) add_path(w, (*w.columns)[i].path, static_cast<int>(i));
+    w.cells.resize(w.columns->size());
+    children_.push_back(std::move(w));
+  }
+  for (const Walker* w : all_walkers())
+    for (const Node& n : w->nodes)
+      if (!n.targets.empty() && !n.children.empty())
+        throw Error(ErrorKind::config,
+                    fmt::format("job {}: field '{}' is both a column and the parent of another "
+                                "column; keep one of them",
+                                spec.name, n.key));
+  record_.cells.resize(spec.columns.size());
+  child_arrays_.resize(spec.children.size());
 }
 
-int PageParser::child(int node, std::string_view key) const {
-  for (int c : nodes_[static_cast<size_t>(node)].children)
-    if (nodes_[static_cast<size_t>(c)].key == key) return c;
+std::vector<const PageParser::Walker*> PageParser::all_walkers() const {
+  std::vector<const Walker*> out = {&record_};
+  for (const Walker& w : children_) out.push_back(&w);
+  return out;
+}
+
+void PageParser::add_path(Walker& w, const std::vector<std::string>& path, int target) {
+  if (w.nodes.empty()) w.nodes.push_back(Node{});
+  int node = 0;
+  for (const std::string& key : path) {
+    int next = child(w, node, key);
+    if (next < 0) {
+      w.nodes.push_back(Node{key, {}, {}});
+      next = static_cast<int>(w.nodes.size() - 1);
+      w.nodes[static_cast<size_t>(node)].children.push_back(next);
+    }
+    node = next;
+  }
+  w.nodes[static_cast<size_t>(node)].targets.push_back(target);
+}
+
+int PageParser::child(const Walker& w, int node, std::string_view key) const {
+  for (int c : w.nodes[static_cast<size_t>(node)].children)
+    if (w.nodes[static_cast<size_t>(c)].key == key) return c;
   return -1;
 }
 
-void PageParser::walk(ondemand::object object, int node) {
+void PageParser::walk(Walker& w, ondemand::object object, int node) {
   for (auto field : object) {
     std::string_view key = field.unescaped_key().value();
-    const int c = child(node, key);
+    const int c = child(w, node, key);
     if (c < 0) continue;  // not wanted: the iterator skips the value
-    const Node& n = nodes_[static_cast<size_t>(c)];
+    const Node& n = w.nodes[static_cast<size_t>(c)];
     ondemand::value value = field.value().value();
     if (!n.targets.empty()) {
+      const bool array_node =
+          std::any_of(n.targets.begin(), n.targets.end(), [](int t) { return t <= kFieldChildBase; });
+      if (array_node) {
+        capture_array(w, n, value, key);
+        continue;
+      }
       // Several targets on one path (createdOn: the window check and a typed column) each need
       // the value: a typed column reads it, the others copy from that.
       int first = n.targets.front();
@@ -202,27 +234,53 @@ void PageParser::walk(ondemand::object object, int node) {
         if (target >= 0) first = target;
       if (first >= 0 && n.targets.size() > 1 && key == "createdOn") {
         last_ticks_.reset();
-        capture(value, first, key);
-        const auto& cell = cells_[static_cast<size_t>(first)];
+        capture(w, value, first, key);
+        const auto& cell = w.cells[static_cast<size_t>(first)];
         created_ = last_ticks_ ? last_ticks_ : cell ? parse_timestamp(*cell) : std::nullopt;
       } else {
-        capture(value, first, key);
+        capture(w, value, first, key);
       }
       for (int target : n.targets)
         if (target >= 0 && target != first && first >= 0)
-          cells_[static_cast<size_t>(target)] = cells_[static_cast<size_t>(first)];
+          w.cells[static_cast<size_t>(target)] = w.cells[static_cast<size_t>(first)];
       continue;
     }
     const ondemand::json_type t = value.type().value();
     if (t == ondemand::json_type::object) {
-      walk(value.get_object().value(), c);
+      walk(w, value.get_object().value(), c);
     } else if (t != ondemand::json_type::null) {
       throw FieldError{fmt::format("field '{}' is {}, expected an object", key, type_name(t))};
     }
   }
 }
 
-void PageParser::capture(ondemand::value value, int target, std::string_view key) {
+void PageParser::capture_array(Walker& w, const Node& n, ondemand::value value, std::string_view key) {
+  // An array kept as child rows (and perhaps also as a jsonb column): its raw text is read once;
+  // its elements are walked after the record (emit_children), with a parser of their own.
+  const ondemand::json_type t = value.type().value();
+  std::string_view text;
+  if (t == ondemand::json_type::array) text = value.get_array().value().raw_json().value();
+  else if (t == ondemand::json_type::object) text = value.get_object().value().raw_json().value();
+  else text = trim(value.raw_json_token());
+  for (int target : n.targets) {
+    if (target <= kFieldChildBase) {
+      // null, or anything but an array, means no child rows (as `items: null` does).
+      child_arrays_[static_cast<size_t>(kFieldChildBase - target)] =
+          t == ondemand::json_type::array ? text : std::string_view();
+      continue;
+    }
+    if (target < 0) continue;
+    const ColumnSpec& col = (*w.columns)[static_cast<size_t>(target)];
+    std::optional<std::string>& cell = w.cells[static_cast<size_t>(target)];
+    if (t == ondemand::json_type::null) continue;
+    if (col.type != ColumnType::jsonb && col.type != ColumnType::text)
+      throw FieldError{fmt::format("field '{}' is {}, expected {}", key, type_name(t), column_type_sql(col.type))};
+    cell.emplace(text);
+    if (col.type == ColumnType::jsonb ? replace_nul_in_json(*cell) : replace_nul_in_text(*cell)) ++nul_replaced_;
+  }
+}
+
+void PageParser::capture(Walker& w, ondemand::value value, int target, std::string_view key) {
   const ondemand::json_type t = value.type().value();
   auto wrong = [&](std::string_view expected) {
     return FieldError{fmt::format("field '{}' is {}, expected {}", key, type_name(t), expected)};
@@ -257,11 +315,11 @@ void PageParser::capture(ondemand::value value, int target, std::string_view key
     active_ = value.get_bool().value();
     return;
   }
-  std::optional<std::string>& cell = cells_[static_cast<size_t>(target)];
+  std::optional<std::string>& cell = w.cells[static_cast<size_t>(target)];
   if (t == ondemand::json_type::null) return;
   cell.emplace();
   std::string& out = *cell;
-  const ColumnSpec& col = spec_.columns[static_cast<size_t>(target)];
+  const ColumnSpec& col = (*w.columns)[static_cast<size_t>(target)];
   switch (col.type) {
     case ColumnType::bigint:
     case ColumnType::integer: {
@@ -317,8 +375,62 @@ void PageParser::capture(ondemand::value value, int target, std::string_view key
   }
 }
 
+void PageParser::append_cells(std::string& row, const Walker& w) {
+  for (const auto& cell : w.cells) {
+    row += '\t';
+    if (cell) append_copy_field(row, *cell);
+    else row += "\\N";
+  }
+}
+
+void PageParser::emit_children(std::int64_t tenant, std::int64_t parent_id, ParsedPage& out) {
+  for (size_t k = 0; k < children_.size(); ++k) {
+    const std::string_view text = child_arrays_[k];
+    if (text.empty()) continue;
+    Walker& w = children_[k];
+    std::string& rows = out.children[k].copy_rows;
+    // The array's own text, parsed apart: the record's iterator has moved past it.
+    child_text_.assign(text);
+    child_text_.reserve(child_text_.size() + SIMDJSON_PADDING);
+    ondemand::document doc = child_parser_.iterate(
+        padded_string_view(child_text_.data(), child_text_.size(), child_text_.capacity()));
+    int position = 0;
+    for (auto element_result : doc.get_array()) {
+      ondemand::value element = element_result.value();
+      ++position;
+      for (auto& c : w.cells) c.reset();
+      const ondemand::json_type t = element.type().value();
+      try {
+        if (t == ondemand::json_type::object) {
+          ondemand::object object = element.get_object().value();
+          child_raw_.assign(object.raw_json().value());
+          object.reset().value();
+          walk(w, object, 0);
+        } else if (t == ondemand::json_type::array) {
+          child_raw_.assign(element.get_array().value().raw_json().value());
+        } else {
+          child_raw_.assign(trim(element.raw_json_token()));
+        }
+      } catch (const FieldError& e) {
+        throw FieldError{fmt::format("{}[{}]: {}", spec_.children[k].table, position, e.message)};
+      }
+      replace_nul_in_json(child_raw_);  // as in the parent's raw, which these rows mirror
+      rows += std::to_string(tenant);
+      rows += '\t';
+      rows += std::to_string(parent_id);
+      rows += '\t';
+      rows += std::to_string(position);
+      append_cells(rows, w);
+      rows += '\t';
+      append_copy_field(rows, child_raw_);
+      rows += '\n';
+    }
+  }
+}
+
 void PageParser::parse_record(ondemand::value element, std::int64_t tenant, ParsedPage& out) {
-  for (auto& c : cells_) c.reset();
+  for (auto& c : record_.cells) c.reset();
+  for (auto& a : child_arrays_) a = {};
   id_.reset();
   modified_.reset();
   created_.reset();
@@ -327,18 +439,15 @@ void PageParser::parse_record(ondemand::value element, std::int64_t tenant, Pars
   ondemand::object object = element.get_object().value();
   scratch_.assign(object.raw_json().value());
   object.reset().value();
-  walk(object, 0);
+  walk(record_, object, 0);
   if (!id_) throw FieldError{"the record has no 'id'"};
+  emit_children(tenant, *id_, out);
 
   std::string& row = out.copy_rows;
   row += std::to_string(tenant);
   row += '\t';
   row += std::to_string(*id_);
-  for (const auto& cell : cells_) {
-    row += '\t';
-    if (cell) append_copy_field(row, *cell);
-    else row += "\\N";
-  }
+  append_cells(row, record_);
   row += '\t';
   if (modified_) {
     row += format_timestamp_pg(*modified_);
@@ -359,11 +468,14 @@ void PageParser::parse_record(ondemand::value element, std::int64_t tenant, Pars
   row += std::to_string(out.records);
   row += '\n';
   out.ids.push_back(*id_);
+  for (ParsedPage::ChildRows& c : out.children) c.record_ends.push_back(c.copy_rows.size());
+  out.row_ends.push_back(row.size());
   ++out.records;
 }
 
 void PageParser::parse(std::string& body, std::int64_t tenant, ParsedPage& out) {
   out.clear();
+  out.children.resize(spec_.children.size());
   nul_replaced_ = 0;
   out.control_escaped = prepare_page(body, max_depth_);
   if (body.capacity() < body.size() + SIMDJSON_PADDING) body.reserve(body.size() + SIMDJSON_PADDING);
@@ -382,9 +494,13 @@ void PageParser::parse(std::string& body, std::int64_t tenant, ParsedPage& out) 
           throw Error(ErrorKind::bad_data, "'data' is not an array");
         saw_data = true;
         for (auto element : data) {
+          // A record that fails leaves nothing behind: its child rows are cut off again.
+          std::vector<size_t> child_sizes;
+          for (const ParsedPage::ChildRows& c : out.children) child_sizes.push_back(c.copy_rows.size());
           try {
             parse_record(element.value(), tenant, out);
           } catch (const FieldError& e) {
+            for (size_t k = 0; k < child_sizes.size(); ++k) out.children[k].copy_rows.resize(child_sizes[k]);
             const std::string message = fmt::format("record #{}{}: {}", out.records + out.quarantined.size() + 1,
                                                     id_ ? fmt::format(" (id {})", *id_) : std::string(), e.message);
             if (!spec_.quarantine) throw Error(ErrorKind::bad_data, message);

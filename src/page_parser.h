@@ -29,7 +29,15 @@ struct ParsedPage {
   std::optional<Ticks> min_modified, min_created, max_created;
   int without_modified = 0;  // records whose modifiedOn is null or missing
   std::vector<std::int64_t> ids;  // in page order: COPY line n is record ids[n-1]
+  std::vector<size_t> row_ends;   // record i's staging row ends at row_ends[i] in copy_rows
   std::string copy_rows;          // staging rows, COPY text format
+  /// The rows of one [[children]] table, built in the same pass: tenant_id, parent_id, position,
+  /// the typed columns, raw. Record i's rows end at record_ends[i].
+  struct ChildRows {
+    std::string copy_rows;
+    std::vector<size_t> record_ends;
+  };
+  std::vector<ChildRows> children;  // one per JobSpec::children
   int nul_replaced = 0;           // values whose NUL characters became U+FFFD
   int control_escaped = 0;        // raw control characters inside strings, stored escaped
   std::vector<QuarantinedRecord> quarantined;  // only for jobs with quarantine = true
@@ -65,16 +73,29 @@ class PageParser {
     std::vector<int> targets;   // column index, or one of the kField* specials
     std::vector<int> children;  // node indexes
   };
-  int child(int node, std::string_view key) const;
-  void walk(simdjson::ondemand::object object, int node);
-  void capture(simdjson::ondemand::value value, int target, std::string_view key);
+  /// The typed columns of one kind of JSON object (the record, or an element of a child array):
+  /// a tree of the wanted paths, walked once per object.
+  struct Walker {
+    std::vector<Node> nodes;  // nodes[0] is the object itself
+    const std::vector<ColumnSpec>* columns = nullptr;
+    std::vector<std::optional<std::string>> cells;  // per object, reused; nullopt is SQL NULL
+  };
+  void add_path(Walker& w, const std::vector<std::string>& path, int target);
+  int child(const Walker& w, int node, std::string_view key) const;
+  std::vector<const Walker*> all_walkers() const;
+  void walk(Walker& w, simdjson::ondemand::object object, int node);
+  void capture(Walker& w, simdjson::ondemand::value value, int target, std::string_view key);
+  void capture_array(Walker& w, const Node& n, simdjson::ondemand::value value, std::string_view key);
+  static void append_cells(std::string& row, const Walker& w);
+  void emit_children(std::int64_t tenant, std::int64_t parent_id, ParsedPage& out);
   void parse_record(simdjson::ondemand::value element, std::int64_t tenant, ParsedPage& out);
 
   const JobSpec& spec_;
   simdjson::ondemand::parser parser_;
-  std::vector<Node> nodes_;  // nodes_[0] is the record itself
-  // Per record, reused: one cell per column; nullopt is SQL NULL.
-  std::vector<std::optional<std::string>> cells_;
+  simdjson::ondemand::parser child_parser_;  // child arrays, parsed from their own text
+  Walker record_;
+  std::vector<Walker> children_;                 // one per JobSpec::children
+  std::vector<std::string_view> child_arrays_;   // per record: each child array's text (empty: none)
   std::optional<std::int64_t> id_;
   std::optional<Ticks> modified_, created_;
   std::optional<Ticks> last_ticks_;  // the last timestamp a typed column parsed (exact, 7 digits)
@@ -82,7 +103,7 @@ class PageParser {
   bool active_ = true;
   int nul_replaced_ = 0;
   int max_depth_;
-  std::string scratch_;
+  std::string scratch_, child_text_, child_raw_;
 };
 
 }  // namespace stsync

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "copy_text.h"
 #include "errors.h"
 #include "log.h"
@@ -66,35 +68,37 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
       "  WHERE coalesce(EXCLUDED.modified_on, '-infinity') > coalesce(t.modified_on, '-infinity')"
       "     OR (coalesce(EXCLUDED.modified_on, '-infinity') = coalesce(t.modified_on, '-infinity')"
       "         AND (EXCLUDED.raw IS DISTINCT FROM t.raw{typed_differ}))"
-      "  RETURNING (xmax = 0) AS inserted"
+      "  RETURNING id, (xmax = 0) AS inserted"
       ")"
-      " SELECT (SELECT count(*) FROM src), count(*) FILTER (WHERE inserted),"
-      "        count(*) FILTER (WHERE NOT inserted) FROM up",
+      " SELECT (SELECT count(*) FROM src), count(*) FILTER (WHERE up.inserted),"
+      "        count(*) FILTER (WHERE NOT up.inserted),"
+      "        coalesce(array_agg(src.ordinal), '{{}}'), {rewrite}"
+      " FROM up JOIN src USING (id)",
       fmt::arg("stage", stage_q_), fmt::arg("table", table_q_), fmt::arg("typed", typed),
-      fmt::arg("set", set_list), fmt::arg("typed_differ", typed_differ));
+      fmt::arg("set", set_list), fmt::arg("typed_differ", typed_differ),
+      // A full refresh also rebuilds the children of parents the merge left alone because the
+      // stored row is the same version (the job file may have gained a child table); never of
+      // parents whose stored row is newer than the page's. The join reads the stored rows as they
+      // were before this statement: written rows are taken from `up`.
+      fmt::arg("rewrite", rewrite_children
+                              ? fmt::format("(SELECT coalesce(array_agg(s.ordinal), '{{}}') FROM src s LEFT JOIN up u "
+                                            "USING (id) LEFT JOIN {} t ON t.tenant_id = s.tenant_id AND t.id = s.id "
+                                            "WHERE u.id IS NOT NULL OR t.raw = s.raw)",
+                                            table_q_)
+                              : std::string("NULL")));
 
-  // Child rows mirror the array in the parent's stored raw. Parents written by this page's merge
-  // carry synced_at = now() (the transaction's start): their children are rebuilt.
-  const std::string parents = fmt::format(
-      "t.tenant_id = $1 AND t.id IN (SELECT id FROM {}){}", stage_q_, rewrite_children ? "" : " AND t.synced_at = now()");
+  // Child rows are built by the page parser; per page, the children of the parents this merge
+  // wrote are deleted (by primary key: one index probe per parent, whatever the table's size or
+  // statistics) and the page's rows for them are copied in.
+  rewrite_children_ = rewrite_children;
   for (const ChildSpec& child : spec.children) {
     const std::string child_q = schema_q_ + "." + db.quote_ident(child.table);
-    std::string names, values;
-    for (const ColumnSpec& c : child.columns) {
-      names += db.quote_ident(c.name) + ", ";
-      values += column_from_jsonb_sql(c, "e.value") + ", ";
-    }
-    const std::string array = fmt::format("t.raw #> {}", json_path_sql(child.path));
+    std::string names;
+    for (const ColumnSpec& c : child.columns) names += db.quote_ident(c.name) + ", ";
     child_sql_.push_back(ChildSql{
         child.table,
-        fmt::format("DELETE FROM {} c USING {} t WHERE {} AND c.tenant_id = t.tenant_id AND c.parent_id = t.id",
-                    child_q, table_q_, parents),
-        fmt::format("INSERT INTO {child} (tenant_id, parent_id, position, {names}raw, synced_at) "
-                    "SELECT t.tenant_id, t.id, e.position, {values}e.value, now() FROM {table} t "
-                    "CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof({array}) = 'array' "
-                    "THEN {array} ELSE '[]'::jsonb END) WITH ORDINALITY AS e(value, position) WHERE {parents}",
-                    fmt::arg("child", child_q), fmt::arg("table", table_q_), fmt::arg("parents", parents),
-                    fmt::arg("names", names), fmt::arg("values", values), fmt::arg("array", array))});
+        fmt::format("DELETE FROM {} WHERE tenant_id = $1 AND parent_id = ANY($2::bigint[])", child_q),
+        fmt::format("COPY {} (tenant_id, parent_id, position, {}raw) FROM STDIN", child_q, names)});
   }
 }
 
@@ -127,11 +131,10 @@ bool JobStore::resume_after_reconnect() {
 
 void JobStore::begin_page() {
   ensure_staging();
-  db_.exec("BEGIN");
   // The job's lock and the staging table belong to one server session. A pooler that hands each
   // transaction to another server connection (PgBouncer's pool_mode = transaction or statement)
   // would silently drop both: the overlap guard would not hold. Refuse, clearly.
-  PgResult r = db_.exec("SELECT pg_backend_pid()");
+  PgResult r = db_.exec("BEGIN; SELECT pg_backend_pid()");
   if (r.get_int(0, 0) != lock_backend_pid_) {
     db_.rollback_quietly();
     throw Error(ErrorKind::config,
@@ -182,7 +185,26 @@ std::int64_t JobStore::begin_run(SyncMode mode) {
   return run_id;
 }
 
-MergeCounts JobStore::merge_rows(std::string_view rows) {
+namespace {
+// "{3,0,7}" → {3, 0, 7}
+std::vector<size_t> parse_int_array(const std::string& text) {
+  std::vector<size_t> out;
+  size_t i = 0;
+  while (i < text.size()) {
+    if (text[i] >= '0' && text[i] <= '9') {
+      size_t end = i;
+      while (end < text.size() && text[end] >= '0' && text[end] <= '9') ++end;
+      out.push_back(std::stoul(text.substr(i, end - i)));
+      i = end;
+    } else {
+      ++i;
+    }
+  }
+  return out;
+}
+}  // namespace
+
+MergeCounts JobStore::merge_rows(const ParsedPage& page, std::string_view rows) {
   MergeCounts counts;
   db_.copy_in(copy_sql_, rows);
   PgResult r = db_.exec(merge_sql_);
@@ -190,9 +212,24 @@ MergeCounts JobStore::merge_rows(std::string_view rows) {
   counts.inserted = r.get_int(0, 1);
   counts.updated = r.get_int(0, 2);
   counts.unchanged = staged - counts.inserted - counts.updated;
-  for (const ChildSql& child : child_sql_) {
-    db_.exec(child.delete_sql, {std::to_string(tenant_)});
-    db_.exec(child.insert_sql, {std::to_string(tenant_)});
+  if (child_sql_.empty()) return counts;
+  // The records whose children are rewritten: those the merge wrote (or, for a full refresh,
+  // every record of the page), by their position in the page.
+  std::vector<size_t> ordinals = parse_int_array(r.get(0, rewrite_children_ ? 4 : 3));
+  if (ordinals.empty()) return counts;
+  std::sort(ordinals.begin(), ordinals.end());
+  std::string ids = "{";
+  for (size_t i = 0; i < ordinals.size(); ++i) ids += (i ? "," : "") + std::to_string(page.ids.at(ordinals[i]));
+  ids += "}";
+  for (size_t k = 0; k < child_sql_.size(); ++k) {
+    const ParsedPage::ChildRows& rows_k = page.children.at(k);
+    child_copy_.clear();
+    for (size_t ordinal : ordinals) {
+      const size_t begin = ordinal == 0 ? 0 : rows_k.record_ends.at(ordinal - 1);
+      child_copy_.append(rows_k.copy_rows, begin, rows_k.record_ends.at(ordinal) - begin);
+    }
+    db_.exec(child_sql_[k].delete_sql, {std::to_string(tenant_), ids});
+    if (!child_copy_.empty()) db_.copy_in(child_sql_[k].copy_sql, child_copy_);
   }
   return counts;
 }
@@ -214,12 +251,12 @@ MergeCounts JobStore::merge_by_record(const ParsedPage& page, const std::string&
   const size_t raw_field = staging_columns(spec_).size() - 2;
   size_t start = 0;
   for (size_t i = 0; i < page.ids.size(); ++i) {
-    const size_t end = page.copy_rows.find('\n', start) + 1;
+    const size_t end = page.row_ends[i];
     const std::string_view row = std::string_view(page.copy_rows).substr(start, end - start);
     start = end;
     db_.exec("SAVEPOINT record");
     try {
-      counts += merge_rows(row);
+      counts += merge_rows(page, row);
       db_.exec(fmt::format("DELETE FROM {}", stage_q_));
       db_.exec("RELEASE SAVEPOINT record");
     } catch (const PgError& e) {
@@ -238,20 +275,18 @@ MergeCounts JobStore::merge_by_record(const ParsedPage& page, const std::string&
 }
 
 void JobStore::write_state(const JobState& state, std::int64_t run_id, const MergeCounts& counts) {
-  db_.exec(fmt::format("UPDATE {}.sync_state SET export_token = $3, watermark = $4, complete_through = $5, "
-                       "list_cursor = $6, list_pass_start = $7, list_pass_field = $8, "
-                       "rows_total = rows_total + $9, pages_total = pages_total + 1, "
-                       "updated_at = now() WHERE tenant_id = $1 AND job = $2",
+  // One statement, one round trip: the state and the run's counts.
+  db_.exec(fmt::format("WITH state AS (UPDATE {0}.sync_state SET export_token = $3, watermark = $4, "
+                       "complete_through = $5, list_cursor = $6, list_pass_start = $7, list_pass_field = $8, "
+                       "rows_total = rows_total + $9 + $10, pages_total = pages_total + 1, updated_at = now() "
+                       "WHERE tenant_id = $1 AND job = $2) "
+                       "UPDATE {0}.sync_runs SET pages = pages + 1, rows_inserted = rows_inserted + $9, "
+                       "rows_updated = rows_updated + $10, rows_unchanged = rows_unchanged + $11 WHERE run_id = $12",
                        schema_q_),
            {std::to_string(tenant_), spec_.name, state.export_token, ts_param(state.watermark),
             ts_param(state.complete_through), ts_param(state.list_cursor), ts_param(state.list_pass_start),
-            state.list_pass_field, std::to_string(counts.inserted + counts.updated)});
-  db_.exec(fmt::format("UPDATE {}.sync_runs SET pages = pages + 1, rows_inserted = rows_inserted + $2, "
-                       "rows_updated = rows_updated + $3, rows_unchanged = rows_unchanged + $4 "
-                       "WHERE run_id = $1",
-                       schema_q_),
-           {std::to_string(run_id), std::to_string(counts.inserted), std::to_string(counts.updated),
-            std::to_string(counts.unchanged)});
+            state.list_pass_field, std::to_string(counts.inserted), std::to_string(counts.updated),
+            std::to_string(counts.unchanged), std::to_string(run_id)});
 }
 
 MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState* state, std::int64_t run_id,
@@ -262,7 +297,7 @@ MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState* state,
     try {
       if (page.records > 0) {
         if (by_record) counts = merge_by_record(page, where);
-        else counts = merge_rows(page.copy_rows);
+        else counts = merge_rows(page, page.copy_rows);
       }
       for (const QuarantinedRecord& q : page.quarantined) quarantine_record(q.id, where, q.error, q.raw);
       if (state) write_state(*state, run_id, counts);

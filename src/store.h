@@ -70,8 +70,9 @@ class JobStore {
   void ensure_staging();
   /// BEGIN, then checks that this is still the server session that holds the job's lock.
   void begin_page();
-  /// COPY + merge + child rows of `rows` (COPY text); returns the counts.
-  MergeCounts merge_rows(std::string_view rows);
+  /// COPY + merge of `rows` (COPY text, a part or all of `page`), then the child rows of the
+  /// parents it wrote; returns the counts.
+  MergeCounts merge_rows(const ParsedPage& page, std::string_view rows);
   /// The record-by-record commit, inside the open transaction; quarantines or throws.
   MergeCounts merge_by_record(const ParsedPage& page, const std::string& where);
   void quarantine_record(std::optional<std::int64_t> id, const std::string& where, const std::string& error,
@@ -84,9 +85,11 @@ class JobStore {
   std::string schema_q_, table_q_, stage_q_, lock_key_;
   std::string copy_sql_, merge_sql_;
   struct ChildSql {
-    std::string table, delete_sql, insert_sql;
+    std::string table, delete_sql, copy_sql;
   };
   std::vector<ChildSql> child_sql_;
+  bool rewrite_children_ = false;
+  std::string child_copy_;  // the child rows of one page's written parents, reused
   bool staging_ready_ = false;
 };
 
