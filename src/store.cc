@@ -91,8 +91,10 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
   // wrote are deleted (by primary key: one index probe per parent, whatever the table's size or
   // statistics) and the page's rows for them are copied in.
   rewrite_children_ = rewrite_children;
+  analyzable_.push_back(table_q_);
   for (const ChildSpec& child : spec.children) {
     const std::string child_q = schema_q_ + "." + db.quote_ident(child.table);
+    analyzable_.push_back(child_q);
     std::string names;
     for (const ColumnSpec& c : child.columns) names += db.quote_ident(c.name) + ", ";
     child_sql_.push_back(ChildSql{
@@ -313,6 +315,20 @@ MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState* state,
     }
   }
   return {};  // not reached: the record-by-record pass commits or throws
+}
+
+void JobStore::refresh_statistics_if_stale() {
+  for (const std::string& table : analyzable_) {
+    PgResult r = db_.exec(
+        "SELECT relpages, pg_relation_size(oid) / current_setting('block_size')::bigint FROM pg_catalog.pg_class "
+        "WHERE oid = to_regclass($1)",
+        {table});
+    if (r.rows() == 0) continue;
+    const std::int64_t known = r.get_int(0, 0), actual = r.get_int(0, 1);
+    if (actual <= 2 * known + 128) continue;
+    log::debug("{}: statistics know {} pages, the table has {}: analysing it", table, known, actual);
+    db_.exec("ANALYZE (SKIP_LOCKED) " + table);
+  }
 }
 
 void JobStore::finish_run(std::int64_t run_id, std::string_view outcome, const std::string& error) {

@@ -62,6 +62,12 @@ class JobStore {
   /// After the connection was re-opened: the staging table and the lock are gone with the old
   /// session. Takes the lock again; false when another run took it meanwhile.
   bool resume_after_reconnect();
+  /// Statistics that describe a much smaller table (a first large load before autovacuum got to
+  /// it, a bulk import, autovacuum turned off) make the planner scan a child table per page
+  /// instead of probing its index. When a job table has grown to more than twice the size its
+  /// statistics know (and past 1 MB), this ANALYZEs it (SKIP_LOCKED: never waiting), outside any
+  /// page's transaction. Cheap when nothing is stale: one catalog query.
+  void refresh_statistics_if_stale();
   /// Closes the run record ('succeeded', 'failed' or 'interrupted') and the state's last
   /// success / last error, in one transaction.
   void finish_run(std::int64_t run_id, std::string_view outcome, const std::string& error);
@@ -79,6 +85,7 @@ class JobStore {
                          std::string_view raw);
   void write_state(const JobState& state, std::int64_t run_id, const MergeCounts& counts);
   int lock_backend_pid_ = 0;  // the server session that took the lock
+  std::vector<std::string> analyzable_;  // the job's table and its child tables, quoted
   PgConnection& db_;
   const JobSpec& spec_;
   std::int64_t tenant_;

@@ -118,6 +118,7 @@ void JobRunner::commit(JobStore& store, const JobState& state, std::int64_t run_
     log::warn("{}: {}; quarantined (see the quarantine table), the job goes on", where, q.error);
   // PostgreSQL restarted or the connection broke: the page's transaction is lost, but the page
   // is still in memory. Reconnect (bounded), take the job's lock again and commit it again.
+  if (result_.pages % 4 == 0) store.refresh_statistics_if_stale();
   for (int attempt = 1;; ++attempt) {
     try {
       result_.counts += store.commit_page(page_, state, run_id, where);
@@ -148,10 +149,23 @@ void JobRunner::commit(JobStore& store, const JobState& state, std::int64_t run_
   }
 }
 
-void JobRunner::note_server_time(const HttpResponse& response) {
-  if (response.date)
-    if (auto t = parse_http_date(*response.date))
+void JobRunner::note_server_time(const HttpResponse& response) { note_server_time(response.date); }
+
+void JobRunner::note_server_time(const std::optional<std::string>& date) {
+  if (date)
+    if (auto t = parse_http_date(*date))
       if (!server_now_ || *t > *server_now_) server_now_ = t;
+}
+
+std::optional<std::string> JobRunner::fetch_and_parse(const std::string& query, const std::string& where,
+                                                       ParsedPage& into) {
+  HttpResponse response = client_.get(query, where);
+  try {
+    parser_.parse(response.body, session_.tenant().id, into);
+  } catch (const Error& e) {
+    throw Error(e.kind(), fmt::format("{}: {}", where, e.what()));
+  }
+  return response.date;  // the body is freed here: only the COPY rows live on
 }
 
 void JobRunner::raise_watermark(JobState& state, const std::string& where) {
@@ -199,15 +213,21 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
     return what(fmt::format("export page {}{}", page_no,
                             from_token ? " (from token)" : from ? " (from " + *from + ")" : ""));
   };
-  // The next page is fetched while this one commits: HTTP and PostgreSQL work at the same time.
-  // Only the fetch thread touches the client (its handle, retry budget) meanwhile; the session
-  // it shares with other workers is thread-safe.
-  std::future<HttpResponse> prefetch;
+  // The next page is fetched and parsed (into next_page_) while this one commits: HTTP, gzip,
+  // simdjson and PostgreSQL work at the same time. Only the helper thread touches the client
+  // (its handle, retry budget) and the parser meanwhile; the session it shares with other
+  // workers is thread-safe.
+  std::future<std::optional<std::string>> prefetch;
   for (int page_no = 1;; ++page_no) {
     const std::string where = where_for(page_no);
-    HttpResponse response;
+    std::optional<std::string> date;
     try {
-      response = prefetch.valid() ? prefetch.get() : client_.get(query_for(from), where);
+      if (prefetch.valid()) {
+        date = prefetch.get();
+        std::swap(page_, next_page_);
+      } else {
+        date = fetch_and_parse(query_for(from), where, page_);
+      }
     } catch (const Error& e) {
       const bool rejected = from_token && e.kind() == ErrorKind::http_permanent &&
                             (e.http_status() == 400 || e.http_status() == 404 || e.http_status() == 410);
@@ -232,12 +252,7 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
       }
       throw;
     }
-    note_server_time(response);
-    try {
-      parser_.parse(response.body, tenant, page_);
-    } catch (const Error& e) {
-      throw Error(e.kind(), fmt::format("{}: {}", where, e.what()));
-    }
+    note_server_time(date);
     if (page_.nul_replaced > 0)
       log::warn("{}: {} value(s) held NUL characters, stored as U+FFFD", where, page_.nul_replaced);
     if (page_.control_escaped > 0)
@@ -262,7 +277,7 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
       from = page_.continue_from;
       from_token = true;
       prefetch = std::async(std::launch::async, [this, query = query_for(from), next = where_for(page_no + 1)] {
-        return client_.get(query, next);
+        return fetch_and_parse(query, next, next_page_);
       });
     }
     commit(store, state, run_id, where);

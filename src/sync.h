@@ -56,6 +56,9 @@ class JobRunner {
   void check_window(const std::string& field, std::optional<Ticks> lo, Ticks hi, const std::string& where) const;
   /// Keeps the latest server clock (Date header) seen in this run.
   void note_server_time(const HttpResponse& response);
+  void note_server_time(const std::optional<std::string>& date);
+  /// GET + parse into `into` (errors name `where`); returns the response's Date header.
+  std::optional<std::string> fetch_and_parse(const std::string& query, const std::string& where, ParsedPage& into);
   /// Raises state.watermark to page_'s newest modifiedOn, capped by the server's clock.
   void raise_watermark(JobState& state, const std::string& where);
   /// Commits page_ with `state`; `where` names the page in logs and the quarantine table.
@@ -72,7 +75,8 @@ class JobRunner {
   RetryBudget budget_;
   ServiceTitanClient client_;
   PageParser parser_;
-  ParsedPage page_;
+  ParsedPage page_;       // the page being committed
+  ParsedPage next_page_;  // the page the helper thread fetches and parses meanwhile
   JobResult result_;
   std::optional<Ticks> server_now_;  // the newest Date header of this run
 };

@@ -1,6 +1,7 @@
-// Benchmarks (not part of CTest; run with tests/bench.sh). Printed figures only: throughput of
-// the sandbox, of the page parser, and of a whole stsync run, and stsync's peak memory at two
-// data sizes measured side by side in one run (one page in memory: it should not grow).
+// Benchmarks (not part of CTest; run with tests/bench.sh). Every figure is measured in this run,
+// side by side with its yardstick: stsync against PostgreSQL's own limit for the same rows, a
+// full table against an empty one, a hand-written script on the same feed, many pages against a
+// few. Printed as ratios, never asserted as timings.
 #define CATCH_CONFIG_MAIN  // the support helpers report through Catch
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -10,7 +11,9 @@
 #include <cstdio>
 #include <fmt/format.h>
 
+#include "copy_text.h"
 #include "http.h"
+#include "migrate.h"
 #include "page_parser.h"
 #include "support.h"
 
@@ -20,9 +23,10 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+constexpr int kInvoices = 40000;  // the issue's feed: 40,000 invoices, 2,000 per export page
+constexpr int kBatch = 2000;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 std::string token_for(CurlTransport& http, const std::string& url) {
   HttpRequest req;
@@ -36,53 +40,6 @@ std::string token_for(CurlTransport& http, const std::string& url) {
   return r.body.substr(a, r.body.find('"', a) - a);
 }
 
-struct Walk {
-  long records = 0;
-  long bytes = 0;       // JSON, decoded
-  long long wire = 0;   // as received
-  double seconds = 0;
-};
-
-// Walks the whole export feed with one client thread; only the token is read from each page.
-Walk walk_feed(TestSandbox& sandbox, bool gzip) {
-  CurlOptions curl;
-  curl.compressed = gzip;
-  CurlTransport http(curl);
-  const std::string token = token_for(http, sandbox.url());
-  Walk w;
-  std::string from;
-  const auto t0 = Clock::now();
-  for (;;) {
-    HttpRequest req;
-    req.url = sandbox.url() + fmt::format("/accounting/v2/tenant/{}/export/invoices", kTenantA) +
-              (from.empty() ? "" : "?from=" + from);
-    req.headers = {"ST-App-Key: sandbox-app-key", "Authorization: Bearer " + token};
-    HttpResponse r = http.perform(req);
-    w.bytes += static_cast<long>(r.body.size());
-    w.wire += r.wire_bytes;
-    // The envelope leads: {"hasMore":…,"continueFrom":"…","data":[…]}.
-    if (r.body.compare(0, 15, "{\"hasMore\":true") != 0) break;
-    const size_t a = r.body.find("\"continueFrom\":\"") + 16;
-    from = r.body.substr(a, r.body.find('"', a) - a);
-  }
-  w.seconds = seconds_since(t0);
-  w.records = 50000;  // the whole feed of the benchmark's tenant
-  return w;
-}
-
-long run_stsync_peak_kb(TestSandbox& sandbox, double& seconds) {
-  TestSchema schema;
-  auto env = stsync_env(sandbox, schema, kTenantA);
-  env["STSYNC_REQUESTS_PER_SECOND"] = "60";
-  const auto t0 = Clock::now();
-  Process p({STSYNC_BINARY, "run", "--jobs", "invoices"}, env);
-  long peak_kb = 0;
-  ProcessResult r = p.wait(&peak_kb);
-  seconds = seconds_since(t0);
-  if (r.exit_code != 0) fmt::print(stderr, "stsync failed:\n{}\n", r.err);
-  return peak_kb;
-}
-
 sandbox::ServerOptions options(int invoices, int batch) {
   auto o = TestSandbox::default_options(invoices, 10);
   o.data.tenants.resize(1);
@@ -91,61 +48,221 @@ sandbox::ServerOptions options(int invoices, int batch) {
   return o;
 }
 
+// The whole export feed, parsed by stsync's own parser: the very rows stsync stores.
+std::vector<ParsedPage> parsed_feed(TestSandbox& sandbox, long& json_bytes) {
+  CurlTransport http(CurlOptions{});
+  const std::string token = token_for(http, sandbox.url());
+  JobSpec spec = builtin_job("invoices");
+  PageParser parser(spec);
+  std::vector<ParsedPage> pages;
+  std::string from;
+  json_bytes = 0;
+  for (;;) {
+    HttpRequest req;
+    req.url = sandbox.url() + fmt::format("/accounting/v2/tenant/{}/export/invoices", kTenantA) +
+              (from.empty() ? "" : "?from=" + url_encode(from));
+    req.headers = {"ST-App-Key: sandbox-app-key", "Authorization: Bearer " + token};
+    HttpResponse r = http.perform(req);
+    json_bytes += static_cast<long>(r.body.size());
+    pages.emplace_back();
+    parser.parse(r.body, kTenantA, pages.back());
+    if (!pages.back().has_more) break;
+    from = *pages.back().continue_from;
+  }
+  return pages;
+}
+
+// PostgreSQL's own limit for the same rows into the same table shape: per page, COPY into a
+// staging table, one INSERT … ON CONFLICT, COPY of the child rows, a state UPDATE, COMMIT; one
+// connection; the COPY text prepared beforehand.
+double limit_seconds(const std::vector<ParsedPage>& pages) {
+  TestSchema schema;
+  PgConnection& db = schema.db();
+  apply_migrations(db, schema.name());
+  JobSpec spec = builtin_job("invoices");
+  ensure_job_tables(db, schema.name(), {spec});
+  const std::string s = db.quote_ident(schema.name());
+  std::string cols, typed, set;
+  for (const std::string& c : staging_columns(spec)) cols += (cols.empty() ? "" : ", ") + db.quote_ident(c);
+  for (const ColumnSpec& c : spec.columns) {
+    typed += db.quote_ident(c.name) + " " + std::string(column_type_sql(c.type)) + ", ";
+    set += fmt::format("{0} = EXCLUDED.{0}, ", db.quote_ident(c.name));
+  }
+  std::string targets = cols.substr(0, cols.rfind(", "));  // without ordinal
+  db.exec(fmt::format("CREATE TEMP TABLE limit_stage (tenant_id bigint, id bigint, {}modified_on timestamptz, "
+                      "active boolean, raw jsonb, ordinal integer) ON COMMIT DELETE ROWS",
+                      typed));
+  db.exec(fmt::format("INSERT INTO {}.sync_state (tenant_id, job) VALUES (1001, 'limit')", s));
+  std::string child_cols;
+  for (const ColumnSpec& c : spec.children[0].columns) child_cols += db.quote_ident(c.name) + ", ";
+  const std::string copy_stage = fmt::format("COPY limit_stage ({}) FROM STDIN", cols);
+  const std::string insert = fmt::format(
+      "INSERT INTO {0}.invoices ({1}) SELECT {1} FROM limit_stage ON CONFLICT (tenant_id, id) DO UPDATE SET "
+      "{2}modified_on = EXCLUDED.modified_on, active = EXCLUDED.active, raw = EXCLUDED.raw",
+      s, targets, set);
+  const std::string copy_children =
+      fmt::format("COPY {}.invoice_items (tenant_id, parent_id, position, {}raw) FROM STDIN", s, child_cols);
+  const std::string state = fmt::format("UPDATE {}.sync_state SET export_token = $1 WHERE tenant_id = 1001 AND job = 'limit'", s);
+  const auto t0 = Clock::now();
+  for (const ParsedPage& page : pages) {
+    db.exec("BEGIN");
+    db.copy_in(copy_stage, page.copy_rows);
+    db.exec(insert);
+    db.copy_in(copy_children, page.children[0].copy_rows);
+    db.exec(state, {page.continue_from});
+    db.exec("COMMIT");
+  }
+  return seconds_since(t0);
+}
+
+struct Run {
+  double seconds = 0;
+  double cpu_seconds = 0;  // stsync's own user + system time
+  long peak_kb = 0;
+  int exit_code = 0;
+};
+
+Run run_stsync_timed(const std::vector<std::string>& args, const std::map<std::string, std::string>& env) {
+  std::vector<std::string> full = {STSYNC_BINARY};
+  full.insert(full.end(), args.begin(), args.end());
+  struct rusage before {}, after {};
+  getrusage(RUSAGE_CHILDREN, &before);
+  const auto t0 = Clock::now();
+  Process p(full, env);
+  Run run;
+  ProcessResult r = p.wait(&run.peak_kb);
+  run.seconds = seconds_since(t0);
+  getrusage(RUSAGE_CHILDREN, &after);
+  auto secs = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + tv.tv_usec / 1e6; };
+  run.cpu_seconds = secs(after.ru_utime) - secs(before.ru_utime) + secs(after.ru_stime) - secs(before.ru_stime);
+  run.exit_code = r.exit_code;
+  if (r.exit_code != 0) fmt::print(stderr, "stsync failed:\n{}\n", r.err);
+  return run;
+}
+
+std::map<std::string, std::string> bench_env(const TestSandbox& sandbox, const TestSchema& schema) {
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  env["STSYNC_REQUESTS_PER_SECOND"] = "60";
+  return env;
+}
+
+// Fills the job tables with `rows` invoices of the benchmark tenant (ids far from the feed's),
+// each with a realistic raw record and two items.
+void prefill(TestSchema& schema, int rows, const std::string& sample_raw) {
+  PgConnection& db = schema.db();
+  const std::string s = db.quote_ident(schema.name());
+  db.exec(fmt::format("INSERT INTO {}.invoices (tenant_id, id, modified_on, active, raw) SELECT 1001, 10000000000000 + g, "
+                      "'2024-01-01'::timestamptz + g * interval '1 second', true, $1::jsonb FROM generate_series(1, {}) g",
+                      s, rows),
+           {sample_raw});
+  db.exec(fmt::format("INSERT INTO {}.invoice_items (tenant_id, parent_id, position, raw) SELECT 1001, "
+                      "10000000000000 + g, p, '{{\"id\":1,\"description\":\"prefilled\"}}' FROM generate_series(1, {}) g, "
+                      "generate_series(1, 2) p",
+                      s, rows));
+}
+
 }  // namespace
 
 TEST_CASE("benchmarks", "[bench]") {
-  fmt::print("stsync benchmarks (one machine, loopback; figures vary with the machine)\n\n");
-  {
-    TestSandbox sandbox(options(50000, 5000));
-    Walk walks[2];
-    for (bool gzip : {false, true}) {
-      const Walk fetch = walk_feed(sandbox, gzip);
-      walks[gzip] = fetch;
-      fmt::print("sandbox export feed, 1 client, {:8}: {} records in {:.2f} s = {:>7.0f} records/s, {:.1f} MB/s of JSON\n",
-                 gzip ? "gzip" : "identity", fetch.records, fetch.seconds, fetch.records / fetch.seconds,
-                 fetch.bytes / fetch.seconds / 1e6);
+  fmt::print("stsync benchmarks (one machine, loopback; every ratio is from this run)\n\n");
+  TestSandbox sandbox(options(kInvoices, kBatch));
+  long json_bytes = 0;
+  const std::vector<ParsedPage> pages = parsed_feed(sandbox, json_bytes);
+  fmt::print("feed: {} invoices in {} export pages, {:.1f} MB of JSON ({:.2f} KB per invoice)\n\n", kInvoices,
+             pages.size(), json_bytes / 1e6, json_bytes / 1e3 / kInvoices);
+
+  // 1. End to end against the limit, side by side, best of two each.
+  double limit = 1e9, full = 1e9, cpu = 0;
+  for (int round = 0; round < 2; ++round) {
+    limit = std::min(limit, limit_seconds(pages));
+    TestSchema schema;
+    Run r = run_stsync_timed({"run", "--jobs", "invoices"}, bench_env(sandbox, schema));
+    if (r.seconds < full) {
+      full = r.seconds;
+      cpu = r.cpu_seconds;
     }
-    fmt::print("gzip : identity = {:.2f}x the bytes on the wire, {:.2f}x the time on loopback\n",
-               static_cast<double>(walks[1].wire) / static_cast<double>(walks[0].wire),
-               walks[1].seconds / walks[0].seconds);
   }
+  fmt::print("first full sync, new tables:   stsync {:.2f} s = {:.0f} records/s; PostgreSQL's limit for the same rows {:.2f} s\n",
+             full, kInvoices / full, limit);
+  fmt::print("  limit ratio (limit time / stsync time, target >= 0.9): {:.2f}\n", limit / full);
+  fmt::print("  stsync CPU (HTTP, gzip, parse, COPY text): {:.1f} us per record; PostgreSQL (the limit): {:.1f} us per record\n\n",
+             cpu / kInvoices * 1e6, limit / kInvoices * 1e6);
+
+  // 2. The hand-written script on the same feed.
   {
-    // The parser alone, on one 5000-record page.
-    TestSandbox sandbox(options(5000, 5000));
-    CurlTransport http(CurlOptions{});
-    const std::string token = token_for(http, sandbox.url());
-    HttpRequest req;
-    req.url = sandbox.url() + fmt::format("/accounting/v2/tenant/{}/export/invoices", kTenantA);
-    req.headers = {"ST-App-Key: sandbox-app-key", "Authorization: Bearer " + token};
-    HttpResponse r = http.perform(req);
-    JobSpec spec = builtin_job("invoices");
-    PageParser parser(spec);
-    ParsedPage page;
+    TestSchema schema;
     const auto t0 = Clock::now();
-    int rounds = 0;
-    while (seconds_since(t0) < 2.0) {
-      parser.parse(r.body, kTenantA, page);
-      ++rounds;
+    const std::string cmd = fmt::format(
+        "BENCH_CLIENT_SECRET={} /usr/bin/python3 {}/tests/bench_script.py {} {} {} {} sandbox-app-key '{}' {}.script_invoices",
+        sandbox::sandbox_client_secret(kTenantA), STSYNC_SOURCE_DIR, sandbox.url(), sandbox.url(), kTenantA,
+        sandbox::sandbox_client_id(kTenantA), database_url(), schema.db().quote_ident(schema.name()));
+    schema.db().exec(fmt::format("CREATE SCHEMA IF NOT EXISTS {}", schema.db().quote_ident(schema.name())));
+    const int rc = std::system((cmd + " >/dev/null").c_str());
+    const double script = seconds_since(t0);
+    if (rc == 0)
+      fmt::print("hand-written script (requests + psycopg2, no typed columns, no child rows): {:.2f} s\n"
+                 "  stsync ahead of it by (script time / stsync time, target >= 1.5): {:.2f}\n\n",
+                 script, script / full);
+    else
+      fmt::print("hand-written script: could not run (python3-psycopg2 and python3-requests are needed)\n\n");
+  }
+
+  // 3. The same 40,000 new invoices into a table that already holds 320,000 of the tenant.
+  {
+    const std::string sample = [&] {
+      std::string row = pages[0].copy_rows.substr(0, pages[0].copy_rows.find('\n'));
+      return copy_row_field(row, staging_columns(builtin_job("invoices")).size() - 2);
+    }();
+    auto timed_into = [&](int prefilled, bool fresh_stats) {
+      TestSchema schema;
+      auto env = bench_env(sandbox, schema);
+      run_stsync_timed({"migrate"}, env);
+      const std::string s = schema.db().quote_ident(schema.name());
+      if (!fresh_stats) {
+        // Statistics that describe an empty table, kept so: autovacuum may not analyse it.
+        schema.db().exec(fmt::format("ANALYZE {0}.invoices; ANALYZE {0}.invoice_items", s));
+        schema.db().exec(fmt::format("ALTER TABLE {0}.invoices SET (autovacuum_enabled = off); "
+                                     "ALTER TABLE {0}.invoice_items SET (autovacuum_enabled = off)",
+                                     s));
+      }
+      if (prefilled > 0) prefill(schema, prefilled, sample);
+      if (fresh_stats) schema.db().exec(fmt::format("ANALYZE {0}.invoices; ANALYZE {0}.invoice_items", s));
+      schema.db().exec("CHECKPOINT");
+      return run_stsync_timed({"run", "--jobs", "invoices"}, env).seconds;
+    };
+    const double empty_fresh = timed_into(0, true), full_fresh = timed_into(320000, true);
+    const double empty_stale = timed_into(0, false), full_stale = timed_into(320000, false);
+    fmt::print("40,000 new invoices into a table holding 320,000 of the tenant vs an empty one (target <= 1.2):\n"
+               "  fresh statistics: {:.2f} s vs {:.2f} s = {:.2f}; statistics of an empty table: {:.2f} s vs {:.2f} s = {:.2f}\n\n",
+               full_fresh, empty_fresh, full_fresh / empty_fresh, full_stale, empty_stale, full_stale / empty_stale);
+  }
+
+  // 4. A no-op run: nothing changed since the last one.
+  {
+    TestSchema schema;
+    auto env = bench_env(sandbox, schema);
+    run_stsync_timed({"run"}, env);
+    const std::int64_t before = sandbox.stat(kTenantA, "requests") + sandbox.stat(kTenantA, "token_requests");
+    Run r = run_stsync_timed({"run"}, env);
+    const std::int64_t requests = sandbox.stat(kTenantA, "requests") + sandbox.stat(kTenantA, "token_requests") - before;
+    fmt::print("no-op run of the default jobs (invoices, employees): {} requests (token included), {:.3f} s wall, "
+               "{:.3f} s of stsync CPU\n\n",
+               requests, r.seconds, r.cpu_seconds);
+  }
+
+  // 5. Memory: pages of 5,000 records, 2 pages against 8.
+  {
+    long kb[2] = {0, 0};
+    int i = 0;
+    for (int invoices : {10000, 40000}) {
+      TestSandbox big(options(invoices, 5000));
+      TestSchema schema;
+      kb[i++] = run_stsync_timed({"run", "--jobs", "invoices"}, bench_env(big, schema)).peak_kb;
     }
-    const double s = seconds_since(t0);
-    fmt::print("page parser (invoices, 33 columns): {:>7.0f} records/s, {:.0f} MB/s of JSON\n",
-               rounds * 5000.0 / s, rounds * static_cast<double>(r.body.size()) / s / 1e6);
+    fmt::print("peak RSS, export pages of 5,000 invoices (~{:.1f} MB of JSON each): {:.1f} MB for 2 pages, {:.1f} MB for 8 "
+               "(target <= 64 MB; ratio {:.2f})\n",
+               5000.0 * json_bytes / kInvoices / 1e6, kb[0] / 1024.0, kb[1] / 1024.0,
+               static_cast<double>(kb[1]) / static_cast<double>(kb[0]));
   }
-  double small_s = 0, large_s = 0;
-  long small_kb = 0, large_kb = 0;
-  {
-    TestSandbox sandbox(options(5000, 1000));
-    small_kb = run_stsync_peak_kb(sandbox, small_s);
-  }
-  {
-    TestSandbox sandbox(options(50000, 1000));
-    large_kb = run_stsync_peak_kb(sandbox, large_s);
-  }
-  fmt::print("stsync run, 5000 invoices:       {:.2f} s = {:>7.0f} records/s, peak RSS {} KiB\n", small_s,
-             5000 / small_s, small_kb);
-  fmt::print("stsync run, 50000 invoices:      {:.2f} s = {:>7.0f} records/s, peak RSS {} KiB\n", large_s,
-             50000 / large_s, large_kb);
-  fmt::print("memory ratio 50000 : 5000 invoices = {:.2f} (1.00 = memory does not grow with the data)\n",
-             static_cast<double>(large_kb) / static_cast<double>(small_kb));
-  CHECK(large_kb > 0);
+  CHECK(!pages.empty());
 }
