@@ -142,6 +142,7 @@ void ParsedPage::clear() {
   max_created.reset();
   without_modified = 0;
   ids.clear();
+  duplicate_ids = false;
   row_ends.clear();
   copy_rows.clear();
   for (ChildRows& c : children) {
@@ -468,6 +469,7 @@ void PageParser::parse_record(ondemand::value element, std::int64_t tenant, Pars
   row += std::to_string(out.records);
   row += '\n';
   out.ids.push_back(*id_);
+  if (!seen_ids_.insert(*id_).second) out.duplicate_ids = true;
   for (ParsedPage::ChildRows& c : out.children) c.record_ends.push_back(c.copy_rows.size());
   out.row_ends.push_back(row.size());
   ++out.records;
@@ -475,6 +477,7 @@ void PageParser::parse_record(ondemand::value element, std::int64_t tenant, Pars
 
 void PageParser::parse(std::string& body, std::int64_t tenant, ParsedPage& out) {
   out.clear();
+  seen_ids_.clear();
   out.children.resize(spec_.children.size());
   nul_replaced_ = 0;
   out.control_escaped = prepare_page(body, max_depth_);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <unordered_set>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,7 @@ struct ParsedPage {
   std::optional<Ticks> min_modified, min_created, max_created;
   int without_modified = 0;  // records whose modifiedOn is null or missing
   std::vector<std::int64_t> ids;  // in page order: COPY line n is record ids[n-1]
+  bool duplicate_ids = false;     // an id occurs twice (export repeats): the merge must pick one
   std::vector<size_t> row_ends;   // record i's staging row ends at row_ends[i] in copy_rows
   std::string copy_rows;          // staging rows, COPY text format
   /// The rows of one [[children]] table, built in the same pass: tenant_id, parent_id, position,
@@ -104,6 +106,7 @@ class PageParser {
   int nul_replaced_ = 0;
   int max_depth_;
   std::string scratch_, child_text_, child_raw_;
+  std::unordered_set<std::int64_t> seen_ids_;
 };
 
 }  // namespace stsync

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <unordered_map>
 
 #include "copy_text.h"
 #include "errors.h"
@@ -56,6 +57,16 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
   // replaces the stored one only if its modifiedOn is later, or equal with different content (the
   // raw record, or the typed values extracted from it).
   // Rows without modifiedOn count as older than any that have one.
+  // Result columns of both forms: staged, inserted, updated, the inserted and the updated records
+  // (ordinals in the page for the deduplicating form, ids for the other), and for a full refresh
+  // the records whose children are rebuilt.
+  const std::string guard =
+      "  ON CONFLICT (tenant_id, id) DO UPDATE SET " + set_list + "modified_on = EXCLUDED.modified_on,"
+      "    active = EXCLUDED.active, raw = EXCLUDED.raw, synced_at = EXCLUDED.synced_at"
+      "  WHERE coalesce(EXCLUDED.modified_on, '-infinity') > coalesce(t.modified_on, '-infinity')"
+      "     OR (coalesce(EXCLUDED.modified_on, '-infinity') = coalesce(t.modified_on, '-infinity')"
+      "         AND (EXCLUDED.raw IS DISTINCT FROM t.raw" + typed_differ + "))"
+      "  RETURNING id, (xmax = 0) AS inserted";
   merge_sql_ = fmt::format(
       "WITH src AS ("
       "  SELECT DISTINCT ON (id) * FROM {stage}"
@@ -63,19 +74,14 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
       "), up AS ("
       "  INSERT INTO {table} AS t (tenant_id, id, {typed}modified_on, active, raw, synced_at)"
       "  SELECT tenant_id, id, {typed}modified_on, active, raw, now() FROM src"
-      "  ON CONFLICT (tenant_id, id) DO UPDATE SET {set}modified_on = EXCLUDED.modified_on,"
-      "    active = EXCLUDED.active, raw = EXCLUDED.raw, synced_at = EXCLUDED.synced_at"
-      "  WHERE coalesce(EXCLUDED.modified_on, '-infinity') > coalesce(t.modified_on, '-infinity')"
-      "     OR (coalesce(EXCLUDED.modified_on, '-infinity') = coalesce(t.modified_on, '-infinity')"
-      "         AND (EXCLUDED.raw IS DISTINCT FROM t.raw{typed_differ}))"
-      "  RETURNING id, (xmax = 0) AS inserted"
+      "{guard}"
       ")"
       " SELECT (SELECT count(*) FROM src), count(*) FILTER (WHERE up.inserted),"
       "        count(*) FILTER (WHERE NOT up.inserted),"
-      "        coalesce(array_agg(src.ordinal), '{{}}'), {rewrite}"
+      "        coalesce(array_agg(src.ordinal) FILTER (WHERE up.inserted), '{{}}'),"
+      "        coalesce(array_agg(src.ordinal) FILTER (WHERE NOT up.inserted), '{{}}'), {rewrite}"
       " FROM up JOIN src USING (id)",
-      fmt::arg("stage", stage_q_), fmt::arg("table", table_q_), fmt::arg("typed", typed),
-      fmt::arg("set", set_list), fmt::arg("typed_differ", typed_differ),
+      fmt::arg("stage", stage_q_), fmt::arg("table", table_q_), fmt::arg("typed", typed), fmt::arg("guard", guard),
       // A full refresh also rebuilds the children of parents the merge left alone because the
       // stored row is the same version (the job file may have gained a child table); never of
       // parents whose stored row is newer than the page's. The join reads the stored rows as they
@@ -86,6 +92,18 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
                                             "WHERE u.id IS NOT NULL OR t.raw = s.raw)",
                                             table_q_)
                               : std::string("NULL")));
+  // A page whose ids are all different (nearly every page) needs no sort: the same merge, straight
+  // from staging, returning ids.
+  merge_unique_sql_ = fmt::format(
+      "WITH up AS ("
+      "  INSERT INTO {table} AS t (tenant_id, id, {typed}modified_on, active, raw, synced_at)"
+      "  SELECT tenant_id, id, {typed}modified_on, active, raw, now() FROM {stage}"
+      "{guard}"
+      ")"
+      " SELECT (SELECT count(*) FROM {stage}), count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted),"
+      "        coalesce(array_agg(id) FILTER (WHERE inserted), '{{}}'),"
+      "        coalesce(array_agg(id) FILTER (WHERE NOT inserted), '{{}}'), NULL FROM up",
+      fmt::arg("stage", stage_q_), fmt::arg("table", table_q_), fmt::arg("typed", typed), fmt::arg("guard", guard));
 
   // Child rows are built by the page parser; per page, the children of the parents this merge
   // wrote are deleted (by primary key: one index probe per parent, whatever the table's size or
@@ -188,15 +206,14 @@ std::int64_t JobStore::begin_run(SyncMode mode) {
 }
 
 namespace {
-// "{3,0,7}" → {3, 0, 7}
-std::vector<size_t> parse_int_array(const std::string& text) {
-  std::vector<size_t> out;
-  size_t i = 0;
-  while (i < text.size()) {
-    if (text[i] >= '0' && text[i] <= '9') {
-      size_t end = i;
+// "{3,-1,7}" → {3, -1, 7}: a PostgreSQL bigint[] in text form.
+std::vector<std::int64_t> parse_int_array(const std::string& text) {
+  std::vector<std::int64_t> out;
+  for (size_t i = 0; i < text.size();) {
+    if (text[i] == '-' || (text[i] >= '0' && text[i] <= '9')) {
+      size_t end = i + 1;
       while (end < text.size() && text[end] >= '0' && text[end] <= '9') ++end;
-      out.push_back(std::stoul(text.substr(i, end - i)));
+      out.push_back(std::stoll(text.substr(i, end - i)));
       i = end;
     } else {
       ++i;
@@ -206,31 +223,47 @@ std::vector<size_t> parse_int_array(const std::string& text) {
 }
 }  // namespace
 
-MergeCounts JobStore::merge_rows(const ParsedPage& page, std::string_view rows) {
+MergeCounts JobStore::merge_rows(const ParsedPage& page, std::string_view rows, bool single) {
   MergeCounts counts;
   db_.copy_in(copy_sql_, rows);
-  PgResult r = db_.exec(merge_sql_);
+  const bool by_id = (single || !page.duplicate_ids) && !rewrite_children_;
+  PgResult r = db_.exec(by_id ? merge_unique_sql_ : merge_sql_);
   const std::int64_t staged = r.get_int(0, 0);
   counts.inserted = r.get_int(0, 1);
   counts.updated = r.get_int(0, 2);
   counts.unchanged = staged - counts.inserted - counts.updated;
   if (child_sql_.empty()) return counts;
-  // The records whose children are rewritten: those the merge wrote (or, for a full refresh,
-  // every record of the page), by their position in the page.
-  std::vector<size_t> ordinals = parse_int_array(r.get(0, rewrite_children_ ? 4 : 3));
-  if (ordinals.empty()) return counts;
-  std::sort(ordinals.begin(), ordinals.end());
+  // The records whose children are written (by their position in the page), and the parents whose
+  // old children are deleted first: those the merge updated. A parent the merge inserted has none,
+  // unless a person deleted the parent row by hand and left its children (then the child COPY
+  // meets their keys, and the page is committed again deleting for every written parent).
+  std::unordered_map<std::int64_t, size_t> ordinal_of;
+  if (by_id)
+    for (size_t i = 0; i < page.ids.size(); ++i) ordinal_of.emplace(page.ids[i], i);
+  auto ordinals = [&](const std::string& keys) {
+    std::vector<size_t> out;
+    for (std::int64_t key : parse_int_array(keys))
+      out.push_back(by_id ? ordinal_of.at(key) : static_cast<size_t>(key));
+    return out;
+  };
+  const std::vector<size_t> inserted = ordinals(r.get(0, 3)), updated = ordinals(r.get(0, 4));
+  std::vector<size_t> written = inserted, cleared = updated;
+  written.insert(written.end(), updated.begin(), updated.end());
+  if (rewrite_children_) written = cleared = ordinals(r.get(0, 5));
+  if (delete_for_inserted_) cleared = written;
+  if (written.empty()) return counts;
+  std::sort(written.begin(), written.end());
   std::string ids = "{";
-  for (size_t i = 0; i < ordinals.size(); ++i) ids += (i ? "," : "") + std::to_string(page.ids.at(ordinals[i]));
+  for (size_t i = 0; i < cleared.size(); ++i) ids += (i ? "," : "") + std::to_string(page.ids.at(cleared[i]));
   ids += "}";
   for (size_t k = 0; k < child_sql_.size(); ++k) {
     const ParsedPage::ChildRows& rows_k = page.children.at(k);
     child_copy_.clear();
-    for (size_t ordinal : ordinals) {
+    for (size_t ordinal : written) {
       const size_t begin = ordinal == 0 ? 0 : rows_k.record_ends.at(ordinal - 1);
       child_copy_.append(rows_k.copy_rows, begin, rows_k.record_ends.at(ordinal) - begin);
     }
-    db_.exec(child_sql_[k].delete_sql, {std::to_string(tenant_), ids});
+    if (!cleared.empty()) db_.exec(child_sql_[k].delete_sql, {std::to_string(tenant_), ids});
     if (!child_copy_.empty()) db_.copy_in(child_sql_[k].copy_sql, child_copy_);
   }
   return counts;
@@ -258,7 +291,7 @@ MergeCounts JobStore::merge_by_record(const ParsedPage& page, const std::string&
     start = end;
     db_.exec("SAVEPOINT record");
     try {
-      counts += merge_rows(page, row);
+      counts += merge_rows(page, row, /*single=*/true);
       db_.exec(fmt::format("DELETE FROM {}", stage_q_));
       db_.exec("RELEASE SAVEPOINT record");
     } catch (const PgError& e) {
@@ -293,13 +326,14 @@ void JobStore::write_state(const JobState& state, std::int64_t run_id, const Mer
 
 MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState* state, std::int64_t run_id,
                                   const std::string& where) {
-  for (bool by_record : {false, true}) {
+  bool by_record = false;
+  for (;;) {
     MergeCounts counts;
     begin_page();
     try {
       if (page.records > 0) {
         if (by_record) counts = merge_by_record(page, where);
-        else counts = merge_rows(page, page.copy_rows);
+        else counts = merge_rows(page, page.copy_rows, false);
       }
       for (const QuarantinedRecord& q : page.quarantined) quarantine_record(q.id, where, q.error, q.raw);
       if (state) write_state(*state, run_id, counts);
@@ -307,14 +341,22 @@ MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState* state,
       return counts;
     } catch (const PgError& e) {
       db_.rollback_quietly();
+      if (e.sqlstate() == "23505" && !child_sql_.empty() && !delete_for_inserted_) {
+        // Child rows whose parent row was deleted by hand: clear by every written parent from now on.
+        log::warn("{}: child rows without their parent row are in the way ({}); committing the page again "
+                  "with those cleared",
+                  where, e.what());
+        delete_for_inserted_ = true;
+        continue;
+      }
       if (e.kind() != ErrorKind::db_value || by_record) throw;
       // A refused value: find the record(s), in a second transaction over the same page.
+      by_record = true;
     } catch (...) {
       db_.rollback_quietly();
       throw;
     }
   }
-  return {};  // not reached: the record-by-record pass commits or throws
 }
 
 void JobStore::refresh_statistics_if_stale() {

@@ -78,7 +78,8 @@ class JobStore {
   void begin_page();
   /// COPY + merge of `rows` (COPY text, a part or all of `page`), then the child rows of the
   /// parents it wrote; returns the counts.
-  MergeCounts merge_rows(const ParsedPage& page, std::string_view rows);
+  /// `single`: `rows` is one record (no duplicate ids possible).
+  MergeCounts merge_rows(const ParsedPage& page, std::string_view rows, bool single);
   /// The record-by-record commit, inside the open transaction; quarantines or throws.
   MergeCounts merge_by_record(const ParsedPage& page, const std::string& where);
   void quarantine_record(std::optional<std::int64_t> id, const std::string& where, const std::string& error,
@@ -90,7 +91,8 @@ class JobStore {
   const JobSpec& spec_;
   std::int64_t tenant_;
   std::string schema_q_, table_q_, stage_q_, lock_key_;
-  std::string copy_sql_, merge_sql_;
+  std::string copy_sql_, merge_sql_, merge_unique_sql_;
+  bool delete_for_inserted_ = false;  // children without a parent were met: clear for every written parent
   struct ChildSql {
     std::string table, delete_sql, copy_sql;
   };

@@ -118,7 +118,9 @@ void JobRunner::commit(JobStore& store, const JobState& state, std::int64_t run_
     log::warn("{}: {}; quarantined (see the quarantine table), the job goes on", where, q.error);
   // PostgreSQL restarted or the connection broke: the page's transaction is lost, but the page
   // is still in memory. Reconnect (bounded), take the job's lock again and commit it again.
-  if (result_.pages % 4 == 0) store.refresh_statistics_if_stale();
+  // Only jobs that update rows delete child rows, the one statement whose plan stale statistics
+  // could spoil; a first load (all inserts) never pays for an ANALYZE.
+  if (result_.counts.updated > 0 && result_.pages % 4 == 0) store.refresh_statistics_if_stale();
   for (int attempt = 1;; ++attempt) {
     try {
       result_.counts += store.commit_page(page_, state, run_id, where);

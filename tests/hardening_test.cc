@@ -174,6 +174,22 @@ TEST_CASE("a connection that changes server sessions between transactions is ref
   CHECK(schema.scalar("SELECT count(*) FROM {s}.employees") == 0);
 }
 
+TEST_CASE("child rows left behind by a parent row deleted by hand are replaced when the parent comes back",
+          "[hardening][children]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = env_for(sandbox, schema);
+  REQUIRE(run_stsync({"run", "--jobs", "invoices"}, env).exit_code == 0);
+  // A person removes invoices to have them loaded again, forgets their items, and resets the job.
+  schema.db().exec(fmt::format("DELETE FROM {0}.invoices WHERE id IN (SELECT parent_id FROM {0}.invoice_items LIMIT 5); "
+                               "UPDATE {0}.sync_state SET export_token = NULL, complete_through = NULL",
+                               schema.db().quote_ident(schema.name())));
+  ProcessResult r = run_stsync({"run", "--jobs", "invoices"}, env);
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("child rows without their parent row are in the way") != std::string::npos);
+  check_equal(schema, sandbox, {"invoices"});
+}
+
 // ---------------------------------------------------------------------------------------------
 // A watermark never claims more than is stored
 
