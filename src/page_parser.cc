@@ -79,16 +79,23 @@ struct FieldError {
 
 }  // namespace
 
-int prepare_page(std::string& body, int max_depth) {
+int prepare_page(std::string& body, int max_depth, PageLayout* layout) {
   // One pass over the bytes: the nesting depth (simdjson's on-demand parser does not bound the
-  // depth of values it skips, and PostgreSQL's jsonb parser recurses), and raw control
-  // characters inside strings. JSON forbids those, PostgreSQL refuses them, simdjson refuses the
-  // whole page for them; the same string with the character escaped (\u0007) is the value the
-  // server meant, so it is stored that way rather than losing the record.
+  // depth of values it skips, and PostgreSQL's jsonb parser recurses), raw control characters
+  // inside strings, and where each record of the top-level "data" array starts and ends. JSON
+  // forbids raw control characters, PostgreSQL refuses them, simdjson refuses the whole page
+  // for them; the same string with the character escaped (\u0007) is the value the server
+  // meant, so it is stored that way rather than losing the record.
   int depth = 0, deepest = 0, escaped = 0;
   bool in_string = false;
   std::string fixed;
   size_t copied = 0;
+  // Offsets in the page as it will be after escaping.
+  auto out_pos = [&](size_t i) { return fixed.size() + i - copied; };
+  size_t string_begin = 0, key_begin = 0, key_end = 0;
+  bool in_data = false, layout_ok = layout != nullptr, expect_record = true;
+  size_t record_begin = 0;
+  if (layout) *layout = PageLayout{};
   for (size_t i = 0; i < body.size(); ++i) {
     const unsigned char c = static_cast<unsigned char>(body[i]);
     if (in_string) {
@@ -96,6 +103,10 @@ int prepare_page(std::string& body, int max_depth) {
         ++i;
       } else if (c == '"') {
         in_string = false;
+        if (depth == 1) {
+          key_begin = string_begin;
+          key_end = i;
+        }
       } else if (c < 0x20) {
         fixed.append(body, copied, i - copied);
         fixed += fmt::format("\\u{:04x}", c);
@@ -105,14 +116,47 @@ int prepare_page(std::string& body, int max_depth) {
       continue;
     }
     switch (c) {
-      case '"': in_string = true; break;
+      case '"':
+        in_string = true;
+        string_begin = i + 1;
+        if (in_data && depth == 2) layout_ok = false;  // a string element: not a record
+        break;
       case '{':
       case '[':
         if (++depth > deepest) deepest = depth;
+        if (depth == 2 && c == '[' && layout_ok && !layout->found &&
+            std::string_view(body).substr(key_begin, key_end - key_begin) == "data") {
+          in_data = layout->found = true;
+          layout->data_begin = out_pos(i) + 1;
+        } else if (in_data && depth == 3) {
+          if (c != '{' || !expect_record) layout_ok = false;
+          record_begin = out_pos(i);
+          expect_record = false;
+        }
         break;
       case '}':
-      case ']': --depth; break;
-      default: break;
+      case ']':
+        if (in_data && depth == 3 && layout_ok) layout->records.emplace_back(record_begin, out_pos(i) + 1);
+        if (in_data && depth == 2) {
+          in_data = false;
+          if (layout_ok) layout->data_end = out_pos(i);
+          if (!layout->records.empty() && expect_record) layout_ok = false;  // "[{…},]"
+        }
+        --depth;
+        break;
+      case ',':
+        if (in_data && depth == 2) {
+          if (expect_record) layout_ok = false;  // "[,{…}]" or "{…},,{…}"
+          expect_record = true;
+        }
+        break;
+      case ' ':
+      case '\t':
+      case '\n':
+      case '\r': break;
+      default:
+        if (in_data && depth == 2) layout_ok = false;  // a number, true, null… as an element
+        break;
     }
   }
   if (deepest > max_depth)
@@ -124,6 +168,7 @@ int prepare_page(std::string& body, int max_depth) {
     fixed.reserve(fixed.size() + SIMDJSON_PADDING);
     body.swap(fixed);
   }
+  if (layout && (!layout_ok || !layout->found || in_string || depth != 0)) *layout = PageLayout{};
   return escaped;
 }
 
@@ -429,7 +474,7 @@ void PageParser::emit_children(std::int64_t tenant, std::int64_t parent_id, Pars
   }
 }
 
-void PageParser::parse_record(ondemand::value element, std::int64_t tenant, ParsedPage& out) {
+void PageParser::parse_record(ondemand::object object, std::int64_t tenant, ParsedPage& out) {
   for (auto& c : record_.cells) c.reset();
   for (auto& a : child_arrays_) a = {};
   id_.reset();
@@ -437,7 +482,6 @@ void PageParser::parse_record(ondemand::value element, std::int64_t tenant, Pars
   created_.reset();
   modified_null_ = false;
   active_ = true;
-  ondemand::object object = element.get_object().value();
   scratch_.assign(object.raw_json().value());
   object.reset().value();
   walk(record_, object, 0);
@@ -475,16 +519,61 @@ void PageParser::parse_record(ondemand::value element, std::int64_t tenant, Pars
   ++out.records;
 }
 
+void PageParser::parse_records_of(const std::string& body, const PageLayout& layout, std::int64_t tenant,
+                                  ParsedPage& out) {
+  // Each record is parsed as a small document of its own: simdjson's buffers are sized by the
+  // largest record, not by the page (a 15 MB page would otherwise cost ~4 bytes per byte).
+  for (const auto& [begin, end] : layout.records) {
+    std::vector<size_t> child_sizes;
+    for (const ParsedPage::ChildRows& c : out.children) child_sizes.push_back(c.copy_rows.size());
+    id_.reset();
+    try {
+      record_text_.assign(body, begin, end - begin);
+      record_text_.reserve(record_text_.size() + SIMDJSON_PADDING);
+      ondemand::document doc = record_parser_.iterate(
+          padded_string_view(record_text_.data(), record_text_.size(), record_text_.capacity()));
+      parse_record(doc.get_object().value(), tenant, out);
+    } catch (const FieldError& e) {
+      for (size_t k = 0; k < child_sizes.size(); ++k) out.children[k].copy_rows.resize(child_sizes[k]);
+      const std::string message = fmt::format("record #{}{}: {}", out.records + out.quarantined.size() + 1,
+                                              id_ ? fmt::format(" (id {})", *id_) : std::string(), e.message);
+      if (!spec_.quarantine) throw Error(ErrorKind::bad_data, message);
+      replace_nul_in_json(scratch_);
+      out.quarantined.push_back({id_, message, scratch_});
+    } catch (const simdjson_error& e) {
+      throw Error(ErrorKind::bad_data, fmt::format("record #{}{}: invalid JSON: {}", out.records + 1,
+                                                   id_ ? fmt::format(" (id {})", *id_) : std::string(), e.what()));
+    }
+  }
+}
+
 void PageParser::parse(std::string& body, std::int64_t tenant, ParsedPage& out) {
   out.clear();
   seen_ids_.clear();
   out.children.resize(spec_.children.size());
   nul_replaced_ = 0;
-  out.control_escaped = prepare_page(body, max_depth_);
-  if (body.capacity() < body.size() + SIMDJSON_PADDING) body.reserve(body.size() + SIMDJSON_PADDING);
+  PageLayout layout;
+  out.control_escaped = prepare_page(body, max_depth_, &layout);
+  // The COPY text is a multiple of the page's size that depends on the job's columns: reserve it
+  // once, from what the previous page needed, rather than grow it by doubling (a doubling copies
+  // the rows and holds both buffers for a moment).
+  const size_t expected = static_cast<size_t>(static_cast<double>(body.size()) * rows_per_json_byte_ * 1.05);
+  if (out.copy_rows.capacity() < expected) out.copy_rows.reserve(expected);
+  std::string envelope;
+  std::string* document = &body;
+  if (layout.found) {
+    // The envelope alone ({"hasMore":…,"data":[],…}), then the records one by one.
+    envelope.reserve(body.size() - (layout.data_end - layout.data_begin) + SIMDJSON_PADDING);
+    envelope.append(body, 0, layout.data_begin);
+    envelope.append(body, layout.data_end, std::string::npos);
+    document = &envelope;
+  }
+  if (document->capacity() < document->size() + SIMDJSON_PADDING)
+    document->reserve(document->size() + SIMDJSON_PADDING);
   bool saw_data = false;
   try {
-    ondemand::document doc = parser_.iterate(padded_string_view(body.data(), body.size(), body.capacity()));
+    ondemand::document doc =
+        parser_.iterate(padded_string_view(document->data(), document->size(), document->capacity()));
     ondemand::object top;
     if (doc.get_object().get(top) != SUCCESS)
       throw Error(ErrorKind::bad_data, "the response is not a JSON object");
@@ -496,12 +585,16 @@ void PageParser::parse(std::string& body, std::int64_t tenant, ParsedPage& out) 
         if (v.get_array().get(data) != SUCCESS)
           throw Error(ErrorKind::bad_data, "'data' is not an array");
         saw_data = true;
+        if (layout.found) {
+          parse_records_of(body, layout, tenant, out);
+          continue;
+        }
         for (auto element : data) {
           // A record that fails leaves nothing behind: its child rows are cut off again.
           std::vector<size_t> child_sizes;
           for (const ParsedPage::ChildRows& c : out.children) child_sizes.push_back(c.copy_rows.size());
           try {
-            parse_record(element.value(), tenant, out);
+            parse_record(element.value().get_object().value(), tenant, out);
           } catch (const FieldError& e) {
             for (size_t k = 0; k < child_sizes.size(); ++k) out.children[k].copy_rows.resize(child_sizes[k]);
             const std::string message = fmt::format("record #{}{}: {}", out.records + out.quarantined.size() + 1,
@@ -532,6 +625,8 @@ void PageParser::parse(std::string& body, std::int64_t tenant, ParsedPage& out) 
   }
   if (!saw_data) throw Error(ErrorKind::bad_data, "the response has no 'data' array");
   out.nul_replaced = nul_replaced_;
+  if (body.size() > (1 << 16))
+    rows_per_json_byte_ = std::max(rows_per_json_byte_, static_cast<double>(out.copy_rows.size()) / body.size());
 }
 
 }  // namespace stsync

@@ -51,10 +51,19 @@ struct ParsedPage {
 /// active, raw, ordinal.
 std::vector<std::string> staging_columns(const JobSpec& spec);
 
+/// Where the records of a page are: the inside of its top-level "data" array and each element.
+struct PageLayout {
+  bool found = false;  // a "data" array of objects, separated by commas, was found
+  size_t data_begin = 0, data_end = 0;                // between the brackets
+  std::vector<std::pair<size_t, size_t>> records;     // [begin, end) of each element
+};
+
 /// Checks a page before parsing: throws Error(bad_data) when it nests deeper than `max_depth`,
 /// and rewrites raw control characters inside strings as \u escapes (the same value). Returns
-/// how many it escaped. Keeps simdjson's padding.
-int prepare_page(std::string& body, int max_depth);
+/// how many it escaped. Keeps simdjson's padding. With `layout`, also finds the records (in the
+/// page as rewritten); layout->found stays false when the page is not shaped as expected (the
+/// whole-document parse then reports what is wrong).
+int prepare_page(std::string& body, int max_depth, PageLayout* layout = nullptr);
 
 class PageParser {
  public:
@@ -90,11 +99,14 @@ class PageParser {
   void capture_array(Walker& w, const Node& n, simdjson::ondemand::value value, std::string_view key);
   static void append_cells(std::string& row, const Walker& w);
   void emit_children(std::int64_t tenant, std::int64_t parent_id, ParsedPage& out);
-  void parse_record(simdjson::ondemand::value element, std::int64_t tenant, ParsedPage& out);
+  void parse_record(simdjson::ondemand::object object, std::int64_t tenant, ParsedPage& out);
+  void parse_records_of(const std::string& body, const PageLayout& layout, std::int64_t tenant, ParsedPage& out);
 
   const JobSpec& spec_;
   simdjson::ondemand::parser parser_;
-  simdjson::ondemand::parser child_parser_;  // child arrays, parsed from their own text
+  simdjson::ondemand::parser child_parser_;   // child arrays, parsed from their own text
+  simdjson::ondemand::parser record_parser_;  // one record at a time
+  std::string record_text_;
   Walker record_;
   std::vector<Walker> children_;                 // one per JobSpec::children
   std::vector<std::string_view> child_arrays_;   // per record: each child array's text (empty: none)
@@ -107,6 +119,7 @@ class PageParser {
   int max_depth_;
   std::string scratch_, child_text_, child_raw_;
   std::unordered_set<std::int64_t> seen_ids_;
+  double rows_per_json_byte_ = 1.6;  // COPY text per byte of JSON, the largest seen
 };
 
 }  // namespace stsync

@@ -113,16 +113,21 @@ PgResult PgConnection::exec(const std::string& sql, const Params& params) {
 }
 
 void PgConnection::copy_in(const std::string& copy_sql, std::string_view data) {
+  copy_in(copy_sql, std::vector<std::string_view>{data});
+}
+
+void PgConnection::copy_in(const std::string& copy_sql, const std::vector<std::string_view>& parts) {
   {
     PGresult* r = PQexec(conn_, copy_sql.c_str());
     std::unique_ptr<PGresult, decltype(&PQclear)> guard(r, &PQclear);
     if (PQresultStatus(r) != PGRES_COPY_IN) fail(r, "COPY");
   }
   constexpr size_t kChunk = 1 << 20;
-  for (size_t off = 0; off < data.size(); off += kChunk) {
-    const size_t n = std::min(kChunk, data.size() - off);
-    if (PQputCopyData(conn_, data.data() + off, static_cast<int>(n)) != 1) fail(nullptr, "COPY data");
-  }
+  for (std::string_view data : parts)
+    for (size_t off = 0; off < data.size(); off += kChunk) {
+      const size_t n = std::min(kChunk, data.size() - off);
+      if (PQputCopyData(conn_, data.data() + off, static_cast<int>(n)) != 1) fail(nullptr, "COPY data");
+    }
   if (PQputCopyEnd(conn_, nullptr) != 1) fail(nullptr, "COPY end");
   std::unique_ptr<PGresult, decltype(&PQclear)> r(PQgetResult(conn_), &PQclear);
   if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) {

@@ -257,14 +257,25 @@ MergeCounts JobStore::merge_rows(const ParsedPage& page, std::string_view rows, 
   for (size_t i = 0; i < cleared.size(); ++i) ids += (i ? "," : "") + std::to_string(page.ids.at(cleared[i]));
   ids += "}";
   for (size_t k = 0; k < child_sql_.size(); ++k) {
+    // The written records' child rows, as runs of the page's buffer (one run when every record
+    // was written): nothing is copied on the way.
     const ParsedPage::ChildRows& rows_k = page.children.at(k);
-    child_copy_.clear();
+    std::vector<std::string_view> parts;
+    const std::string_view all = rows_k.copy_rows;
+    size_t run_begin = 0, run_end = 0, total = 0;
     for (size_t ordinal : written) {
       const size_t begin = ordinal == 0 ? 0 : rows_k.record_ends.at(ordinal - 1);
-      child_copy_.append(rows_k.copy_rows, begin, rows_k.record_ends.at(ordinal) - begin);
+      const size_t end = rows_k.record_ends.at(ordinal);
+      if (begin != run_end) {
+        if (run_end > run_begin) parts.push_back(all.substr(run_begin, run_end - run_begin));
+        run_begin = begin;
+      }
+      run_end = end;
+      total += end - begin;
     }
+    if (run_end > run_begin) parts.push_back(all.substr(run_begin, run_end - run_begin));
     if (!cleared.empty()) db_.exec(child_sql_[k].delete_sql, {std::to_string(tenant_), ids});
-    if (!child_copy_.empty()) db_.copy_in(child_sql_[k].copy_sql, child_copy_);
+    if (total > 0) db_.copy_in(child_sql_[k].copy_sql, parts);
   }
   return counts;
 }

@@ -98,7 +98,6 @@ class JobStore {
   };
   std::vector<ChildSql> child_sql_;
   bool rewrite_children_ = false;
-  std::string child_copy_;  // the child rows of one page's written parents, reused
   bool staging_ready_ = false;
 };
 

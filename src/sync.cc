@@ -17,7 +17,10 @@ std::string with_tenant(const std::string& path, std::int64_t tenant) {
   return out;
 }
 
-constexpr Ticks kMinWindow = kTicksPerMicro;  // the filters' useful resolution
+constexpr Ticks kMinWindow = kTicksPerMicro;
+// The largest page (JSON bytes) that is parsed on the helper thread while the previous page
+// commits; larger pages are parsed after it, so at most one page's COPY rows are in memory.
+constexpr size_t kOverlapParseBytes = 6 << 20;  // the filters' useful resolution
 constexpr Ticks kEpochFloor = 946684800LL * kTicksPerSecond;  // 2000-01-01: splits unbounded windows
 
 }  // namespace
@@ -162,12 +165,17 @@ void JobRunner::note_server_time(const std::optional<std::string>& date) {
 std::optional<std::string> JobRunner::fetch_and_parse(const std::string& query, const std::string& where,
                                                        ParsedPage& into) {
   HttpResponse response = client_.get(query, where);
+  parse_body(response.body, where, into);
+  return response.date;  // the body is freed here: only the COPY rows live on
+}
+
+void JobRunner::parse_body(std::string& body, const std::string& where, ParsedPage& into) {
+  last_body_bytes_ = body.size();
   try {
-    parser_.parse(response.body, session_.tenant().id, into);
+    parser_.parse(body, session_.tenant().id, into);
   } catch (const Error& e) {
     throw Error(e.kind(), fmt::format("{}: {}", where, e.what()));
   }
-  return response.date;  // the body is freed here: only the COPY rows live on
 }
 
 void JobRunner::raise_watermark(JobState& state, const std::string& where) {
@@ -219,7 +227,10 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
   // simdjson and PostgreSQL work at the same time. Only the helper thread touches the client
   // (its handle, retry budget) and the parser meanwhile; the session it shares with other
   // workers is thread-safe.
+  // Pages above kOverlapParseBytes of JSON are only fetched meanwhile and parsed after the commit,
+  // so that one page's rows, not two, are in memory at a time (see the README on memory).
   std::future<std::optional<std::string>> prefetch;
+  std::future<HttpResponse> prefetch_body;
   for (int page_no = 1;; ++page_no) {
     const std::string where = where_for(page_no);
     std::optional<std::string> date;
@@ -227,6 +238,10 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
       if (prefetch.valid()) {
         date = prefetch.get();
         std::swap(page_, next_page_);
+      } else if (prefetch_body.valid()) {
+        HttpResponse response = prefetch_body.get();
+        date = response.date;
+        parse_body(response.body, where, page_);
       } else {
         date = fetch_and_parse(query_for(from), where, page_);
       }
@@ -278,9 +293,16 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
     if (has_more) {
       from = page_.continue_from;
       from_token = true;
-      prefetch = std::async(std::launch::async, [this, query = query_for(from), next = where_for(page_no + 1)] {
-        return fetch_and_parse(query, next, next_page_);
-      });
+      if (last_body_bytes_ <= kOverlapParseBytes) {
+        prefetch = std::async(std::launch::async, [this, query = query_for(from), next = where_for(page_no + 1)] {
+          return fetch_and_parse(query, next, next_page_);
+        });
+      } else {
+        next_page_ = ParsedPage{};  // its buffers are not needed while pages are this large
+        prefetch_body = std::async(std::launch::async, [this, query = query_for(from), next = where_for(page_no + 1)] {
+          return client_.get(query, next);
+        });
+      }
     }
     commit(store, state, run_id, where);
     log::debug("{}: {} records, hasMore={}", where, page_.records, page_.has_more);

@@ -59,6 +59,7 @@ class JobRunner {
   void note_server_time(const std::optional<std::string>& date);
   /// GET + parse into `into` (errors name `where`); returns the response's Date header.
   std::optional<std::string> fetch_and_parse(const std::string& query, const std::string& where, ParsedPage& into);
+  void parse_body(std::string& body, const std::string& where, ParsedPage& into);
   /// Raises state.watermark to page_'s newest modifiedOn, capped by the server's clock.
   void raise_watermark(JobState& state, const std::string& where);
   /// Commits page_ with `state`; `where` names the page in logs and the quarantine table.
@@ -79,6 +80,7 @@ class JobRunner {
   ParsedPage next_page_;  // the page the helper thread fetches and parses meanwhile
   JobResult result_;
   std::optional<Ticks> server_now_;  // the newest Date header of this run
+  size_t last_body_bytes_ = 0;       // JSON bytes of the last page parsed
 };
 
 }  // namespace stsync

@@ -229,6 +229,44 @@ TEST_CASE("a page is checked for depth and its raw control characters are escape
   CHECK(bell.capacity() >= bell.size() + simdjson::SIMDJSON_PADDING);
 }
 
+TEST_CASE("a page's records are found by one scan, and anything unexpected falls back to the whole-page parse",
+          "[unit][parser]") {
+  std::string page = R"({"hasMore":true,"data":[ {"id":1,"s":"}]\"data\"["} , {"id":2,"a":[{"b":1}]} ],"continueFrom":"x"})";
+  PageLayout layout;
+  prepare_page(page, 64, &layout);
+  REQUIRE(layout.found);
+  REQUIRE(layout.records.size() == 2);
+  CHECK(page.substr(layout.records[0].first, layout.records[0].second - layout.records[0].first) ==
+        R"({"id":1,"s":"}]\"data\"["})");
+  CHECK(page.substr(layout.records[1].first, layout.records[1].second - layout.records[1].first) ==
+        R"({"id":2,"a":[{"b":1}]})");
+  for (std::string odd : {std::string(R"({"data":[{"id":1},,{"id":2}]})"), std::string(R"({"data":[{"id":1},]})"),
+                          std::string(R"({"data":[{"id":1},7]})"), std::string(R"({"data":[{"id":1}{"id":2}]})"),
+                          std::string(R"({"data":{"id":1}})"), std::string(R"({"data":[{"id":1})")}) {
+    PageLayout l;
+    prepare_page(odd, 64, &l);
+    INFO(odd);
+    CHECK_FALSE(l.found);
+  }
+  // Offsets hold after control characters were escaped in front of a record.
+  std::string bell = "{\"note\":\"a\x01\",\"data\":[{\"id\":1,\"s\":\"\x02\"}]}";
+  PageLayout l;
+  prepare_page(bell, 64, &l);
+  REQUIRE(l.records.size() == 1);
+  CHECK(bell.substr(l.records[0].first, l.records[0].second - l.records[0].first) == R"({"id":1,"s":"\u0002"})");
+  // Parsed record by record, the rows are those of the page.
+  JobSpec spec = parse_job_spec("name='t'\nlist_path='x'\nmode='list'\ncolumns=[{path='s',type='text'}]\n", "t.toml");
+  PageParser parser(spec);
+  ParsedPage by_record;
+  std::string a = R"({"data":[{"id":1,"s":"x"},{"id":2,"s":"y\ty"}],"hasMore":true,"continueFrom":"t"})";
+  parser.parse(a, 5, by_record);
+  CHECK(by_record.records == 2);
+  CHECK(by_record.has_more);
+  CHECK(by_record.continue_from == "t");
+  CHECK(by_record.ids == std::vector<std::int64_t>{1, 2});
+  CHECK(by_record.copy_rows.find("y\\ty") != std::string::npos);
+}
+
 TEST_CASE("COPY fields unescape back to their values", "[unit][copy]") {
   for (std::string v : {"plain", "tab\there", "back\\slash\\n", "line\nbreak\r", ""}) {
     std::string field;
