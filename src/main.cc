@@ -1,5 +1,6 @@
 // stsync: parses the command line, calls the library, maps the outcome to an exit code.
 #include <CLI/CLI.hpp>
+#include <malloc.h>
 #include <fmt/format.h>
 
 #include <sstream>
@@ -69,6 +70,12 @@ std::vector<std::string> split_commas(const std::string& text) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Pages are buffers of megabytes, allocated on alternating threads. With glibc's defaults such
+  // buffers end up in per-thread arenas below a threshold that grows with each one freed, and the
+  // memory is kept rather than returned: a worker's footprint would creep with the page count.
+  // Large buffers always as their own mappings (returned on free), and few arenas.
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  mallopt(M_ARENA_MAX, 2);
   CLI::App app{"stsync: incremental, exact export of ServiceTitan data into PostgreSQL"};
   app.require_subcommand(1);
   // Global options work after the subcommand too (`stsync run --log-level debug`).
