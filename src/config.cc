@@ -142,8 +142,9 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
                         s.database_url.find('@');
   }
   if (const toml::table* run = root["run"].as_table()) {
-    check_keys(*run, {"parallel", "jobs_dir", "log_level"}, "[run]");
+    check_keys(*run, {"parallel", "page_connections", "jobs_dir", "log_level"}, "[run]");
     read(*run, "parallel", s.parallel, "run");
+    read(*run, "page_connections", s.page_connections, "run");
     read(*run, "jobs_dir", s.jobs_dir, "run");
     read(*run, "log_level", s.log_level, "run");
   }
@@ -225,6 +226,7 @@ Settings load_settings(const std::optional<std::string>& path, const EnvLookup& 
   if (auto v = env("STSYNC_TLS_VERIFY")) s.tls_verify = parse_bool(*v, "STSYNC_TLS_VERIFY");
   if (auto v = env("STSYNC_REQUESTS_PER_SECOND")) s.requests_per_second = env_number(*v, "STSYNC_REQUESTS_PER_SECOND");
   if (auto v = env("STSYNC_PARALLEL")) s.parallel = env_integer(*v, "STSYNC_PARALLEL");
+  if (auto v = env("STSYNC_PAGE_CONNECTIONS")) s.page_connections = env_integer(*v, "STSYNC_PAGE_CONNECTIONS");
   if (auto v = env("STSYNC_MAX_ATTEMPTS")) s.max_attempts = env_integer(*v, "STSYNC_MAX_ATTEMPTS");
   if (auto v = env("STSYNC_RETRY_BUDGET_SECONDS")) s.retry_budget_seconds = env_number(*v, "STSYNC_RETRY_BUDGET_SECONDS");
   if (auto v = env("STSYNC_MAX_BACKOFF_SECONDS")) s.max_backoff_seconds = env_number(*v, "STSYNC_MAX_BACKOFF_SECONDS");
@@ -271,6 +273,7 @@ Settings load_settings(const std::optional<std::string>& path, const EnvLookup& 
   if (s.requests_per_second <= 0 || s.requests_per_second > 60)
     fail("requests_per_second must be above 0 and at most 60 (ServiceTitan's limit per tenant)");
   if (s.parallel < 1 || s.parallel > 64) fail("parallel must be between 1 and 64");
+  if (s.page_connections < 1 || s.page_connections > 2) fail("page_connections must be 1 or 2");
   if (s.max_attempts < 1) fail("max_attempts must be at least 1");
   // Durations: a negative one is a mistake, never "no limit".
   auto non_negative = [](double v, const char* name) {

@@ -38,6 +38,7 @@ struct Settings {
   std::string jobs_dir;      // empty: the job files built into the binary
   double requests_per_second = 10;
   int parallel = 2;
+  int page_connections = 2;  // per worker: export pages committed on one or two connections
   int timeout_seconds = 120;
   int connect_timeout_seconds = 10;
   int max_attempts = 6;            // per request

@@ -75,6 +75,13 @@ std::string PgConnection::quote_ident(std::string_view name) const {
   return out;
 }
 
+std::string PgConnection::quote_literal(std::string_view text) const {
+  // libpq's own escaping, which knows the session's standard_conforming_strings.
+  std::unique_ptr<char, decltype(&PQfreemem)> quoted(PQescapeLiteral(conn_, text.data(), text.size()), &PQfreemem);
+  if (!quoted) throw PgError(ErrorKind::db, "PostgreSQL: cannot quote a literal", "", "");
+  return quoted.get();
+}
+
 void PgConnection::fail(const PGresult* result, std::string_view what) {
   const char* state = result ? PQresultErrorField(result, PG_DIAG_SQLSTATE) : nullptr;
   const char* context = result ? PQresultErrorField(result, PG_DIAG_CONTEXT) : nullptr;

@@ -79,6 +79,8 @@ class PgConnection {
   void reconnect();
   /// A safely quoted identifier.
   std::string quote_ident(std::string_view name) const;
+  /// A safely quoted string literal (for the few statements sent as text with several parts).
+  std::string quote_literal(std::string_view text) const;
   PGconn* raw() { return conn_; }
   /// The server process of this session (changes with every reconnect, and under a pooler
   /// that does not keep one server connection per client).

@@ -122,6 +122,13 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
   }
 }
 
+JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& spec, std::int64_t tenant,
+                   bool rewrite_children, Helper)
+    : JobStore(db, schema, spec, tenant, rewrite_children) {
+  helper_ = true;
+  lock_backend_pid_ = static_cast<int>(db_.exec("SELECT pg_backend_pid()").get_int(0, 0));
+}
+
 void JobStore::ensure_staging() {
   if (staging_ready_) return;
   std::string cols = "tenant_id bigint, id bigint";
@@ -146,6 +153,11 @@ void JobStore::unlock() {
 
 bool JobStore::resume_after_reconnect() {
   staging_ready_ = false;
+  if (helper_) {
+    // A helper holds no lock: it notes its new session; each page checks the lock's holder.
+    lock_backend_pid_ = static_cast<int>(db_.exec("SELECT pg_backend_pid()").get_int(0, 0));
+    return true;
+  }
   return try_lock();
 }
 
@@ -154,7 +166,21 @@ void JobStore::begin_page() {
   // The job's lock and the staging table belong to one server session. A pooler that hands each
   // transaction to another server connection (PgBouncer's pool_mode = transaction or statement)
   // would silently drop both: the overlap guard would not hold. Refuse, clearly.
-  PgResult r = db_.exec("BEGIN; SELECT pg_backend_pid()");
+  // A helper connection also checks that the job's lock is still held by another session (the
+  // run's first connection): a run whose lock is gone must not go on committing.
+  PgResult r = db_.exec(helper_ ? fmt::format("BEGIN; SELECT pg_backend_pid(), EXISTS (SELECT 1 FROM pg_catalog.pg_locks l, "
+                                              "(SELECT hashtextextended({}, 0) AS k) h WHERE l.locktype = 'advisory' "
+                                              "AND l.granted AND l.objsubid = 1 AND l.pid <> pg_backend_pid() "
+                                              "AND l.classid = ((h.k >> 32) & 4294967295)::oid "
+                                              "AND l.objid = (h.k & 4294967295)::oid)",
+                                              db_.quote_literal(lock_key_))
+                                : std::string("BEGIN; SELECT pg_backend_pid()"));
+  if (helper_ && r.get(0, 1) != "t") {
+    db_.rollback_quietly();
+    throw Error(ErrorKind::db, fmt::format("job {} tenant {}: the run's first connection no longer holds the job's "
+                                           "lock; stopping this run (the next one carries on from the committed state)",
+                                           spec_.name, tenant_));
+  }
   if (r.get_int(0, 0) != lock_backend_pid_) {
     db_.rollback_quietly();
     throw Error(ErrorKind::config,
@@ -336,17 +362,20 @@ void JobStore::write_state(const JobState& state, std::int64_t run_id, const Mer
 }
 
 MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState* state, std::int64_t run_id,
-                                  const std::string& where) {
+                                  const std::string& where, const CommitGates* gates) {
   bool by_record = false;
   for (;;) {
     MergeCounts counts;
     begin_page();
     try {
+      if (gates && gates->before_merge) gates->before_merge();
       if (page.records > 0) {
         if (by_record) counts = merge_by_record(page, where);
         else counts = merge_rows(page, page.copy_rows, false);
       }
+      if (gates && gates->after_merge) gates->after_merge();
       for (const QuarantinedRecord& q : page.quarantined) quarantine_record(q.id, where, q.error, q.raw);
+      if (gates && gates->before_state) gates->before_state();
       if (state) write_state(*state, run_id, counts);
       db_.exec("COMMIT");
       return counts;

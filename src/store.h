@@ -2,6 +2,7 @@
 // and the per-page transaction that stores rows and state together.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string_view>
 #include <string>
@@ -22,6 +23,14 @@ struct JobState {
   std::optional<std::string> list_pass_field;  // "created" while a first list pass is under way
 };
 
+/// Ordering points of a page committed on one of several connections (see JobRunner): wait for
+/// the previous page's merge before merging (row locks are taken in page order, so no two pages
+/// can wait for each other), say when this page's merge is done, and wait for the previous page's
+/// COMMIT before writing the state (a token never commits ahead of the rows it covers).
+struct CommitGates {
+  std::function<void()> before_merge, after_merge, before_state;
+};
+
 struct MergeCounts {
   std::int64_t inserted = 0, updated = 0, unchanged = 0;
   MergeCounts& operator+=(const MergeCounts& o) {
@@ -38,6 +47,11 @@ class JobStore {
   /// that changed (a full refresh fills a child table added to the job file).
   JobStore(PgConnection& db, const std::string& schema, const JobSpec& spec, std::int64_t tenant,
            bool rewrite_children = false);
+  /// A second connection for the same job run (`helper`): it commits pages but does not hold the
+  /// job's lock; each of its transactions checks that the lock's holder still holds it.
+  struct Helper {};
+  JobStore(PgConnection& db, const std::string& schema, const JobSpec& spec, std::int64_t tenant,
+           bool rewrite_children, Helper);
 
   /// Takes the session advisory lock of (schema, job, tenant); false when another session has it.
   bool try_lock();
@@ -54,7 +68,7 @@ class JobStore {
   /// PgErrors propagate (classified by classify_sqlstate). `where` names the page.
   /// Without `state`, no state or run row is written (re-processing quarantined records).
   MergeCounts commit_page(const ParsedPage& page, const JobState* state, std::int64_t run_id,
-                          const std::string& where = {});
+                          const std::string& where = {}, const CommitGates* gates = nullptr);
   MergeCounts commit_page(const ParsedPage& page, const JobState& state, std::int64_t run_id,
                           const std::string& where = {}) {
     return commit_page(page, &state, run_id, where);
@@ -85,7 +99,8 @@ class JobStore {
   void quarantine_record(std::optional<std::int64_t> id, const std::string& where, const std::string& error,
                          std::string_view raw);
   void write_state(const JobState& state, std::int64_t run_id, const MergeCounts& counts);
-  int lock_backend_pid_ = 0;  // the server session that took the lock
+  int lock_backend_pid_ = 0;  // the server session that took the lock (a helper: its own session)
+  bool helper_ = false;
   std::vector<std::string> analyzable_;  // the job's table and its child tables, quoted
   PgConnection& db_;
   const JobSpec& spec_;

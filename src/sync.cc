@@ -117,32 +117,36 @@ JobResult JobRunner::run() {
 
 void JobRunner::commit(JobStore& store, const JobState& state, std::int64_t run_id,
                        const std::string& where) {
-  for (const QuarantinedRecord& q : page_.quarantined)
-    log::warn("{}: {}; quarantined (see the quarantine table), the job goes on", where, q.error);
-  // PostgreSQL restarted or the connection broke: the page's transaction is lost, but the page
-  // is still in memory. Reconnect (bounded), take the job's lock again and commit it again.
   // Only jobs that update rows delete child rows, the one statement whose plan stale statistics
   // could spoil; a first load (all inserts) never pays for an ANALYZE.
   if (result_.counts.updated > 0 && result_.pages % 4 == 0) store.refresh_statistics_if_stale();
+  result_.counts += commit_on(store, db_, page_, state, run_id, where, nullptr);
+  ++result_.pages;
+}
+
+MergeCounts JobRunner::commit_on(JobStore& store, PgConnection& db, const ParsedPage& page, const JobState& state,
+                                 std::int64_t run_id, const std::string& where, const CommitGates* gates) {
+  for (const QuarantinedRecord& q : page.quarantined)
+    log::warn("{}: {}; quarantined (see the quarantine table), the job goes on", where, q.error);
+  // PostgreSQL restarted or the connection broke: the page's transaction is lost, but the page
+  // is still in memory. Reconnect (bounded), take the job's lock again and commit it again.
   for (int attempt = 1;; ++attempt) {
     try {
-      result_.counts += store.commit_page(page_, state, run_id, where);
-      ++result_.pages;
-      return;
+      return store.commit_page(page, &state, run_id, where, gates);
     } catch (const PgError& e) {
       if (e.kind() == ErrorKind::db_conflict && attempt <= 5) {
         // A serialization failure or deadlock rolled the page back: run the same page again.
-        log::warn("{}: {}; committing the page again ({} of 5)", what("commit"), e.what(), attempt);
+        log::warn("{}: {}; committing the page again ({} of 5)", where, e.what(), attempt);
         clock_.sleep(0.05 * attempt);
         continue;
       }
       if (e.kind() != ErrorKind::db_unavailable || attempt > settings_.db_reconnect_attempts) throw;
       const double wait = std::min(30.0, 0.5 * (1 << std::min(attempt - 1, 6)));
-      log::warn("{}: {}; reconnecting in {:.1f} s ({} of {})", what("commit"), e.what(), wait, attempt,
+      log::warn("{}: {}; reconnecting in {:.1f} s ({} of {})", where, e.what(), wait, attempt,
                 settings_.db_reconnect_attempts);
       clock_.sleep(wait);
       try {
-        db_.reconnect();
+        db.reconnect();
       } catch (const PgError& again) {
         log::warn("{}: {}", what("reconnect"), again.what());
         continue;
@@ -178,11 +182,13 @@ void JobRunner::parse_body(std::string& body, const std::string& where, ParsedPa
   }
 }
 
-void JobRunner::raise_watermark(JobState& state, const std::string& where) {
+void JobRunner::raise_watermark(JobState& state, const std::string& where) { raise_watermark(state, page_, where); }
+
+void JobRunner::raise_watermark(JobState& state, const ParsedPage& page, const std::string& where) {
   // The watermark is the newest modifiedOn stored, but never past the server's clock: one
   // future-dated record must not make the job look fresher than it is.
-  if (!page_.max_modified) return;
-  Ticks newest = *page_.max_modified;
+  if (!page.max_modified) return;
+  Ticks newest = *page.max_modified;
   const Ticks clock = server_now_.value_or(now_ticks());
   if (newest > clock + kTicksPerSecond * 60) {
     log::warn("{}: a record's modifiedOn {} is after the server's clock {}; the watermark stops at the clock",
@@ -223,95 +229,209 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
     return what(fmt::format("export page {}{}", page_no,
                             from_token ? " (from token)" : from ? " (from " + *from + ")" : ""));
   };
-  // The next page is fetched and parsed (into next_page_) while this one commits: HTTP, gzip,
+  // The next page is fetched and parsed on a helper thread while this one commits: HTTP, gzip,
   // simdjson and PostgreSQL work at the same time. Only the helper thread touches the client
   // (its handle, retry budget) and the parser meanwhile; the session it shares with other
-  // workers is thread-safe.
-  // Pages above kOverlapParseBytes of JSON are only fetched meanwhile and parsed after the commit,
-  // so that one page's rows, not two, are in memory at a time (see the README on memory).
+  // workers is thread-safe. Pages above kOverlapParseBytes of JSON are only fetched meanwhile and
+  // parsed after the commit, so that one page's rows are in memory at a time.
+  //
+  // Pages are committed on two connections when run.page_connections allows (and pages are not
+  // that large): page k on connection k % 2, so that one page's COPY (PostgreSQL parsing jsonb)
+  // runs while the other's merge and COMMIT do. CommitGates keep the order that matters: merges
+  // in page order (row locks: no two pages can wait for each other) and each page's state after
+  // the previous page's COMMIT (a token never commits ahead of the rows it covers; rows may
+  // commit ahead of the token, which the guard makes harmless).
+  std::unique_ptr<PgConnection> second_db;
+  std::unique_ptr<JobStore> second_store;
+  std::future<MergeCounts> lane[2];
+  int lane_buffer[2] = {-1, -1};
+  std::shared_future<void> prev_merged, prev_committed;
+  auto finish_lane = [&](int l) {
+    if (!lane[l].valid()) return;
+    lane_buffer[l] = -1;
+    result_.counts += lane[l].get();
+    ++result_.pages;
+  };
+  // Waits for the pages in flight, the older lane first, so that the first failure is the one
+  // reported.
+  auto drain = [&](int newest_lane) {
+    std::exception_ptr first;
+    for (int l : {1 - newest_lane, newest_lane}) {
+      try {
+        finish_lane(l);
+      } catch (...) {
+        if (!first) first = std::current_exception();
+      }
+    }
+    if (first) std::rethrow_exception(first);
+  };
   std::future<std::optional<std::string>> prefetch;
   std::future<HttpResponse> prefetch_body;
-  for (int page_no = 1;; ++page_no) {
-    const std::string where = where_for(page_no);
-    std::optional<std::string> date;
+  int cur = 0, next_buffer = -1;
+  int last_lane = 0;
+  try {
+    for (int page_no = 1;; ++page_no) {
+      const std::string where = where_for(page_no);
+      std::optional<std::string> date;
+      try {
+        if (prefetch.valid()) {
+          date = prefetch.get();
+          cur = next_buffer;
+        } else if (prefetch_body.valid()) {
+          HttpResponse response = prefetch_body.get();
+          date = response.date;
+          parse_body(response.body, where, pages_[static_cast<size_t>(cur)]);
+        } else {
+          date = fetch_and_parse(query_for(from), where, pages_[static_cast<size_t>(cur)]);
+        }
+      } catch (const Error& e) {
+        const bool rejected = from_token && e.kind() == ErrorKind::http_permanent &&
+                              (e.http_status() == 400 || e.http_status() == 404 || e.http_status() == 410);
+        if (rejected && token_retries == 0 && state.export_token) {
+          // First the last committed token once more (a rejection may be passing), then the date.
+          ++token_retries;
+          from = state.export_token;
+          log::warn("{}: the continueFrom token was rejected ({}); trying the last committed token again", where,
+                    e.what());
+          --page_no;
+          continue;
+        }
+        if (rejected && !date_fallback_used) {
+          // Rows re-read from there are merged idempotently: nothing is lost or duplicated.
+          date_fallback_used = true;
+          from = date_fallback();
+          from_token = false;
+          log::warn("{}: the continueFrom token was rejected again ({}); restarting from {}", where, e.what(),
+                    from ? *from + " (complete through − overlap)" : "the beginning of the feed");
+          --page_no;
+          continue;
+        }
+        throw;
+      }
+      ParsedPage& page = pages_[static_cast<size_t>(cur)];
+      note_server_time(date);
+      if (page.nul_replaced > 0)
+        log::warn("{}: {} value(s) held NUL characters, stored as U+FFFD", where, page.nul_replaced);
+      if (page.control_escaped > 0)
+        log::warn("{}: {} raw control character(s) inside strings, stored escaped (the same value)", where,
+                  page.control_escaped);
+      if (page.has_more && !page.continue_from)
+        throw Error(ErrorKind::bad_data, fmt::format("{}: hasMore is true but continueFrom is missing", where));
+      const bool same_token = page.has_more && from_token && from && *from == *page.continue_from;
+      if (same_token && page.records == 0)
+        throw Error(ErrorKind::bad_data, fmt::format("{}: the feed returned the same token and no rows; "
+                                                     "stopping instead of looping",
+                                                     where));
+      if (page.continue_from) state.export_token = page.continue_from;
+      raise_watermark(state, page, where);
+      const bool has_more = page.has_more && !same_token;
+      if (!page.has_more && state.watermark) {
+        // The end of the feed: every change up to the newest one stored is stored.
+        const Ticks through = std::min(*state.watermark, server_now_.value_or(now_ticks()));
+        if (!state.complete_through || through > *state.complete_through) state.complete_through = through;
+      }
+      const bool large = last_body_bytes_ > kOverlapParseBytes;
+      const bool two_lanes = !large && settings_.page_connections >= 2 && (page_no > 1 || has_more);
+      if (!two_lanes) {
+        // One connection (and, for large pages, one page of rows): whatever was in flight first.
+        drain(last_lane);
+        if (large && cur != 0) {
+          std::swap(pages_[0], pages_[static_cast<size_t>(cur)]);
+          cur = 0;
+        }
+      }
+      ParsedPage& committing = pages_[static_cast<size_t>(cur)];
+      const int l = two_lanes ? page_no % 2 : 0;
+      finish_lane(l);  // page_no − 2: its buffer is free again
+      if (has_more) {
+        from = committing.continue_from;
+        from_token = true;
+        if (!large) {
+          next_buffer = 0;
+          while (next_buffer == cur || next_buffer == lane_buffer[0] || next_buffer == lane_buffer[1]) ++next_buffer;
+          prefetch = std::async(std::launch::async, [this, query = query_for(from), next = where_for(page_no + 1),
+                                                     buffer = next_buffer] {
+            return fetch_and_parse(query, next, pages_[static_cast<size_t>(buffer)]);
+          });
+        } else {
+          pages_[1] = ParsedPage{};  // their buffers are not needed while pages are this large
+          pages_[2] = ParsedPage{};
+          prefetch_body = std::async(std::launch::async, [this, query = query_for(from), next = where_for(page_no + 1)] {
+            return client_.get(query, next);
+          });
+        }
+      }
+      if (!two_lanes) {
+        if (result_.counts.updated > 0 && result_.pages % 4 == 0) store.refresh_statistics_if_stale();
+        result_.counts += commit_on(store, db_, committing, state, run_id, where, nullptr);
+        ++result_.pages;
+        prev_merged = prev_committed = std::shared_future<void>();
+      } else {
+        if (l == 1 && !second_store) {
+          second_db = std::make_unique<PgConnection>(settings_.database_url, session_options(settings_));
+          second_store = std::make_unique<JobStore>(*second_db, settings_.schema, spec_, tenant, options_.full_refresh,
+                                                    JobStore::Helper{});
+        }
+        auto merged = std::make_shared<std::promise<void>>();
+        auto committed = std::make_shared<std::promise<void>>();
+        std::shared_future<void> my_merged = merged->get_future().share();
+        std::shared_future<void> my_committed = committed->get_future().share();
+        JobStore& lane_store = l == 0 ? store : *second_store;
+        PgConnection& lane_db = l == 0 ? db_ : *second_db;
+        lane_buffer[l] = cur;
+        lane[l] = std::async(std::launch::async, [this, &lane_store, &lane_db, &committing, state, run_id, where,
+                                                  merged, committed, after = prev_merged,
+                                                  after_commit = prev_committed,
+                                                  check_statistics = l == 0 && page_no % 8 == 0] {
+          // Only jobs that update rows delete child rows (see commit()); the lock holder's lane checks.
+          if (check_statistics && updated_rows_.load() > 0) lane_store.refresh_statistics_if_stale();
+          bool merge_said = false;
+          CommitGates gates;
+          gates.before_merge = [&] {
+            if (after.valid()) after.get();
+          };
+          gates.after_merge = [&] {
+            if (!merge_said) merged->set_value();
+            merge_said = true;
+          };
+          gates.before_state = [&] {
+            if (after_commit.valid()) after_commit.get();
+          };
+          try {
+            MergeCounts counts = commit_on(lane_store, lane_db, committing, state, run_id, where, &gates);
+            updated_rows_ += counts.updated;
+            if (!merge_said) merged->set_value();
+            committed->set_value();
+            return counts;
+          } catch (...) {
+            if (!merge_said) merged->set_exception(std::current_exception());
+            committed->set_exception(std::current_exception());
+            throw;
+          }
+        });
+        prev_merged = my_merged;
+        prev_committed = my_committed;
+        last_lane = l;
+      }
+      log::debug("{}: {} records, hasMore={}", where, committing.records, committing.has_more);
+      if (same_token) {
+        drain(last_lane);
+        throw Error(ErrorKind::bad_data,
+                    fmt::format("{}: hasMore is true but continueFrom is the token just sent; the page's {} rows are "
+                                "stored, stopping instead of looping (the next run tries again)",
+                                where, committing.records));
+      }
+      if (!has_more) break;
+    }
+    drain(last_lane);
+  } catch (...) {
+    // Whatever failed, the pages in flight finish (commit or roll back) before the run's record
+    // is written on this connection; their own errors come second.
     try {
-      if (prefetch.valid()) {
-        date = prefetch.get();
-        std::swap(page_, next_page_);
-      } else if (prefetch_body.valid()) {
-        HttpResponse response = prefetch_body.get();
-        date = response.date;
-        parse_body(response.body, where, page_);
-      } else {
-        date = fetch_and_parse(query_for(from), where, page_);
-      }
-    } catch (const Error& e) {
-      const bool rejected = from_token && e.kind() == ErrorKind::http_permanent &&
-                            (e.http_status() == 400 || e.http_status() == 404 || e.http_status() == 410);
-      if (rejected && token_retries == 0 && state.export_token) {
-        // First the last committed token once more (a rejection may be passing), then the date.
-        ++token_retries;
-        from = state.export_token;
-        log::warn("{}: the continueFrom token was rejected ({}); trying the last committed token again", where,
-                  e.what());
-        --page_no;
-        continue;
-      }
-      if (rejected && !date_fallback_used) {
-        // Rows re-read from there are merged idempotently: nothing is lost or duplicated.
-        date_fallback_used = true;
-        from = date_fallback();
-        from_token = false;
-        log::warn("{}: the continueFrom token was rejected again ({}); restarting from {}", where, e.what(),
-                  from ? *from + " (complete through − overlap)" : "the beginning of the feed");
-        --page_no;
-        continue;
-      }
-      throw;
+      drain(last_lane);
+    } catch (...) {
     }
-    note_server_time(date);
-    if (page_.nul_replaced > 0)
-      log::warn("{}: {} value(s) held NUL characters, stored as U+FFFD", where, page_.nul_replaced);
-    if (page_.control_escaped > 0)
-      log::warn("{}: {} raw control character(s) inside strings, stored escaped (the same value)", where,
-                page_.control_escaped);
-    if (page_.has_more && !page_.continue_from)
-      throw Error(ErrorKind::bad_data, fmt::format("{}: hasMore is true but continueFrom is missing", where));
-    const bool same_token = page_.has_more && from_token && from && *from == *page_.continue_from;
-    if (same_token && page_.records == 0)
-      throw Error(ErrorKind::bad_data, fmt::format("{}: the feed returned the same token and no rows; "
-                                                   "stopping instead of looping",
-                                                   where));
-    if (page_.continue_from) state.export_token = page_.continue_from;
-    raise_watermark(state, where);
-    const bool has_more = page_.has_more && !same_token;
-    if (!page_.has_more && state.watermark) {
-      // The end of the feed: every change up to the newest one stored is stored.
-      const Ticks through = std::min(*state.watermark, server_now_.value_or(now_ticks()));
-      if (!state.complete_through || through > *state.complete_through) state.complete_through = through;
-    }
-    if (has_more) {
-      from = page_.continue_from;
-      from_token = true;
-      if (last_body_bytes_ <= kOverlapParseBytes) {
-        prefetch = std::async(std::launch::async, [this, query = query_for(from), next = where_for(page_no + 1)] {
-          return fetch_and_parse(query, next, next_page_);
-        });
-      } else {
-        next_page_ = ParsedPage{};  // its buffers are not needed while pages are this large
-        prefetch_body = std::async(std::launch::async, [this, query = query_for(from), next = where_for(page_no + 1)] {
-          return client_.get(query, next);
-        });
-      }
-    }
-    commit(store, state, run_id, where);
-    log::debug("{}: {} records, hasMore={}", where, page_.records, page_.has_more);
-    if (same_token)
-      throw Error(ErrorKind::bad_data,
-                  fmt::format("{}: hasMore is true but continueFrom is the token just sent; the page's {} rows are "
-                              "stored, stopping instead of looping (the next run tries again)",
-                              where, page_.records));
-    if (!has_more) break;
+    throw;
   }
 }
 

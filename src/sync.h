@@ -2,6 +2,8 @@
 // the job's state in one transaction.
 #pragma once
 #include <cstdint>
+#include <array>
+#include <atomic>
 #include <optional>
 #include <string>
 
@@ -60,8 +62,13 @@ class JobRunner {
   /// GET + parse into `into` (errors name `where`); returns the response's Date header.
   std::optional<std::string> fetch_and_parse(const std::string& query, const std::string& where, ParsedPage& into);
   void parse_body(std::string& body, const std::string& where, ParsedPage& into);
-  /// Raises state.watermark to page_'s newest modifiedOn, capped by the server's clock.
+  /// Raises state.watermark to the page's newest modifiedOn, capped by the server's clock.
   void raise_watermark(JobState& state, const std::string& where);
+  void raise_watermark(JobState& state, const ParsedPage& page, const std::string& where);
+  /// Commits `page` on `store`/`db`: retries conflicts, reconnects when the connection broke.
+  /// Touches no member but the clock and the log: it runs on a commit lane's thread.
+  MergeCounts commit_on(JobStore& store, PgConnection& db, const ParsedPage& page, const JobState& state,
+                        std::int64_t run_id, const std::string& where, const CommitGates* gates);
   /// Commits page_ with `state`; `where` names the page in logs and the quarantine table.
   void commit(JobStore& store, const JobState& state, std::int64_t run_id, const std::string& where);
   std::string what(const std::string& page) const;
@@ -76,11 +83,14 @@ class JobRunner {
   RetryBudget budget_;
   ServiceTitanClient client_;
   PageParser parser_;
-  ParsedPage page_;       // the page being committed
-  ParsedPage next_page_;  // the page the helper thread fetches and parses meanwhile
+  // Export pages rotate through three buffers: one being fetched and parsed, up to two being
+  // committed. List mode uses the first only (page_).
+  std::array<ParsedPage, 3> pages_;
+  ParsedPage& page_ = pages_[0];
   JobResult result_;
   std::optional<Ticks> server_now_;  // the newest Date header of this run
   size_t last_body_bytes_ = 0;       // JSON bytes of the last page parsed
+  std::atomic<std::int64_t> updated_rows_{0};  // rows the commit lanes updated in this run
 };
 
 }  // namespace stsync

@@ -190,6 +190,36 @@ TEST_CASE("child rows left behind by a parent row deleted by hand are replaced w
   check_equal(schema, sandbox, {"invoices"});
 }
 
+TEST_CASE("pages committed on two connections never commit a token ahead of the rows it covers",
+          "[hardening][connections]") {
+  auto o = TestSandbox::default_options(1200, 20);
+  o.export_batch = 40;
+  TestSandbox sandbox(o);
+  TestSchema schema;
+  auto env = env_for(sandbox, schema, {{"STSYNC_PAGE_CONNECTIONS", "2"}});
+  REQUIRE(run_stsync({"migrate"}, env).exit_code == 0);
+  // Inside each page's transaction, when its state is written: every page counted so far must
+  // be visible, i.e. committed (other pages) or its own. A first load repeats no id, so page k's
+  // state needs at least 40 * k invoices. Rows may commit ahead of the token, never behind it.
+  schema.db().exec(fmt::format(
+      "CREATE FUNCTION {0}.token_after_rows() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+      "IF NEW.job = 'invoices' AND NEW.pages_total > OLD.pages_total AND "
+      "(SELECT count(*) FROM {0}.invoices WHERE tenant_id = NEW.tenant_id) < 40 * NEW.pages_total THEN "
+      "RAISE EXCEPTION 'token of page % committed ahead of its rows', NEW.pages_total; END IF; RETURN NEW; END $$; "
+      "CREATE TRIGGER token_after_rows BEFORE UPDATE ON {0}.sync_state FOR EACH ROW "
+      "EXECUTE FUNCTION {0}.token_after_rows()",
+      schema.db().quote_ident(schema.name())));
+  ProcessResult r = run_stsync({"run", "--jobs", "invoices"}, env);
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("ahead of its rows") == std::string::npos);
+  CHECK(schema.scalar("SELECT pages FROM {s}.sync_runs WHERE job = 'invoices'") == 30);
+  check_equal(schema, sandbox, {"invoices"});
+  // And the same feed on one connection gives the same table.
+  TestSchema one;
+  REQUIRE(run_stsync({"run", "--jobs", "invoices"}, with_env(env_for(sandbox, one), {{"STSYNC_PAGE_CONNECTIONS", "1"}})).exit_code == 0);
+  check_equal(one, sandbox, {"invoices"});
+}
+
 // ---------------------------------------------------------------------------------------------
 // A watermark never claims more than is stored
 
