@@ -38,7 +38,9 @@ struct Settings {
   std::string jobs_dir;      // empty: the job files built into the binary
   double requests_per_second = 10;
   int parallel = 2;
-  int page_connections = 2;  // per worker: export pages committed on one or two connections
+  // Per worker: export pages committed on one or two connections. One by default: on the 2-core
+  // development machine a second one made runs slower (see the README's benchmarks).
+  int page_connections = 1;
   int timeout_seconds = 120;
   int connect_timeout_seconds = 10;
   int max_attempts = 6;            // per request

@@ -235,7 +235,7 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
   // workers is thread-safe. Pages above kOverlapParseBytes of JSON are only fetched meanwhile and
   // parsed after the commit, so that one page's rows are in memory at a time.
   //
-  // Pages are committed on two connections when run.page_connections allows (and pages are not
+  // Pages are committed on two connections when run.page_connections = 2 (and pages are not
   // that large): page k on connection k % 2, so that one page's COPY (PostgreSQL parsing jsonb)
   // runs while the other's merge and COMMIT do. CommitGates keep the order that matters: merges
   // in page order (row locks: no two pages can wait for each other) and each page's state after

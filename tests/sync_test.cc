@@ -242,7 +242,11 @@ TEST_CASE("kill -9 at several points of a run, then a rerun, equals the truth", 
   o.churn_per_request = 1;
   TestSandbox sandbox(o);
   TestSchema schema;
-  auto env = with_env(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_PARALLEL", "2"}});
+  // One connection per job, and two (pages committed on alternate connections).
+  const std::string connections = GENERATE(as<std::string>{}, "1", "2");
+  INFO("page connections " << connections);
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA),
+                      {{"STSYNC_PARALLEL", "2"}, {"STSYNC_PAGE_CONNECTIONS", connections}});
   int killed = 0;
   for (int delay_ms : {60, 150, 250, 400, 600}) {
     Process p({STSYNC_BINARY, "run"}, env);
