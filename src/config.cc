@@ -169,7 +169,8 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
       const toml::table* j = node.as_table();
       const std::string where = fmt::format("[jobs.{}]", name.str());
       if (j == nullptr) fail(fmt::format("config: {} must be a table", where));
-      check_keys(*j, {"enabled", "mode", "overlap_seconds", "page_size", "include_recent_changes", "quarantine"},
+      check_keys(*j, {"enabled", "mode", "overlap_seconds", "page_size", "include_recent_changes", "quarantine",
+                      "raw_type"},
                  where);
       JobOptions o;
       const std::string key_where = fmt::format("jobs.{}", name.str());
@@ -185,6 +186,9 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
       read_optional(*j, "page_size", o.page_size, key_where);
       read_optional(*j, "include_recent_changes", o.include_recent_changes, key_where);
       read_optional(*j, "quarantine", o.quarantine, key_where);
+      read_optional(*j, "raw_type", o.raw_type, key_where);
+      if (o.raw_type && *o.raw_type != "jsonb" && *o.raw_type != "json")
+        fail(fmt::format("config: {}.raw_type must be \"jsonb\" or \"json\"", key_where));
       if (o.overlap_seconds && *o.overlap_seconds < 0) fail(fmt::format("config: {}.overlap_seconds must not be negative", key_where));
       if (o.page_size && (*o.page_size < 1 || *o.page_size > 5000))
         fail(fmt::format("config: {}.page_size must be 1..5000", key_where));
@@ -316,6 +320,7 @@ std::vector<JobSpec> resolve_jobs(const Settings& settings) {
       if (o.page_size) spec.page_size = *o.page_size;
       if (o.include_recent_changes) spec.include_recent_changes = *o.include_recent_changes;
       if (o.quarantine) spec.quarantine = *o.quarantine;
+      if (o.raw_type) spec.raw_type = *o.raw_type;
     }
     out.push_back(std::move(spec));
   }

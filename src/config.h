@@ -25,6 +25,7 @@ struct JobOptions {
   std::optional<int> page_size;
   std::optional<bool> include_recent_changes;
   std::optional<bool> quarantine;
+  std::optional<std::string> raw_type;
 };
 
 struct Settings {

@@ -130,7 +130,7 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
   }
   check_keys(t,
              {"name", "table", "list_path", "export_path", "mode", "inactive_filter", "page_size",
-              "overlap_seconds", "include_recent_changes", "quarantine", "columns", "children"},
+              "overlap_seconds", "include_recent_changes", "quarantine", "raw_type", "columns", "children"},
              origin, "the top level");
   JobSpec spec;
   auto str = [&](const char* key, bool required) {
@@ -154,6 +154,9 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
   spec.overlap_seconds = static_cast<int>(t["overlap_seconds"].value_or<std::int64_t>(300));
   spec.include_recent_changes = t["include_recent_changes"].value_or(false);
   spec.quarantine = t["quarantine"].value_or(false);
+  spec.raw_type = str("raw_type", false);
+  if (spec.raw_type.empty()) spec.raw_type = "jsonb";
+  if (spec.raw_type != "jsonb" && spec.raw_type != "json") fail(origin, "raw_type must be \"jsonb\" or \"json\"");
   spec.columns = parse_columns(t["columns"].as_array(), origin, "columns",
                                {"tenant_id", "id", "modified_on", "active", "raw", "synced_at"});
   if (const toml::node* children = t.get("children")) {

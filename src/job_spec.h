@@ -38,6 +38,10 @@ struct JobSpec {
   int overlap_seconds = 300;    // re-read this much before the watermark
   bool include_recent_changes = false;
   bool quarantine = false;          // bad records go to the quarantine table; the job goes on
+  // The type of the job table's `raw` column when stsync creates it: "jsonb" (the default:
+  // decomposed, indexable, operators work directly) or "json" (validated text, kept byte for
+  // byte; about half the COPY cost; queries cast it: raw::jsonb).
+  std::string raw_type = "jsonb";
   std::vector<ColumnSpec> columns;  // typed columns besides tenant_id, id, modified_on, active, raw
   std::vector<ChildSpec> children;
 };

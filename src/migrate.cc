@@ -70,7 +70,7 @@ std::map<std::string, std::string> ensure_job_tables(PgConnection& db, const std
       db.exec("SAVEPOINT job_table");
       try {
         ensure_table(db, schema, spec.table, "tenant_id bigint NOT NULL, id bigint NOT NULL", spec.columns,
-                     "modified_on timestamptz, active boolean NOT NULL, raw jsonb NOT NULL, "
+                     "modified_on timestamptz, active boolean NOT NULL, raw " + spec.raw_type + " NOT NULL, "
                      "synced_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tenant_id, id)");
         for (const ChildSpec& child : spec.children)
           ensure_table(db, schema, child.table,

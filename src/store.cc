@@ -53,6 +53,18 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
   const std::string typed_differ =
       stored_row.empty() ? "" : fmt::format(" OR ROW({}) IS DISTINCT FROM ROW({})", stored_row, incoming_row);
   copy_sql_ = fmt::format("COPY {} ({}) FROM STDIN", stage_q_, col_list);
+  // The raw column's type as the table has it (raw_type applies when a table is created): json
+  // has no equality operator, so versions are compared as text (json keeps the text verbatim).
+  {
+    PgResult r = db.exec("SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a "
+                         "WHERE a.attrelid = to_regclass($1) AND a.attname = 'raw' AND NOT a.attisdropped",
+                         {table_q_});
+    raw_type_ = r.rows() == 1 ? r.get(0, 0) : spec.raw_type;
+  }
+  const bool json_raw = raw_type_ == "json";
+  const std::string raw_differs =
+      json_raw ? "EXCLUDED.raw::text IS DISTINCT FROM t.raw::text" : "EXCLUDED.raw IS DISTINCT FROM t.raw";
+  const std::string raw_same = json_raw ? "t.raw::text = s.raw::text" : "t.raw = s.raw";
   // Per key, the newest version in the page wins (pages may repeat a row); then the guard: a row
   // replaces the stored one only if its modifiedOn is later, or equal with different content (the
   // raw record, or the typed values extracted from it).
@@ -65,7 +77,7 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
       "    active = EXCLUDED.active, raw = EXCLUDED.raw, synced_at = EXCLUDED.synced_at"
       "  WHERE coalesce(EXCLUDED.modified_on, '-infinity') > coalesce(t.modified_on, '-infinity')"
       "     OR (coalesce(EXCLUDED.modified_on, '-infinity') = coalesce(t.modified_on, '-infinity')"
-      "         AND (EXCLUDED.raw IS DISTINCT FROM t.raw" + typed_differ + "))"
+      "         AND (" + raw_differs + typed_differ + "))"
       "  RETURNING id, (xmax = 0) AS inserted";
   merge_sql_ = fmt::format(
       "WITH src AS ("
@@ -89,8 +101,8 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
       fmt::arg("rewrite", rewrite_children
                               ? fmt::format("(SELECT coalesce(array_agg(s.ordinal), '{{}}') FROM src s LEFT JOIN up u "
                                             "USING (id) LEFT JOIN {} t ON t.tenant_id = s.tenant_id AND t.id = s.id "
-                                            "WHERE u.id IS NOT NULL OR t.raw = s.raw)",
-                                            table_q_)
+                                            "WHERE u.id IS NOT NULL OR {})",
+                                            table_q_, raw_same)
                               : std::string("NULL")));
   // A page whose ids are all different (nearly every page) needs no sort: the same merge, straight
   // from staging, returning ids.
@@ -134,7 +146,7 @@ void JobStore::ensure_staging() {
   std::string cols = "tenant_id bigint, id bigint";
   for (const ColumnSpec& c : spec_.columns)
     cols += fmt::format(", {} {}", db_.quote_ident(c.name), column_type_sql(c.type));
-  cols += ", modified_on timestamptz, active boolean, raw jsonb, ordinal integer";
+  cols += ", modified_on timestamptz, active boolean, raw " + raw_type_ + ", ordinal integer";
   // A temporary table lives as long as the connection; ON COMMIT DELETE ROWS empties it at the
   // end of every page's transaction, committed or not.
   db_.exec(fmt::format("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS", stage_q_, cols));

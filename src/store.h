@@ -101,6 +101,7 @@ class JobStore {
   void write_state(const JobState& state, std::int64_t run_id, const MergeCounts& counts);
   int lock_backend_pid_ = 0;  // the server session that took the lock (a helper: its own session)
   bool helper_ = false;
+  std::string raw_type_;  // "jsonb" or "json": the job table's raw column
   std::vector<std::string> analyzable_;  // the job's table and its child tables, quoted
   PgConnection& db_;
   const JobSpec& spec_;

@@ -47,7 +47,7 @@ std::string typed_mismatch_sql(const ColumnSpec& c, const std::string& col_q) {
     case ColumnType::date:
       return fmt::format("{} IS DISTINCT FROM ({}::timestamptz AT TIME ZONE 'UTC')::date", col_q, text);
     case ColumnType::jsonb:
-      return fmt::format("{} IS DISTINCT FROM nullif(raw #> '{}', 'null'::jsonb)", col_q, path);
+      return fmt::format("{} IS DISTINCT FROM nullif(raw::jsonb #> '{}', 'null'::jsonb)", col_q, path);
   }
   return "false";
 }
@@ -260,7 +260,7 @@ std::vector<std::string> compare_with_truth(TestSchema& schema, TestSandbox& san
                   "' truth ' || left(coalesce(b.value::text, '-'), 120), '; ') FROM jsonb_each(x.raw) a "
                   "FULL JOIN jsonb_each(t.raw) b ON a.key = b.key WHERE a.value IS DISTINCT FROM b.value) "
                   "FROM pg_temp.truth t "
-                  "FULL JOIN (SELECT * FROM {} WHERE tenant_id = $1) x ON x.id = t.id "
+                  "FULL JOIN (SELECT id, raw::jsonb AS raw FROM {} WHERE tenant_id = $1) x ON x.id = t.id "
                   "WHERE x.raw IS DISTINCT FROM t.raw ORDER BY 1 LIMIT 20",
                   table),
       {std::to_string(tenant)});
@@ -285,7 +285,7 @@ std::vector<std::string> compare_with_truth(TestSchema& schema, TestSandbox& san
   // that agree with each element.
   for (const ChildSpec& child : spec.children) {
     const std::string child_table = db.quote_ident(schema.name()) + "." + db.quote_ident(child.table);
-    const std::string array = "t.raw #> " + json_path_sql(child.path);
+    const std::string array = "t.raw::jsonb #> " + json_path_sql(child.path);
     std::vector<std::string> child_checks = {
         fmt::format("SELECT t.id FROM {0} t WHERE t.tenant_id = $1 AND coalesce(jsonb_array_length(CASE WHEN "
                     "jsonb_typeof({2}) = 'array' THEN {2} END), 0) <> (SELECT count(*) FROM {1} c WHERE "
