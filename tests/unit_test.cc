@@ -93,6 +93,10 @@ TEST_CASE("a job file with an unknown key or type is refused with its name", "[u
       Catch::Contains("unknown type 'money'"));
   CHECK_THROWS_WITH(parse_job_spec("name='x'\nlist_path='p'\ncolumns=[]\n", "x.toml"),
                     Catch::Contains("export_path"));
+  CHECK_THROWS_WITH(parse_job_spec("name='x'\nlist_path='p'\nmode='list'\nraw_type='text'\ncolumns=[]\n", "x.toml"),
+                    Catch::Contains("raw_type must be"));
+  CHECK(parse_job_spec("name='x'\nlist_path='p'\nmode='list'\nraw_type='json'\ncolumns=[]\n", "x.toml").raw_type == "json");
+  CHECK(parse_job_spec("name='x'\nlist_path='p'\nmode='list'\ncolumns=[]\n", "x.toml").raw_type == "jsonb");
 }
 
 namespace {

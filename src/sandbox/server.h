@@ -82,6 +82,8 @@ class Server {
   void install_routes();
   void handle_token(const httplib::Request& req, httplib::Response& res);
   void handle_resource(const httplib::Request& req, httplib::Response& res);
+  /// A 200 page: gzip (fastest level) when the client accepts it.
+  void send_page(const httplib::Request& req, httplib::Response& res, std::string body);
   void handle_admin(const httplib::Request& req, httplib::Response& res);
   bool authorize(const httplib::Request& req, httplib::Response& res, std::int64_t tenant);
   bool throttle(httplib::Response& res, std::int64_t tenant);
