@@ -1,5 +1,7 @@
 // The two text encodings stsync writes by hand: PostgreSQL COPY text fields and JSON strings.
 #pragma once
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -10,6 +12,22 @@ namespace stsync {
 /// Precondition: `value` holds no NUL byte (PostgreSQL text cannot hold one; see
 /// replace_nul_in_text).
 void append_copy_field(std::string& out, std::string_view value);
+
+/// Word-at-a-time byte tests (SWAR): does any of the 8 bytes of `w` equal `b` / lie below `n`
+/// (n <= 128)? They may answer true for a word that holds no such byte (then the caller looks
+/// byte by byte), never false for one that does.
+inline bool word_has_byte(std::uint64_t w, unsigned char b) {
+  const std::uint64_t x = w ^ (0x0101010101010101ULL * b);
+  return ((x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL) != 0;
+}
+inline bool word_has_byte_below(std::uint64_t w, unsigned n) {
+  return ((w - 0x0101010101010101ULL * n) & ~w & 0x8080808080808080ULL) != 0;
+}
+inline std::uint64_t load_word(const char* p) {
+  std::uint64_t w;
+  std::memcpy(&w, p, sizeof w);
+  return w;
+}
 
 /// The inverse of append_copy_field: one field of a COPY text row back to its value.
 std::string copy_field_unescape(std::string_view field);

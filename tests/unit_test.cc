@@ -271,6 +271,33 @@ TEST_CASE("a page's records are found by one scan, and anything unexpected falls
   CHECK(by_record.copy_rows.find("y\\ty") != std::string::npos);
 }
 
+TEST_CASE("the word-at-a-time scans find every byte they must, at every position", "[unit][copy][parser]") {
+  // Each special byte at each offset of strings long enough to cross several 8-byte words.
+  const std::string filler = "abcdefghijklmnopqrstuvwxyz0123456789\xc3\xa9\xe2\x82\xac";
+  for (char special : {'\\', '\n', '\r', '\t', '\x01', '\x0b', '\x1f', '"'})
+    for (size_t pos = 0; pos < 40; ++pos) {
+      std::string value = filler;
+      value.insert(pos, 1, special);
+      std::string field;
+      append_copy_field(field, value);
+      INFO("byte " << static_cast<int>(special) << " at " << pos);
+      CHECK(copy_field_unescape(field) == value);
+      CHECK(field.find_first_of("\n\r\t") == std::string::npos);
+      if (special == '"') continue;  // a string's end: not a control character
+      std::string body = "{\"data\":[{\"id\":1,\"s\":\"" + value + "\"}]}";
+      if (special == '\\') body.insert(body.find(value) + pos + 1, 1, 'n');  // a valid escape
+      PageLayout layout;
+      const int escaped = prepare_page(body, 64, &layout);
+      CHECK(escaped == (static_cast<unsigned char>(special) < 0x20 ? 1 : 0));
+      CHECK(layout.records.size() == 1);
+      for (char c : body) CHECK(static_cast<unsigned char>(c) >= 0x20);
+    }
+  CHECK(word_has_byte(load_word("abcdefg\\"), '\\'));
+  CHECK_FALSE(word_has_byte(load_word("abcdefgh"), '\\'));
+  CHECK(word_has_byte_below(load_word("abc\tefgh"), 14));
+  CHECK_FALSE(word_has_byte_below(load_word("abc\xc3\xa9" "fgh"), 14));
+}
+
 TEST_CASE("COPY fields unescape back to their values", "[unit][copy]") {
   for (std::string v : {"plain", "tab\there", "back\\slash\\n", "line\nbreak\r", ""}) {
     std::string field;
