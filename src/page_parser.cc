@@ -521,31 +521,42 @@ void PageParser::parse_record(ondemand::object object, std::int64_t tenant, Pars
   ++out.records;
 }
 
+template <typename ObjectOf>
+void PageParser::parse_guarded(ObjectOf&& object_of, std::int64_t tenant, ParsedPage& out) {
+  // A record that fails leaves nothing behind (its child rows are cut off again), and goes to
+  // quarantine or fails the page naming its position and id.
+  std::vector<size_t> child_sizes;
+  for (const ParsedPage::ChildRows& c : out.children) child_sizes.push_back(c.copy_rows.size());
+  id_.reset();
+  try {
+    parse_record(object_of(), tenant, out);
+  } catch (const FieldError& e) {
+    for (size_t k = 0; k < child_sizes.size(); ++k) out.children[k].copy_rows.resize(child_sizes[k]);
+    const std::string message = fmt::format("record #{}{}: {}", out.records + out.quarantined.size() + 1,
+                                            id_ ? fmt::format(" (id {})", *id_) : std::string(), e.message);
+    if (!spec_.quarantine) throw Error(ErrorKind::bad_data, message);
+    replace_nul_in_json(scratch_);
+    out.quarantined.push_back({id_, message, scratch_});
+  } catch (const simdjson_error& e) {
+    throw Error(ErrorKind::bad_data, fmt::format("record #{}{}: invalid JSON: {}", out.records + 1,
+                                                 id_ ? fmt::format(" (id {})", *id_) : std::string(), e.what()));
+  }
+}
+
 void PageParser::parse_records_of(const std::string& body, const PageLayout& layout, std::int64_t tenant,
                                   ParsedPage& out) {
   // Each record is parsed as a small document of its own: simdjson's buffers are sized by the
   // largest record, not by the page (a 15 MB page would otherwise cost ~4 bytes per byte).
   for (const auto& [begin, end] : layout.records) {
-    std::vector<size_t> child_sizes;
-    for (const ParsedPage::ChildRows& c : out.children) child_sizes.push_back(c.copy_rows.size());
-    id_.reset();
-    try {
-      record_text_.assign(body, begin, end - begin);
-      record_text_.reserve(record_text_.size() + SIMDJSON_PADDING);
-      ondemand::document doc = record_parser_.iterate(
-          padded_string_view(record_text_.data(), record_text_.size(), record_text_.capacity()));
-      parse_record(doc.get_object().value(), tenant, out);
-    } catch (const FieldError& e) {
-      for (size_t k = 0; k < child_sizes.size(); ++k) out.children[k].copy_rows.resize(child_sizes[k]);
-      const std::string message = fmt::format("record #{}{}: {}", out.records + out.quarantined.size() + 1,
-                                              id_ ? fmt::format(" (id {})", *id_) : std::string(), e.message);
-      if (!spec_.quarantine) throw Error(ErrorKind::bad_data, message);
-      replace_nul_in_json(scratch_);
-      out.quarantined.push_back({id_, message, scratch_});
-    } catch (const simdjson_error& e) {
-      throw Error(ErrorKind::bad_data, fmt::format("record #{}{}: invalid JSON: {}", out.records + 1,
-                                                   id_ ? fmt::format(" (id {})", *id_) : std::string(), e.what()));
-    }
+    parse_guarded(
+        [&] {
+          record_text_.assign(body, begin, end - begin);
+          record_text_.reserve(record_text_.size() + SIMDJSON_PADDING);
+          ondemand::document& doc = record_doc_ = record_parser_.iterate(
+              padded_string_view(record_text_.data(), record_text_.size(), record_text_.capacity()));
+          return doc.get_object().value();
+        },
+        tenant, out);
   }
 }
 
@@ -591,25 +602,7 @@ void PageParser::parse(std::string& body, std::int64_t tenant, ParsedPage& out) 
           parse_records_of(body, layout, tenant, out);
           continue;
         }
-        for (auto element : data) {
-          // A record that fails leaves nothing behind: its child rows are cut off again.
-          std::vector<size_t> child_sizes;
-          for (const ParsedPage::ChildRows& c : out.children) child_sizes.push_back(c.copy_rows.size());
-          try {
-            parse_record(element.value().get_object().value(), tenant, out);
-          } catch (const FieldError& e) {
-            for (size_t k = 0; k < child_sizes.size(); ++k) out.children[k].copy_rows.resize(child_sizes[k]);
-            const std::string message = fmt::format("record #{}{}: {}", out.records + out.quarantined.size() + 1,
-                                                    id_ ? fmt::format(" (id {})", *id_) : std::string(), e.message);
-            if (!spec_.quarantine) throw Error(ErrorKind::bad_data, message);
-            replace_nul_in_json(scratch_);
-            out.quarantined.push_back({id_, message, scratch_});
-          } catch (const simdjson_error& e) {
-            throw Error(ErrorKind::bad_data,
-                        fmt::format("record #{}{}: invalid JSON: {}", out.records + 1,
-                                    id_ ? fmt::format(" (id {})", *id_) : std::string(), e.what()));
-          }
-        }
+        for (auto element : data) parse_guarded([&] { return element.value().get_object().value(); }, tenant, out);
       } else if (key == "hasMore") {
         bool b = false;
         if (v.get_bool().get(b) != SUCCESS) throw Error(ErrorKind::bad_data, "'hasMore' is not a boolean");

@@ -100,6 +100,8 @@ class PageParser {
   static void append_cells(std::string& row, const Walker& w);
   void emit_children(std::int64_t tenant, std::int64_t parent_id, ParsedPage& out);
   void parse_record(simdjson::ondemand::object object, std::int64_t tenant, ParsedPage& out);
+  template <typename ObjectOf>
+  void parse_guarded(ObjectOf&& object_of, std::int64_t tenant, ParsedPage& out);
   void parse_records_of(const std::string& body, const PageLayout& layout, std::int64_t tenant, ParsedPage& out);
 
   const JobSpec& spec_;
@@ -107,6 +109,7 @@ class PageParser {
   simdjson::ondemand::parser child_parser_;   // child arrays, parsed from their own text
   simdjson::ondemand::parser record_parser_;  // one record at a time
   std::string record_text_;
+  simdjson::ondemand::document record_doc_;  // the record being parsed (outlives parse_guarded's lambda)
   Walker record_;
   std::vector<Walker> children_;                 // one per JobSpec::children
   std::vector<std::string_view> child_arrays_;   // per record: each child array's text (empty: none)

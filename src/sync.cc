@@ -117,10 +117,15 @@ JobResult JobRunner::run() {
 
 void JobRunner::commit(JobStore& store, const JobState& state, std::int64_t run_id,
                        const std::string& where) {
+  commit(store, page_, state, run_id, where);
+}
+
+void JobRunner::commit(JobStore& store, const ParsedPage& page, const JobState& state, std::int64_t run_id,
+                       const std::string& where) {
   // Only jobs that update rows delete child rows, the one statement whose plan stale statistics
   // could spoil; a first load (all inserts) never pays for an ANALYZE.
   if (result_.counts.updated > 0 && result_.pages % 4 == 0) store.refresh_statistics_if_stale();
-  result_.counts += commit_on(store, db_, page_, state, run_id, where, nullptr);
+  result_.counts += commit_on(store, db_, page, state, run_id, where, nullptr);
   ++result_.pages;
 }
 
@@ -362,9 +367,7 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
         }
       }
       if (!two_lanes) {
-        if (result_.counts.updated > 0 && result_.pages % 4 == 0) store.refresh_statistics_if_stale();
-        result_.counts += commit_on(store, db_, committing, state, run_id, where, nullptr);
-        ++result_.pages;
+        commit(store, committing, state, run_id, where);
         prev_merged = prev_committed = std::shared_future<void>();
       } else {
         if (l == 1 && !second_store) {

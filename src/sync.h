@@ -71,6 +71,8 @@ class JobRunner {
                         std::int64_t run_id, const std::string& where, const CommitGates* gates);
   /// Commits page_ with `state`; `where` names the page in logs and the quarantine table.
   void commit(JobStore& store, const JobState& state, std::int64_t run_id, const std::string& where);
+  void commit(JobStore& store, const ParsedPage& page, const JobState& state, std::int64_t run_id,
+              const std::string& where);
   std::string what(const std::string& page) const;
 
   const Settings& settings_;
