@@ -1,43 +1,4 @@
--- Invoices: typed columns of jobs/invoices.toml plus the whole record in raw.
-CREATE TABLE {{schema}}.invoices (
-  tenant_id                 bigint      NOT NULL,
-  id                        bigint      NOT NULL,
-  sync_status               text,
-  summary                   text,
-  reference_number          text,
-  invoice_date              timestamptz,
-  due_date                  timestamptz,
-  sub_total                 numeric,
-  sales_tax                 numeric,
-  sales_tax_code_id         bigint,
-  sales_tax_code_tax_rate   numeric,
-  total                     numeric,
-  balance                   numeric,
-  discount_total            numeric,
-  invoice_type_id           bigint,
-  customer_id               bigint,
-  customer_name             text,
-  location_id               bigint,
-  business_unit_id          bigint,
-  business_unit_name        text,
-  term_name                 text,
-  created_by                text,
-  batch_id                  bigint,
-  created_on                timestamptz,
-  adjustment_to_id          bigint,
-  job_id                    bigint,
-  job_number                text,
-  project_id                bigint,
-  sent_status               text,
-  review_status             text,
-  assigned_to_id            bigint,
-  items                     jsonb,
-  custom_fields             jsonb,
-  paid_on                   timestamptz,
-  modified_on               timestamptz,
-  active                    boolean     NOT NULL,
-  raw                       jsonb       NOT NULL,
-  synced_at                 timestamptz NOT NULL DEFAULT now(),
-  PRIMARY KEY (tenant_id, id)
-);
-CREATE INDEX invoices_modified_on_idx ON {{schema}}.invoices (tenant_id, modified_on);
+-- (Was: the invoices table. Job tables are created from their job files only, by
+-- ensure_job_tables; this version number stays taken so that installed schemas keep their
+-- history.)
+SELECT 1;

@@ -1,30 +1,4 @@
--- Employees: typed columns of jobs/employees.toml plus the whole record in raw.
-CREATE TABLE {{schema}}.employees (
-  tenant_id         bigint      NOT NULL,
-  id                bigint      NOT NULL,
-  user_id           bigint,
-  name              text,
-  first_name        text,
-  last_name         text,
-  role              text,
-  role_ids          jsonb,
-  business_unit_id  bigint,
-  manager_id        bigint,
-  email             text,
-  phone_number      text,
-  login_name        text,
-  created_on        timestamptz,
-  account_locked    boolean,
-  agent_id          integer,
-  hourly_rate       numeric,
-  start_date        date,
-  termination_date  date,
-  custom_fields     jsonb,
-  permissions       jsonb,
-  modified_on       timestamptz,
-  active            boolean     NOT NULL,
-  raw               jsonb       NOT NULL,
-  synced_at         timestamptz NOT NULL DEFAULT now(),
-  PRIMARY KEY (tenant_id, id)
-);
-CREATE INDEX employees_modified_on_idx ON {{schema}}.employees (tenant_id, modified_on);
+-- (Was: the employees table. Job tables are created from their job files only, by
+-- ensure_job_tables; this version number stays taken so that installed schemas keep their
+-- history.)
+SELECT 1;

@@ -314,7 +314,10 @@ std::vector<JobSpec> resolve_jobs(const Settings& settings) {
     auto it = settings.jobs.find(spec.name);
     if (it != settings.jobs.end()) {
       const JobOptions& o = it->second;
-      if (o.enabled == false) continue;
+      if (o.enabled) {
+        spec.enabled = *o.enabled;
+        spec.named = *o.enabled;  // enabled by the user: a 403 is a failure, not "not permitted"
+      }
       if (o.mode) spec.mode = *o.mode;
       if (o.overlap_seconds) spec.overlap_seconds = *o.overlap_seconds;
       if (o.page_size) spec.page_size = *o.page_size;

@@ -74,6 +74,8 @@ struct SessionOptions;
 SessionOptions session_options(const Settings& settings);
 
 /// The job specs with the config's per-job overrides applied.
+/// Every job file with the config's [jobs.X] overrides applied; `enabled` says which run by
+/// default.
 std::vector<JobSpec> resolve_jobs(const Settings& settings);
 
 }  // namespace stsync

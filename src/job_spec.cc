@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <toml++/toml.h>
 
@@ -67,6 +69,21 @@ std::vector<ColumnSpec> parse_columns(const toml::array* columns, const std::str
   return out;
 }
 
+void resolve_parents(std::vector<JobSpec>& specs) {
+  std::set<std::string> names;
+  for (const JobSpec& s : specs)
+    if (!names.insert(s.name).second) throw Error(ErrorKind::config, fmt::format("two job files define job '{}'", s.name));
+  for (JobSpec& s : specs) {
+    if (s.parent.empty()) continue;
+    auto p = std::find_if(specs.begin(), specs.end(), [&](const JobSpec& o) { return o.name == s.parent; });
+    if (p == specs.end() || !p->parent.empty())
+      throw Error(ErrorKind::config,
+                  fmt::format("job {}: its parent '{}' is not a job (or is itself per-parent)", s.name, s.parent));
+    s.parent_key_type = p->key_type;
+    s.parent_table = p->table;
+  }
+}
+
 }  // namespace
 
 std::string_view column_type_sql(ColumnType type) {
@@ -96,14 +113,64 @@ std::string column_from_jsonb_sql(const ColumnSpec& c, std::string_view json) {
 }
 
 std::string_view mode_name(SyncMode mode) {
-  return mode == SyncMode::export_feed ? "export" : "list";
+  switch (mode) {
+    case SyncMode::export_feed: return "export";
+    case SyncMode::list_windows: return "list";
+    case SyncMode::created_windows: return "created";
+    case SyncMode::full_listing: return "full";
+  }
+  return "export";
 }
 
 bool parse_mode(std::string_view text, SyncMode& out) {
-  if (text == "export") out = SyncMode::export_feed;
-  else if (text == "list") out = SyncMode::list_windows;
-  else return false;
-  return true;
+  for (SyncMode m : {SyncMode::export_feed, SyncMode::list_windows, SyncMode::created_windows, SyncMode::full_listing})
+    if (text == mode_name(m)) {
+      out = m;
+      return true;
+    }
+  return false;
+}
+
+std::string_view response_name(ResponseShape shape) {
+  switch (shape) {
+    case ResponseShape::paged: return "paged";
+    case ResponseShape::data: return "data";
+    case ResponseShape::object: return "object";
+  }
+  return "paged";
+}
+
+std::optional<int> parse_duration(std::string_view text) {
+  if (text.empty()) return std::nullopt;
+  long long unit = 1;
+  switch (text.back()) {
+    case 's': unit = 1; text.remove_suffix(1); break;
+    case 'm': unit = 60; text.remove_suffix(1); break;
+    case 'h': unit = 3600; text.remove_suffix(1); break;
+    case 'd': unit = 86400; text.remove_suffix(1); break;
+    default: break;
+  }
+  if (text.empty() || text.size() > 7) return std::nullopt;
+  long long n = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + (c - '0');
+  }
+  if (n * unit > 400LL * 86400) return std::nullopt;
+  return static_cast<int>(n * unit);
+}
+
+std::string key_description(const JobSpec& spec) {
+  if (spec.key.empty()) return spec.parent.empty() ? "position" : "(parent, position)";
+  auto dotted = [](const std::vector<std::string>& path) {
+    std::string out;
+    for (const std::string& p : path) out += (out.empty() ? "" : ".") + p;
+    return out;
+  };
+  if (spec.key.size() == 1) return dotted(spec.key[0]);
+  std::string out = "(";
+  for (size_t i = 0; i < spec.key.size(); ++i) out += (i ? ", " : "") + dotted(spec.key[i]);
+  return out + ")";
 }
 
 std::string snake_case(std::string_view path) {
@@ -130,7 +197,9 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
   }
   check_keys(t,
              {"name", "table", "list_path", "export_path", "mode", "inactive_filter", "page_size",
-              "overlap_seconds", "include_recent_changes", "quarantine", "raw_type", "columns", "children"},
+              "overlap_seconds", "include_recent_changes", "quarantine", "raw_type", "columns", "children",
+              "export_filter", "enabled", "every", "key", "key_type", "parent", "created_field", "created_params",
+              "response", "ids_param", "list_sort", "reconcile_every"},
              origin, "the top level");
   JobSpec spec;
   auto str = [&](const char* key, bool required) {
@@ -141,14 +210,72 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
   spec.name = str("name", true);
   spec.table = str("table", false);
   if (spec.table.empty()) spec.table = spec.name;
-  spec.list_path = str("list_path", true);
+  spec.list_path = str("list_path", false);
   spec.export_path = str("export_path", false);
   spec.inactive_filter = str("inactive_filter", false);
+  spec.export_filter = str("export_filter", false);
   const std::string mode = str("mode", false);
   if (!mode.empty() && !parse_mode(mode, spec.mode))
-    fail(origin, fmt::format("mode '{}' is neither 'export' nor 'list'", mode));
+    fail(origin, fmt::format("mode '{}' is not one of 'export', 'list', 'created', 'full'", mode));
   if (spec.mode == SyncMode::export_feed && spec.export_path.empty())
     fail(origin, "mode 'export' needs 'export_path'");
+  if (spec.mode != SyncMode::export_feed && spec.list_path.empty())
+    fail(origin, fmt::format("mode '{}' needs 'list_path'", mode_name(spec.mode)));
+  if (const toml::node* n = t.get("enabled")) {
+    if (!n->is_boolean()) fail(origin, "'enabled' must be true or false");
+    spec.enabled = n->value_or(true);
+  }
+  auto duration = [&](const char* key, int fallback) {
+    const toml::node* n = t.get(key);
+    if (n == nullptr) return fallback;
+    std::optional<int> d;
+    if (n->is_string()) d = parse_duration(n->value_or(std::string()));
+    else if (n->is_integer() && n->value_or<std::int64_t>(-1) >= 0) d = static_cast<int>(n->value_or<std::int64_t>(0));
+    if (!d) fail(origin, fmt::format("'{}' must be a duration such as \"15m\", \"6h\" or \"7d\"", key));
+    return *d;
+  };
+  spec.every_seconds = duration("every", 3600);
+  if (spec.every_seconds < 60) fail(origin, "'every' must be at least 1m");
+  spec.reconcile_every_seconds = duration("reconcile_every", 7 * 86400);
+  if (const toml::node* n = t.get("key")) {
+    const toml::array* a = n->as_array();
+    if (a == nullptr) fail(origin, "'key' must be an array of field paths, e.g. [\"employeeId\"]");
+    spec.key.clear();
+    for (const toml::node& k : *a) {
+      auto v = k.value<std::string>();
+      if (!v || v->empty()) fail(origin, "every entry of 'key' must be a field path");
+      spec.key.push_back(split_path(*v));
+    }
+  }
+  const std::string key_type = str("key_type", false);
+  if (key_type == "text") spec.key_type = ColumnType::text;
+  else if (!key_type.empty() && key_type != "bigint") fail(origin, "key_type must be \"bigint\" or \"text\"");
+  if (spec.key.size() != 1 && spec.key_type != ColumnType::text)
+    fail(origin, "a key of several fields (or none) is text: set key_type = \"text\"");
+  spec.parent = str("parent", false);
+  if (!spec.parent.empty() && spec.list_path.find("{parent}") == std::string::npos)
+    fail(origin, "a job with a 'parent' needs {parent} in its list_path");
+  if (spec.parent.empty() && spec.list_path.find("{parent}") != std::string::npos)
+    fail(origin, "list_path holds {parent} but the job names no 'parent'");
+  if (!spec.parent.empty() && spec.mode != SyncMode::full_listing)
+    fail(origin, "a per-parent job reads each parent's whole listing: mode must be \"full\"");
+  const std::string created_field = str("created_field", false);
+  if (!created_field.empty()) spec.created_field = split_path(created_field);
+  if (const toml::node* n = t.get("created_params")) {
+    const toml::array* a = n->as_array();
+    if (a == nullptr || a->size() != 2 || !(*a)[0].is_string() || !(*a)[1].is_string())
+      fail(origin, "'created_params' must be two parameter names: [\"…OnOrAfter\", \"…Before\"]");
+    spec.created_after = (*a)[0].value_or(std::string());
+    spec.created_before = (*a)[1].value_or(std::string());
+  }
+  const std::string response = str("response", false);
+  if (response == "data") spec.response = ResponseShape::data;
+  else if (response == "object") spec.response = ResponseShape::object;
+  else if (!response.empty() && response != "paged") fail(origin, "response must be \"paged\", \"data\" or \"object\"");
+  if (spec.response != ResponseShape::paged && spec.mode != SyncMode::full_listing)
+    fail(origin, "an unpaged response (data, object) can only be read whole: mode must be \"full\"");
+  spec.ids_param = t["ids_param"].value_or(false);
+  spec.list_sort = str("list_sort", false);
   spec.page_size = static_cast<int>(t["page_size"].value_or<std::int64_t>(5000));
   if (spec.page_size < 1 || spec.page_size > 5000) fail(origin, "page_size must be 1..5000");
   spec.overlap_seconds = static_cast<int>(t["overlap_seconds"].value_or<std::int64_t>(300));
@@ -158,7 +285,13 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
   if (spec.raw_type.empty()) spec.raw_type = "jsonb";
   if (spec.raw_type != "jsonb" && spec.raw_type != "json") fail(origin, "raw_type must be \"jsonb\" or \"json\"");
   spec.columns = parse_columns(t["columns"].as_array(), origin, "columns",
-                               {"tenant_id", "id", "modified_on", "active", "raw", "synced_at"});
+                               {"tenant_id", "id", "modified_on", "active", "raw", "synced_at", "deleted_at",
+                                "parent_id"});
+  // A key other than the record's id is read from the typed columns: each key field must be one.
+  if (!(spec.key.size() == 1 && spec.key[0] == std::vector<std::string>{"id"}))
+    for (const auto& k : spec.key)
+      if (std::none_of(spec.columns.begin(), spec.columns.end(), [&](const ColumnSpec& c) { return c.path == k; }))
+        fail(origin, fmt::format("key field '{}' must also be a typed column", fmt::join(k, ".")));
   if (const toml::node* children = t.get("children")) {
     const toml::array* list = children->as_array();
     if (list == nullptr) fail(origin, "'children' must be an array of tables ([[children]])");
@@ -183,6 +316,7 @@ std::vector<JobSpec> load_job_specs(const std::string& dir) {
   if (dir.empty()) {
     for (const EmbeddedFile& f : embedded_jobs())
       specs.push_back(parse_job_spec(f.content, std::string(f.name)));
+    resolve_parents(specs);
     return specs;
   }
   namespace fs = std::filesystem;
@@ -198,6 +332,7 @@ std::vector<JobSpec> load_job_specs(const std::string& dir) {
     text << in.rdbuf();
     specs.push_back(parse_job_spec(text.str(), p.string()));
   }
+  resolve_parents(specs);
   return specs;
 }
 

@@ -1,5 +1,6 @@
 // A job is data: one TOML file per resource in jobs/ (see jobs/invoices.toml).
 #pragma once
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -15,7 +16,11 @@ struct ColumnSpec {
   ColumnType type = ColumnType::text;
 };
 
-enum class SyncMode { export_feed, list_windows };
+// export_feed: the export endpoint's continueFrom feed. list_windows: list pages by createdOn
+// (first load), then modifiedOn windows. created_windows: append-only records, list pages by
+// their creation field only. full_listing: every page of the list on every run (no usable date
+// filter; also each parent's listing of a per-parent job).
+enum class SyncMode { export_feed, list_windows, created_windows, full_listing };
 std::string_view mode_name(SyncMode mode);
 bool parse_mode(std::string_view text, SyncMode& out);
 
@@ -23,9 +28,13 @@ bool parse_mode(std::string_view text, SyncMode& out);
 /// array in the parent's stored `raw`: one row per element, keyed by its position.
 struct ChildSpec {
   std::vector<std::string> path;  // the array's field path in the record, e.g. {"items"}
-  std::string table;              // "invoice_items"
+  std::string table;              // "invoices_items"
   std::vector<ColumnSpec> columns;  // typed columns, paths relative to the element
 };
+
+/// How a list endpoint answers: {page, hasMore, data[]} ("paged"), {data[]} ("data"), or one
+/// object that is the record ("object").
+enum class ResponseShape { paged, data, object };
 
 struct JobSpec {
   std::string name;          // "invoices"
@@ -34,6 +43,27 @@ struct JobSpec {
   std::string export_path;   // "accounting/v2/tenant/{tenant}/export/invoices"
   SyncMode mode = SyncMode::export_feed;
   std::string inactive_filter;  // query pair that makes the list endpoint return inactive rows
+  std::string export_filter;    // query pair(s) the export endpoint needs to return every row
+  bool enabled = true;          // false: runs only when named (--jobs, or enabled in the config)
+  bool named = false;           // the user asked for this job by name: a 403 fails it (else: "not permitted")
+  int every_seconds = 3600;     // cadence: how often the job is due
+  // The row's key: record fields whose values identify it (default {"id"}). Empty: the record's
+  // position in its listing (records without any identity). Several fields: a text key, the
+  // JSON array of their values.
+  std::vector<std::vector<std::string>> key = {{"id"}};
+  ColumnType key_type = ColumnType::bigint;  // bigint or text
+  // A per-parent job: list_path holds {parent}, filled with each key of the parent job's table.
+  std::string parent;
+  ColumnType parent_key_type = ColumnType::bigint;  // resolved from the parent job when loaded
+  std::string parent_table;                         // likewise
+  // The creation field and its window parameters (the first pass of a list walk, and the whole
+  // walk of an append-only job).
+  std::vector<std::string> created_field = {"createdOn"};
+  std::string created_after = "createdOnOrAfter", created_before = "createdBefore";
+  ResponseShape response = ResponseShape::paged;
+  bool ids_param = false;        // the list takes ids=… (confirms a row is gone before marking it)
+  std::string list_sort;         // sort=… for complete listings ("+Id": new rows go to the end)
+  int reconcile_every_seconds = 7 * 86400;  // list jobs: sweep for hard deletes this often (0: never)
   int page_size = 5000;         // list mode
   int overlap_seconds = 300;    // re-read this much before the watermark
   bool include_recent_changes = false;
@@ -42,9 +72,15 @@ struct JobSpec {
   // decomposed, indexable, operators work directly) or "json" (validated text, kept byte for
   // byte; about half the COPY cost; queries cast it: raw::jsonb).
   std::string raw_type = "jsonb";
-  std::vector<ColumnSpec> columns;  // typed columns besides tenant_id, id, modified_on, active, raw
+  std::vector<ColumnSpec> columns;  // typed columns besides tenant_id, id, parent_id, modified_on, active, raw, deleted_at
   std::vector<ChildSpec> children;
 };
+
+std::string_view response_name(ResponseShape shape);
+/// "15m", "6h", "7d", "90s" or a bare number of seconds; nullopt when malformed or negative.
+std::optional<int> parse_duration(std::string_view text);
+/// The key's text form for messages: "id", "employeeId", "(technicianId, jobId)", "position".
+std::string key_description(const JobSpec& spec);
 
 /// "customer.id" → "customer_id", "hourlyRate" → "hourly_rate", "salesTaxCode.taxRate" →
 /// "sales_tax_code_tax_rate".
@@ -59,6 +95,7 @@ std::string json_path_sql(const std::vector<std::string>& path);
 /// Parses one job file's text. Throws Error(config) naming `origin` and the problem.
 JobSpec parse_job_spec(std::string_view toml_text, const std::string& origin);
 /// Loads every *.toml of `dir`, or the job files built into the binary when `dir` is empty.
+/// Resolves each per-parent job's parent (its key type); throws Error(config) for an unknown one.
 std::vector<JobSpec> load_job_specs(const std::string& dir);
 
 }  // namespace stsync

@@ -142,7 +142,9 @@ int main(int argc, char** argv) {
     if (migrate->parsed()) {
       PgConnection db(settings.database_url, session_options(settings));
       const int n = apply_migrations(db, settings.schema);
-      const auto unprepared = ensure_job_tables(db, settings.schema, resolve_jobs(settings));
+      std::vector<JobSpec> specs = resolve_jobs(settings);
+      std::erase_if(specs, [](const JobSpec& j) { return !j.enabled; });
+      const auto unprepared = ensure_job_tables(db, settings.schema, specs);
       if (!unprepared.empty()) throw Error(ErrorKind::db_fault, unprepared.begin()->second);
       fmt::print("{} migration(s) applied to schema {}\n", n, settings.schema);
       return kExitSuccess;

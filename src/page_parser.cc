@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <fmt/ranges.h>
 
 #include "copy_text.h"
 #include "errors.h"
@@ -203,6 +204,7 @@ void ParsedPage::clear() {
 
 std::vector<std::string> staging_columns(const JobSpec& spec) {
   std::vector<std::string> cols = {"tenant_id", "id"};
+  if (!spec.parent.empty()) cols.emplace_back("parent_id");
   for (const ColumnSpec& c : spec.columns) cols.push_back(c.name);
   for (const char* c : {"modified_on", "active", "raw", "ordinal"}) cols.emplace_back(c);
   return cols;
@@ -210,10 +212,17 @@ std::vector<std::string> staging_columns(const JobSpec& spec) {
 
 PageParser::PageParser(const JobSpec& spec, int max_depth) : spec_(spec), max_depth_(max_depth) {
   record_.columns = &spec.columns;
-  add_path(record_, {"id"}, kFieldId);
+  id_is_field_ = spec.key.size() == 1 && spec.key[0] == std::vector<std::string>{"id"};
+  if (id_is_field_) add_path(record_, {"id"}, kFieldId);
+  for (const auto& k : spec.key)
+    for (size_t i = 0; i < spec.columns.size(); ++i)
+      if (!id_is_field_ && spec.columns[i].path == k) {
+        key_columns_.push_back(static_cast<int>(i));
+        break;
+      }
   add_path(record_, {"modifiedOn"}, kFieldModifiedOn);
   add_path(record_, {"active"}, kFieldActive);
-  add_path(record_, {"createdOn"}, kFieldCreatedOn);
+  add_path(record_, spec.created_field, kFieldCreatedOn);
   for (size_t i = 0; i < spec.columns.size(); ++i) add_path(record_, spec.columns[i].path, static_cast<int>(i));
   for (size_t k = 0; k < spec.children.size(); ++k) {
     add_path(record_, spec.children[k].path, kFieldChildBase - static_cast<int>(k));
@@ -280,7 +289,7 @@ void PageParser::walk(Walker& w, ondemand::object object, int node) {
       int first = n.targets.front();
       for (int target : n.targets)
         if (target >= 0) first = target;
-      if (first >= 0 && n.targets.size() > 1 && key == "createdOn") {
+      if (first >= 0 && std::find(n.targets.begin(), n.targets.end(), kFieldCreatedOn) != n.targets.end()) {
         last_ticks_.reset();
         capture(w, value, first, key);
         const auto& cell = w.cells[static_cast<size_t>(first)];
@@ -334,11 +343,19 @@ void PageParser::capture(Walker& w, ondemand::value value, int target, std::stri
     return FieldError{fmt::format("field '{}' is {}, expected {}", key, type_name(t), expected)};
   };
   if (target == kFieldId) {
+    if (spec_.key_type == ColumnType::text) {
+      // GUIDs and other string ids; a numeric id is kept as its digits.
+      if (t == ondemand::json_type::string) id_.emplace(value.get_string().value());
+      else if (t == ondemand::json_type::number) id_.emplace(trim(value.raw_json_token()));
+      else if (t != ondemand::json_type::null) throw wrong("a string or number id");
+      if (id_ && replace_nul_in_text(*id_)) ++nul_replaced_;
+      return;
+    }
     if (t != ondemand::json_type::number) throw wrong("an integer id");
     std::string_view tok = trim(value.raw_json_token());
     if (!is_integer_text(tok) || !fits_integer(tok, false))
       throw FieldError{fmt::format("field 'id' is {}, not a 64-bit integer", tok)};
-    id_ = value.get_int64().value();
+    id_.emplace(std::to_string(value.get_int64().value()));
     return;
   }
   if (target == kFieldModifiedOn) {
@@ -431,7 +448,7 @@ void PageParser::append_cells(std::string& row, const Walker& w) {
   }
 }
 
-void PageParser::emit_children(std::int64_t tenant, std::int64_t parent_id, ParsedPage& out) {
+void PageParser::emit_children(std::int64_t tenant, const std::string& parent_id, ParsedPage& out) {
   for (size_t k = 0; k < children_.size(); ++k) {
     const std::string_view text = child_arrays_[k];
     if (text.empty()) continue;
@@ -465,7 +482,7 @@ void PageParser::emit_children(std::int64_t tenant, std::int64_t parent_id, Pars
       replace_nul_in_json(child_raw_);  // as in the parent's raw, which these rows mirror
       rows += std::to_string(tenant);
       rows += '\t';
-      rows += std::to_string(parent_id);
+      append_copy_field(rows, parent_id);
       rows += '\t';
       rows += std::to_string(position);
       append_cells(rows, w);
@@ -487,13 +504,17 @@ void PageParser::parse_record(ondemand::object object, std::int64_t tenant, Pars
   scratch_.assign(object.raw_json().value());
   object.reset().value();
   walk(record_, object, 0);
-  if (!id_) throw FieldError{"the record has no 'id'"};
+  make_key(out);
   emit_children(tenant, *id_, out);
 
   std::string& row = out.copy_rows;
   row += std::to_string(tenant);
   row += '\t';
-  row += std::to_string(*id_);
+  append_copy_field(row, *id_);
+  if (!spec_.parent.empty()) {
+    row += '\t';
+    append_copy_field(row, parent_);
+  }
   append_cells(row, record_);
   row += '\t';
   if (modified_) {
@@ -519,6 +540,35 @@ void PageParser::parse_record(ondemand::object object, std::int64_t tenant, Pars
   for (ParsedPage::ChildRows& c : out.children) c.record_ends.push_back(c.copy_rows.size());
   out.row_ends.push_back(row.size());
   ++out.records;
+}
+
+void PageParser::make_key(ParsedPage& out) {
+  if (id_is_field_) {
+    if (!id_) throw FieldError{"the record has no 'id'"};
+    return;
+  }
+  if (spec_.key.empty()) {
+    // No identity in the record: its place in the listing (of its parent, for a per-parent job).
+    const std::int64_t position = position_base_ + out.records + static_cast<std::int64_t>(out.quarantined.size());
+    id_.emplace(spec_.parent.empty() ? std::to_string(position) : parent_ + "/" + std::to_string(position));
+    return;
+  }
+  std::string key = key_columns_.size() > 1 ? "[" : "";
+  for (size_t i = 0; i < key_columns_.size(); ++i) {
+    const auto& cell = record_.cells[static_cast<size_t>(key_columns_[i])];
+    const ColumnSpec& col = spec_.columns[static_cast<size_t>(key_columns_[i])];
+    if (!cell) throw FieldError{fmt::format("the record has no '{}' (a field of its key)", fmt::join(col.path, "."))};
+    if (key_columns_.size() == 1) {
+      if (spec_.key_type == ColumnType::bigint && !is_integer_text(*cell))
+        throw FieldError{fmt::format("key field '{}' is '{}', not an integer", fmt::join(col.path, "."), *cell)};
+      key = *cell;
+    } else {
+      if (i) key += ',';
+      append_json_string(key, *cell);
+    }
+  }
+  if (key_columns_.size() > 1) key += ']';
+  id_.emplace(std::move(key));
 }
 
 template <typename ObjectOf>
@@ -566,7 +616,23 @@ void PageParser::parse(std::string& body, std::int64_t tenant, ParsedPage& out) 
   out.children.resize(spec_.children.size());
   nul_replaced_ = 0;
   PageLayout layout;
-  out.control_escaped = prepare_page(body, max_depth_, &layout);
+  out.control_escaped = prepare_page(body, max_depth_, spec_.response == ResponseShape::object ? nullptr : &layout);
+  if (spec_.response == ResponseShape::object) {
+    // The response is the record itself (business hours, a job's booked log): one row.
+    parse_guarded(
+        [&] {
+          record_text_.assign(body);
+          record_text_.reserve(record_text_.size() + SIMDJSON_PADDING);
+          ondemand::document& doc = record_doc_ = record_parser_.iterate(
+              padded_string_view(record_text_.data(), record_text_.size(), record_text_.capacity()));
+          ondemand::object object;
+          if (doc.get_object().get(object) != SUCCESS) throw FieldError{"the response is not a JSON object"};
+          return object;
+        },
+        tenant, out);
+    out.nul_replaced = nul_replaced_;
+    return;
+  }
   // The COPY text is a multiple of the page's size that depends on the job's columns: reserve it
   // once, from what the previous page needed, rather than grow it by doubling (a doubling copies
   // the rows and holds both buffers for a moment).

@@ -15,7 +15,7 @@ namespace stsync {
 
 /// A record a quarantining job could not store.
 struct QuarantinedRecord {
-  std::optional<std::int64_t> id;
+  std::optional<std::string> id;
   std::string error;
   std::string raw;
 };
@@ -29,7 +29,7 @@ struct ParsedPage {
   // What the page's rows claim, to check that a list window's filter was honoured.
   std::optional<Ticks> min_modified, min_created, max_created;
   int without_modified = 0;  // records whose modifiedOn is null or missing
-  std::vector<std::int64_t> ids;  // in page order: COPY line n is record ids[n-1]
+  std::vector<std::string> ids;   // keys in page order (text form): COPY line n is record ids[n-1]
   bool duplicate_ids = false;     // an id occurs twice (export repeats): the merge must pick one
   std::vector<size_t> row_ends;   // record i's staging row ends at row_ends[i] in copy_rows
   std::string copy_rows;          // staging rows, COPY text format
@@ -47,8 +47,8 @@ struct ParsedPage {
   void clear();
 };
 
-/// The staging table's columns, in COPY order: tenant_id, id, the typed columns, modified_on,
-/// active, raw, ordinal.
+/// The staging table's columns, in COPY order: tenant_id, id, [parent_id,] the typed columns,
+/// modified_on, active, raw, ordinal.
 std::vector<std::string> staging_columns(const JobSpec& spec);
 
 /// Where the records of a page are: the inside of its top-level "data" array and each element.
@@ -77,6 +77,13 @@ class PageParser {
   /// (a page that is not valid JSON still throws).
   /// `out` is cleared first; its buffers are reused across pages.
   void parse(std::string& body, std::int64_t tenant, ParsedPage& out);
+  /// For a per-parent job: the parent key the next pages belong to (its parent_id column, and the
+  /// prefix of a positional key). For keyless records: the listing position of the next page's
+  /// first record.
+  void set_listing(std::string parent, std::int64_t position_base) {
+    parent_ = std::move(parent);
+    position_base_ = position_base;
+  }
 
  private:
   struct Node {
@@ -98,7 +105,9 @@ class PageParser {
   void capture(Walker& w, simdjson::ondemand::value value, int target, std::string_view key);
   void capture_array(Walker& w, const Node& n, simdjson::ondemand::value value, std::string_view key);
   static void append_cells(std::string& row, const Walker& w);
-  void emit_children(std::int64_t tenant, std::int64_t parent_id, ParsedPage& out);
+  void emit_children(std::int64_t tenant, const std::string& parent_id, ParsedPage& out);
+  /// The record's key from its id or its key columns (after the walk); throws FieldError.
+  void make_key(ParsedPage& out);
   void parse_record(simdjson::ondemand::object object, std::int64_t tenant, ParsedPage& out);
   template <typename ObjectOf>
   void parse_guarded(ObjectOf&& object_of, std::int64_t tenant, ParsedPage& out);
@@ -113,7 +122,11 @@ class PageParser {
   Walker record_;
   std::vector<Walker> children_;                 // one per JobSpec::children
   std::vector<std::string_view> child_arrays_;   // per record: each child array's text (empty: none)
-  std::optional<std::int64_t> id_;
+  std::optional<std::string> id_;
+  bool id_is_field_ = true;               // the key is the record's "id" (else: key columns, position)
+  std::vector<int> key_columns_;          // column index of each key field
+  std::string parent_;                    // set_listing
+  std::int64_t position_base_ = 0;
   std::optional<Ticks> modified_, created_;
   std::optional<Ticks> last_ticks_;  // the last timestamp a typed column parsed (exact, 7 digits)
   bool modified_null_ = false;
@@ -121,7 +134,7 @@ class PageParser {
   int nul_replaced_ = 0;
   int max_depth_;
   std::string scratch_, child_text_, child_raw_;
-  std::unordered_set<std::int64_t> seen_ids_;
+  std::unordered_set<std::string> seen_ids_;
   double rows_per_json_byte_ = 1.6;  // COPY text per byte of JSON, the largest seen
 };
 

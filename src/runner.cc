@@ -59,11 +59,16 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
     for (const std::string& name : options.jobs) {
       auto it = std::find_if(specs.begin(), specs.end(), [&](const JobSpec& j) { return j.name == name; });
       if (it == specs.end())
-        throw Error(ErrorKind::config, fmt::format("--jobs: unknown or disabled job '{}'", name));
+        throw Error(ErrorKind::config, fmt::format("--jobs: unknown job '{}' (`stsync jobs` lists them)", name));
       chosen.push_back(*it);
+      chosen.back().named = true;
     }
     specs = std::move(chosen);
+  } else {
+    std::erase_if(specs, [](const JobSpec& j) { return !j.enabled; });
   }
+  // Per-parent jobs fan out over their parent's table: queue them after every other job.
+  std::stable_partition(specs.begin(), specs.end(), [](const JobSpec& j) { return j.parent.empty(); });
   const std::vector<TenantConfig> tenants = selected_tenants(settings, options);
   if (settings.app_key.empty())
     throw Error(ErrorKind::config, "no app key: set ST_APP_KEY or servicetitan.app_key");

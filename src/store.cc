@@ -35,6 +35,7 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
   schema_q_ = db.quote_ident(schema);
   table_q_ = schema_q_ + "." + db.quote_ident(spec.table);
   stage_q_ = db.quote_ident("stsync_stage_" + spec.name);
+  seen_q_ = db.quote_ident("stsync_seen_" + spec.name);
   lock_key_ = fmt::format("stsync:{}:{}:{}", schema, spec.name, tenant);
 
   const std::vector<std::string> cols = staging_columns(spec);
@@ -43,7 +44,9 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
     if (i) col_list += ", ";
     col_list += db.quote_ident(cols[i]);
   }
-  for (const ColumnSpec& c : spec.columns) {
+  std::vector<ColumnSpec> data_columns = spec.columns;
+  if (!spec.parent.empty()) data_columns.insert(data_columns.begin(), ColumnSpec{"parent_id", {}, spec.parent_key_type});
+  for (const ColumnSpec& c : data_columns) {
     typed += db.quote_ident(c.name) + ", ";
     set_list += fmt::format("{0} = EXCLUDED.{0}, ", db.quote_ident(c.name));
     stored_row += (stored_row.empty() ? "t." : ", t.") + db.quote_ident(c.name);
@@ -74,10 +77,10 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
   // the records whose children are rebuilt.
   const std::string guard =
       "  ON CONFLICT (tenant_id, id) DO UPDATE SET " + set_list + "modified_on = EXCLUDED.modified_on,"
-      "    active = EXCLUDED.active, raw = EXCLUDED.raw, synced_at = EXCLUDED.synced_at"
+      "    active = EXCLUDED.active, raw = EXCLUDED.raw, synced_at = EXCLUDED.synced_at, deleted_at = NULL"
       "  WHERE coalesce(EXCLUDED.modified_on, '-infinity') > coalesce(t.modified_on, '-infinity')"
       "     OR (coalesce(EXCLUDED.modified_on, '-infinity') = coalesce(t.modified_on, '-infinity')"
-      "         AND (" + raw_differs + typed_differ + "))"
+      "         AND (" + raw_differs + typed_differ + " OR t.deleted_at IS NOT NULL))"
       "  RETURNING id, (xmax = 0) AS inserted";
   merge_sql_ = fmt::format(
       "WITH src AS ("
@@ -129,7 +132,8 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
     for (const ColumnSpec& c : child.columns) names += db.quote_ident(c.name) + ", ";
     child_sql_.push_back(ChildSql{
         child.table,
-        fmt::format("DELETE FROM {} WHERE tenant_id = $1 AND parent_id = ANY($2::bigint[])", child_q),
+        fmt::format("DELETE FROM {} WHERE tenant_id = $1 AND parent_id = ANY($2::{}[])", child_q,
+                    column_type_sql(spec.key_type)),
         fmt::format("COPY {} (tenant_id, parent_id, position, {}raw) FROM STDIN", child_q, names)});
   }
 }
@@ -143,7 +147,8 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
 
 void JobStore::ensure_staging() {
   if (staging_ready_) return;
-  std::string cols = "tenant_id bigint, id bigint";
+  std::string cols = fmt::format("tenant_id bigint, id {}", column_type_sql(spec_.key_type));
+  if (!spec_.parent.empty()) cols += fmt::format(", parent_id {}", column_type_sql(spec_.parent_key_type));
   for (const ColumnSpec& c : spec_.columns)
     cols += fmt::format(", {} {}", db_.quote_ident(c.name), column_type_sql(c.type));
   cols += ", modified_on timestamptz, active boolean, raw " + raw_type_ + ", ordinal integer";
@@ -165,6 +170,12 @@ void JobStore::unlock() {
 
 bool JobStore::resume_after_reconnect() {
   staging_ready_ = false;
+  if (listing_) {
+    // The keys seen so far died with the session: this listing can no longer tell what is gone.
+    listing_lost_ = true;
+    db_.exec(fmt::format("CREATE TEMP TABLE IF NOT EXISTS {} (id {} PRIMARY KEY)", seen_q_,
+                         column_type_sql(spec_.key_type)));
+  }
   if (helper_) {
     // A helper holds no lock: it notes its new session; each page checks the lock's holder.
     lock_backend_pid_ = static_cast<int>(db_.exec("SELECT pg_backend_pid()").get_int(0, 0));
@@ -210,10 +221,10 @@ JobState JobStore::load_state() {
                        schema_q_),
            {std::to_string(tenant_), spec_.name});
   PgResult r = db_.exec(
-      fmt::format("SELECT export_token, {}, {}, {}, list_pass_field, {} FROM {}.sync_state "
+      fmt::format("SELECT export_token, {}, {}, {}, list_pass_field, {}, {} FROM {}.sync_state "
                   "WHERE tenant_id = $1 AND job = $2",
                   micros("watermark"), micros("list_cursor"), micros("list_pass_start"),
-                  micros("complete_through"), schema_q_),
+                  micros("complete_through"), micros("reconciled_at"), schema_q_),
       {std::to_string(tenant_), spec_.name});
   JobState s;
   s.export_token = r.get_optional(0, 0);
@@ -222,6 +233,7 @@ JobState JobStore::load_state() {
   s.list_pass_start = ts_from_micros(r, 0, 3);
   s.list_pass_field = r.get_optional(0, 4);
   s.complete_through = ts_from_micros(r, 0, 5);
+  s.reconciled_at = ts_from_micros(r, 0, 6);
   return s;
 }
 
@@ -243,27 +255,47 @@ std::int64_t JobStore::begin_run(SyncMode mode) {
   return run_id;
 }
 
-namespace {
-// "{3,-1,7}" → {3, -1, 7}: a PostgreSQL bigint[] in text form.
-std::vector<std::int64_t> parse_int_array(const std::string& text) {
-  std::vector<std::int64_t> out;
-  for (size_t i = 0; i < text.size();) {
-    if (text[i] == '-' || (text[i] >= '0' && text[i] <= '9')) {
-      size_t end = i + 1;
-      while (end < text.size() && text[end] >= '0' && text[end] <= '9') ++end;
-      out.push_back(std::stoll(text.substr(i, end - i)));
-      i = end;
+std::vector<std::string> parse_pg_array(std::string_view text) {
+  // {a,"b c","d\"e",NULL}: elements are bare or double-quoted with backslash escapes.
+  std::vector<std::string> out;
+  if (text.size() < 2 || text.front() != '{' || text.back() != '}') return out;
+  size_t i = 1;
+  const size_t end = text.size() - 1;
+  while (i < end) {
+    std::string element;
+    if (text[i] == '"') {
+      for (++i; i < end && text[i] != '"'; ++i) {
+        if (text[i] == '\\' && i + 1 < end) ++i;
+        element.push_back(text[i]);
+      }
+      ++i;  // the closing quote
     } else {
-      ++i;
+      while (i < end && text[i] != ',') element.push_back(text[i++]);
     }
+    out.push_back(std::move(element));
+    if (i < end && text[i] == ',') ++i;
   }
   return out;
 }
-}  // namespace
+
+std::string pg_array_literal(const std::vector<std::string>& elements) {
+  std::string out = "{";
+  for (size_t i = 0; i < elements.size(); ++i) {
+    if (i) out += ',';
+    out += '"';
+    for (char c : elements[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
 
 MergeCounts JobStore::merge_rows(const ParsedPage& page, std::string_view rows, bool single) {
   MergeCounts counts;
   db_.copy_in(copy_sql_, rows);
+  if (listing_) db_.exec(fmt::format("INSERT INTO {} (id) SELECT id FROM {} ON CONFLICT DO NOTHING", seen_q_, stage_q_));
   const bool by_id = (single || !page.duplicate_ids) && !rewrite_children_;
   PgResult r = db_.exec(by_id ? merge_unique_sql_ : merge_sql_);
   const std::int64_t staged = r.get_int(0, 0);
@@ -275,13 +307,13 @@ MergeCounts JobStore::merge_rows(const ParsedPage& page, std::string_view rows, 
   // old children are deleted first: those the merge updated. A parent the merge inserted has none,
   // unless a person deleted the parent row by hand and left its children (then the child COPY
   // meets their keys, and the page is committed again deleting for every written parent).
-  std::unordered_map<std::int64_t, size_t> ordinal_of;
+  std::unordered_map<std::string_view, size_t> ordinal_of;
   if (by_id)
     for (size_t i = 0; i < page.ids.size(); ++i) ordinal_of.emplace(page.ids[i], i);
   auto ordinals = [&](const std::string& keys) {
     std::vector<size_t> out;
-    for (std::int64_t key : parse_int_array(keys))
-      out.push_back(by_id ? ordinal_of.at(key) : static_cast<size_t>(key));
+    for (const std::string& key : parse_pg_array(keys))
+      out.push_back(by_id ? ordinal_of.at(key) : static_cast<size_t>(std::stoull(key)));
     return out;
   };
   const std::vector<size_t> inserted = ordinals(r.get(0, 3)), updated = ordinals(r.get(0, 4));
@@ -291,9 +323,9 @@ MergeCounts JobStore::merge_rows(const ParsedPage& page, std::string_view rows, 
   if (delete_for_inserted_) cleared = written;
   if (written.empty()) return counts;
   std::sort(written.begin(), written.end());
-  std::string ids = "{";
-  for (size_t i = 0; i < cleared.size(); ++i) ids += (i ? "," : "") + std::to_string(page.ids.at(cleared[i]));
-  ids += "}";
+  std::vector<std::string> cleared_ids;
+  for (size_t i : cleared) cleared_ids.push_back(page.ids.at(i));
+  const std::string ids = pg_array_literal(cleared_ids);
   for (size_t k = 0; k < child_sql_.size(); ++k) {
     // The written records' child rows, as runs of the page's buffer (one run when every record
     // was written): nothing is copied on the way.
@@ -318,13 +350,12 @@ MergeCounts JobStore::merge_rows(const ParsedPage& page, std::string_view rows, 
   return counts;
 }
 
-void JobStore::quarantine_record(std::optional<std::int64_t> id, const std::string& where, const std::string& error,
+void JobStore::quarantine_record(std::optional<std::string> id, const std::string& where, const std::string& error,
                                  std::string_view raw) {
   db_.exec(fmt::format("INSERT INTO {}.quarantine (tenant_id, job, record_id, page, error, raw) "
                        "VALUES ($1, $2, $3, $4, $5, $6)",
                        schema_q_),
-           {std::to_string(tenant_), spec_.name, id ? std::optional<std::string>(std::to_string(*id)) : std::nullopt,
-            where, error, std::string(raw)});
+           {std::to_string(tenant_), spec_.name, id, where, error, std::string(raw)});
 }
 
 MergeCounts JobStore::merge_by_record(const ParsedPage& page, const std::string& where) {
@@ -362,6 +393,7 @@ void JobStore::write_state(const JobState& state, std::int64_t run_id, const Mer
   // One statement, one round trip: the state and the run's counts.
   db_.exec(fmt::format("WITH state AS (UPDATE {0}.sync_state SET export_token = $3, watermark = $4, "
                        "complete_through = $5, list_cursor = $6, list_pass_start = $7, list_pass_field = $8, "
+                       "reconciled_at = $13, "
                        "rows_total = rows_total + $9 + $10, pages_total = pages_total + 1, updated_at = now() "
                        "WHERE tenant_id = $1 AND job = $2) "
                        "UPDATE {0}.sync_runs SET pages = pages + 1, rows_inserted = rows_inserted + $9, "
@@ -370,7 +402,7 @@ void JobStore::write_state(const JobState& state, std::int64_t run_id, const Mer
            {std::to_string(tenant_), spec_.name, state.export_token, ts_param(state.watermark),
             ts_param(state.complete_through), ts_param(state.list_cursor), ts_param(state.list_pass_start),
             state.list_pass_field, std::to_string(counts.inserted), std::to_string(counts.updated),
-            std::to_string(counts.unchanged), std::to_string(run_id)});
+            std::to_string(counts.unchanged), std::to_string(run_id), ts_param(state.reconciled_at)});
 }
 
 MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState* state, std::int64_t run_id,
@@ -386,7 +418,12 @@ MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState* state,
         else counts = merge_rows(page, page.copy_rows, false);
       }
       if (gates && gates->after_merge) gates->after_merge();
-      for (const QuarantinedRecord& q : page.quarantined) quarantine_record(q.id, where, q.error, q.raw);
+      for (const QuarantinedRecord& q : page.quarantined) {
+        quarantine_record(q.id, where, q.error, q.raw);
+        // Served, only not storable: a listing saw it (it is not deleted).
+        if (listing_ && q.id)
+          db_.exec(fmt::format("INSERT INTO {} (id) VALUES ($1) ON CONFLICT DO NOTHING", seen_q_), {*q.id});
+      }
       if (gates && gates->before_state) gates->before_state();
       if (state) write_state(*state, run_id, counts);
       db_.exec("COMMIT");
@@ -408,6 +445,65 @@ MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState* state,
       db_.rollback_quietly();
       throw;
     }
+  }
+}
+
+void JobStore::begin_listing() {
+  ensure_staging();
+  db_.exec(fmt::format("CREATE TEMP TABLE IF NOT EXISTS {} (id {} PRIMARY KEY)", seen_q_,
+                       column_type_sql(spec_.key_type)));
+  db_.exec(fmt::format("TRUNCATE {}", seen_q_));
+  listing_ = true;
+  listing_lost_ = false;
+}
+
+void JobStore::end_listing() {
+  if (!listing_) return;
+  listing_ = false;
+  db_.exec(fmt::format("TRUNCATE {}", seen_q_));
+}
+
+std::vector<std::string> JobStore::unseen_rows(const std::optional<std::string>& parent) {
+  // An anti-join over the tenant's live rows: the cost of a sweep, which runs every
+  // reconcile_every (or per parent, over that parent's rows), never per page.
+  PgResult r = db_.exec(
+      fmt::format("SELECT t.id::text FROM {} t WHERE t.tenant_id = $1 AND t.deleted_at IS NULL{} "
+                  "AND NOT EXISTS (SELECT 1 FROM {} s WHERE s.id = t.id) ORDER BY t.id",
+                  table_q_, parent ? fmt::format(" AND t.parent_id = $2::{}", column_type_sql(spec_.parent_key_type)) : "",
+                  seen_q_),
+      parent ? std::vector<std::optional<std::string>>{std::to_string(tenant_), *parent}
+             : std::vector<std::optional<std::string>>{std::to_string(tenant_)});
+  std::vector<std::string> out;
+  for (int i = 0; i < r.rows(); ++i) out.push_back(r.get(i, 0));
+  return out;
+}
+
+std::int64_t JobStore::live_rows(const std::optional<std::string>& parent) {
+  PgResult r = db_.exec(
+      fmt::format("SELECT count(*) FROM {} t WHERE t.tenant_id = $1 AND t.deleted_at IS NULL{}", table_q_,
+                  parent ? fmt::format(" AND t.parent_id = $2::{}", column_type_sql(spec_.parent_key_type)) : ""),
+      parent ? std::vector<std::optional<std::string>>{std::to_string(tenant_), *parent}
+             : std::vector<std::optional<std::string>>{std::to_string(tenant_)});
+  return r.get_int(0, 0);
+}
+
+std::int64_t JobStore::mark_deleted(const std::vector<std::string>& ids, const JobState* state, std::int64_t run_id) {
+  begin_page();
+  try {
+    std::int64_t marked = 0;
+    if (!ids.empty()) {
+      PgResult r = db_.exec(fmt::format("WITH d AS (UPDATE {} SET deleted_at = now() WHERE tenant_id = $1 "
+                                        "AND id = ANY($2::{}[]) AND deleted_at IS NULL RETURNING 1) SELECT count(*) FROM d",
+                                        table_q_, column_type_sql(spec_.key_type)),
+                            {std::to_string(tenant_), pg_array_literal(ids)});
+      marked = r.get_int(0, 0);
+    }
+    if (state) write_state(*state, run_id, MergeCounts{});
+    db_.exec("COMMIT");
+    return marked;
+  } catch (...) {
+    db_.rollback_quietly();
+    throw;
   }
 }
 
@@ -436,9 +532,15 @@ void JobStore::finish_run(std::int64_t run_id, std::string_view outcome, const s
               succeeded ? std::nullopt : std::optional<std::string>(error)});
     if (succeeded) {
       db_.exec(fmt::format("UPDATE {}.sync_state SET last_success_at = now(), last_error = NULL, "
-                           "last_error_at = NULL WHERE tenant_id = $1 AND job = $2",
+                           "last_error_at = NULL, not_permitted_at = NULL WHERE tenant_id = $1 AND job = $2",
                            schema_q_),
                {std::to_string(tenant_), spec_.name});
+    } else if (outcome == "not_permitted") {
+      // Not a failure of the data or the services: the tenant's app lacks the scope.
+      db_.exec(fmt::format("UPDATE {}.sync_state SET not_permitted_at = now(), last_error = $3, last_error_at = now() "
+                           "WHERE tenant_id = $1 AND job = $2",
+                           schema_q_),
+               {std::to_string(tenant_), spec_.name, error});
     } else {
       db_.exec(fmt::format("UPDATE {}.sync_state SET last_error = $3, last_error_at = now() "
                            "WHERE tenant_id = $1 AND job = $2",

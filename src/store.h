@@ -21,6 +21,7 @@ struct JobState {
   std::optional<Ticks> list_cursor;
   std::optional<Ticks> list_pass_start;
   std::optional<std::string> list_pass_field;  // "created" while a first list pass is under way
+  std::optional<Ticks> reconciled_at;     // when a complete listing last checked for hard deletes
 };
 
 /// Ordering points of a page committed on one of several connections (see JobRunner): wait for
@@ -40,6 +41,10 @@ struct MergeCounts {
     return *this;
   }
 };
+
+/// A PostgreSQL array's text form ({a,"b c"}) → its elements; and back, every element quoted.
+std::vector<std::string> parse_pg_array(std::string_view text);
+std::string pg_array_literal(const std::vector<std::string>& elements);
 
 class JobStore {
  public:
@@ -73,6 +78,18 @@ class JobStore {
                           const std::string& where = {}) {
     return commit_page(page, &state, run_id, where);
   }
+  /// A complete listing starts: from now on each committed page's keys are remembered (in a
+  /// temporary table of this session, so a crash forgets them) until end_listing().
+  void begin_listing();
+  void end_listing();
+  /// False when the connection was re-opened during the listing (its keys are lost).
+  bool listing_intact() const { return listing_ && !listing_lost_; }
+  /// The tenant's live rows (of one parent, for a per-parent job) the listing did not return.
+  std::vector<std::string> unseen_rows(const std::optional<std::string>& parent = std::nullopt);
+  std::int64_t live_rows(const std::optional<std::string>& parent = std::nullopt);
+  /// Sets deleted_at on `ids` (never a DELETE) and writes `state`, in one transaction; returns
+  /// how many rows it marked.
+  std::int64_t mark_deleted(const std::vector<std::string>& ids, const JobState* state, std::int64_t run_id);
   /// After the connection was re-opened: the staging table and the lock are gone with the old
   /// session. Takes the lock again; false when another run took it meanwhile.
   bool resume_after_reconnect();
@@ -96,7 +113,7 @@ class JobStore {
   MergeCounts merge_rows(const ParsedPage& page, std::string_view rows, bool single);
   /// The record-by-record commit, inside the open transaction; quarantines or throws.
   MergeCounts merge_by_record(const ParsedPage& page, const std::string& where);
-  void quarantine_record(std::optional<std::int64_t> id, const std::string& where, const std::string& error,
+  void quarantine_record(std::optional<std::string> id, const std::string& where, const std::string& error,
                          std::string_view raw);
   void write_state(const JobState& state, std::int64_t run_id, const MergeCounts& counts);
   int lock_backend_pid_ = 0;  // the server session that took the lock (a helper: its own session)
@@ -106,7 +123,8 @@ class JobStore {
   PgConnection& db_;
   const JobSpec& spec_;
   std::int64_t tenant_;
-  std::string schema_q_, table_q_, stage_q_, lock_key_;
+  std::string schema_q_, table_q_, stage_q_, seen_q_, lock_key_;
+  bool listing_ = false, listing_lost_ = false;
   std::string copy_sql_, merge_sql_, merge_unique_sql_;
   bool delete_for_inserted_ = false;  // children without a parent were met: clear for every written parent
   struct ChildSql {

@@ -59,16 +59,52 @@ JobResult JobRunner::run() {
     run_id = store.begin_run(mode_);
     log::info("job {} tenant {}: starting ({} mode{})", spec_.name, session_.tenant().id,
               mode_name(mode_), options_.full_refresh ? ", full refresh" : "");
-    if (mode_ == SyncMode::export_feed) {
-      walk_export(store, std::move(state), run_id);
-    } else {
-      walk_list(store, std::move(state), run_id);
+    if (mode_ == SyncMode::export_feed && spec_.export_path.empty())
+      throw Error(ErrorKind::config, what("") + "has no export endpoint: use --mode list, created or full");
+    if (mode_ != SyncMode::export_feed && spec_.list_path.empty())
+      throw Error(ErrorKind::config, what("") + "has no list endpoint: it can only be read by its export");
+    switch (mode_) {
+      case SyncMode::export_feed:
+        walk_export(store, std::move(state), run_id);
+        break;
+      case SyncMode::list_windows:
+      case SyncMode::created_windows:
+        walk_list(store, state, run_id);
+        // A list walk sees changes, not hard deletes: a periodic sweep does.
+        if (reconcile_due(state)) sweep(store, state, run_id, std::nullopt);
+        break;
+      case SyncMode::full_listing:
+        if (spec_.parent.empty()) sweep(store, state, run_id, std::nullopt);
+        else walk_parents(store, state, run_id);
+        break;
     }
     store.finish_run(run_id, "succeeded", "");
-    log::info("job {} tenant {}: done, {} pages, {} inserted, {} updated, {} unchanged",
+    log::info("job {} tenant {}: done, {} pages, {} inserted, {} updated, {} unchanged{}",
               spec_.name, session_.tenant().id, result_.pages, result_.counts.inserted,
-              result_.counts.updated, result_.counts.unchanged);
+              result_.counts.updated, result_.counts.unchanged,
+              result_.deleted ? fmt::format(", {} marked deleted", result_.deleted) : std::string());
   } catch (const Error& e) {
+    if (e.kind() == ErrorKind::http_permanent && e.http_status() == 403 && !spec_.named) {
+      // The tenant's app was not granted this API's scope: every job is on by default, so this is
+      // expected for some; recorded as such, not a failure. A job asked for by name still fails.
+      result_.outcome = JobOutcome::not_permitted;
+      result_.error = log::redact(e.what());
+      log::warn("job {} tenant {}: not permitted (403): the tenant's app lacks the scope for {}; skipped. Grant "
+                "the scope in ServiceTitan, or disable the job ([jobs.{}] enabled = false)",
+                spec_.name, session_.tenant().id, spec_.mode == SyncMode::export_feed ? spec_.export_path : spec_.list_path,
+                spec_.name);
+      if (run_id != 0 && db_.healthy()) {
+        try {
+          store.finish_run(run_id, "not_permitted", result_.error);
+        } catch (const Error&) {
+        }
+      }
+      try {
+        store.unlock();
+      } catch (const Error&) {
+      }
+      return result_;
+    }
     result_.outcome = e.kind() == ErrorKind::interrupted ? JobOutcome::interrupted : JobOutcome::failed;
     result_.error_kind = e.kind();
     result_.error = log::redact(e.what());
@@ -227,6 +263,7 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
   bool date_fallback_used = false;
   auto query_for = [&](const std::optional<std::string>& f) {
     std::string q = base + "?includeRecentChanges=" + (spec_.include_recent_changes ? "true" : "false");
+    if (!spec_.export_filter.empty()) q += "&" + spec_.export_filter;
     if (f) q += "&from=" + url_encode(*f);
     return q;
   };
@@ -438,40 +475,212 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
   }
 }
 
-void JobRunner::walk_list(JobStore& store, JobState state, std::int64_t run_id) {
-  const std::int64_t tenant = session_.tenant().id;
-  const std::string path = with_tenant(spec_.list_path, tenant);
-  // The server's clock bounds every window: rows change at server time, and a window must end
-  // in the server's past, or rows modified after we read it but stamped before its end are lost.
-  HttpResponse probe = client_.get(
-      path + "?page=1&pageSize=1" + (spec_.inactive_filter.empty() ? "" : "&" + spec_.inactive_filter),
-      what("list clock probe"));
-  note_server_time(probe);
-  if (!server_now_) log::warn("{}: the response has no Date header; using the local clock", what("list"));
-  const Ticks end = server_now_.value_or(now_ticks()) - settings_.list_safety_seconds * kTicksPerSecond;
+void JobRunner::walk_list(JobStore& store, JobState& state, std::int64_t run_id) {
+  // Windows end in the server's past: rows change at server time, and a window that ends after
+  // the server's now may miss rows modified after we read it but stamped before its end. The
+  // local clock proposes the end; walk_windows checks it against each response's Date header
+  // (no extra request: a run that finds nothing costs one request).
+  const Ticks end = now_ticks() - settings_.list_safety_seconds * kTicksPerSecond;
+  const bool created_only = mode_ == SyncMode::created_windows;
 
   // Only a walk that reached the end of a feed (complete_through) skips the createdOn pass: a
-  // watermark from a partial export says nothing about the rows not yet read.
-  if (options_.full_refresh || (!state.complete_through && !state.list_pass_field)) {
+  // watermark from a partial export says nothing about the rows not yet read. An append-only job
+  // walks its creation field on every run, from complete_through − overlap.
+  if (options_.full_refresh || (!state.complete_through && !state.list_pass_field) ||
+      (created_only && !state.list_pass_field)) {
     state.list_pass_field = "created";
     state.list_pass_start = end;
     state.list_cursor.reset();
+    if (created_only && state.complete_through && !options_.full_refresh)
+      state.list_cursor = *state.complete_through - spec_.overlap_seconds * kTicksPerSecond;
   }
   if (state.list_pass_field == "created") {
     // First pass: windows over createdOn, which never changes, so no row can move between
     // windows while we read (rows without modifiedOn are only found this way). Rows changed
     // meanwhile carry modifiedOn ≥ the pass start and are read by the modifiedOn pass.
-    const Ticks pass_end = state.list_pass_start.value_or(end);
-    walk_windows(store, state, run_id, "created", state.list_cursor, pass_end);
+    Ticks pass_end = state.list_pass_start.value_or(end);
+    pass_end = std::min(pass_end, walk_windows(store, state, run_id, "created", state.list_cursor, pass_end));
     state.list_pass_field.reset();
     state.list_cursor.reset();
     if (!state.complete_through || pass_end > *state.complete_through) state.complete_through = pass_end;
+    // The first load read everything: the first sweep for deletes is due a period later.
+    if (!state.reconciled_at) state.reconciled_at = pass_end;
     state.list_pass_start.reset();
     page_.clear();
     commit(store, state, run_id, what("list first pass end"));
   }
+  if (created_only) return;
   const Ticks lo = *state.complete_through - spec_.overlap_seconds * kTicksPerSecond;
   if (lo < end) walk_windows(store, state, run_id, "modified", lo, end);
+}
+
+bool JobRunner::reconcile_due(const JobState& state) const {
+  if (options_.reconcile) return true;
+  if (spec_.reconcile_every_seconds <= 0 || !state.reconciled_at) return false;
+  return now_ticks() - *state.reconciled_at >= static_cast<Ticks>(spec_.reconcile_every_seconds) * kTicksPerSecond;
+}
+
+std::int64_t JobRunner::read_listing(JobStore& store, JobState& state, std::int64_t run_id,
+                                     const std::optional<std::string>& parent) {
+  std::string path = with_tenant(spec_.list_path, session_.tenant().id);
+  if (parent) {
+    const size_t pos = path.find("{parent}");
+    path.replace(pos, 8, url_encode(*parent));
+  }
+  std::string filters;
+  if (!spec_.inactive_filter.empty()) filters += spec_.inactive_filter + "&";
+  if (!spec_.list_sort.empty()) filters += "sort=" + url_encode(spec_.list_sort) + "&";
+  std::int64_t position = 0;
+  std::optional<std::int64_t> total;
+  const std::string scope = parent ? fmt::format("parent {} ", *parent) : std::string();
+  for (int page_no = 1;; ++page_no) {
+    const std::string where = what(fmt::format("{}listing page {}", scope, page_no));
+    std::string query = path;
+    if (spec_.response == ResponseShape::paged)
+      query += "?" + filters + fmt::format("page={}&pageSize={}&includeTotal=true", page_no, spec_.page_size);
+    else if (!filters.empty())
+      query += "?" + filters.substr(0, filters.size() - 1);
+    parser_.set_listing(parent.value_or(""), position);
+    try {
+      fetch_and_parse(query, where, page_);
+    } catch (const Error& e) {
+      // A parent without the one object this endpoint serves (a job never booked): none.
+      if (!(spec_.response == ResponseShape::object && parent && e.http_status() == 404)) throw;
+      page_.clear();
+    }
+    if (page_.total_count) total = page_.total_count;
+    position += page_.records + static_cast<std::int64_t>(page_.quarantined.size());
+    commit(store, state, run_id, where);
+    if (spec_.response != ResponseShape::paged || !page_.has_more) break;
+    if (page_.records == 0)
+      throw Error(ErrorKind::bad_data, fmt::format("{}: hasMore is true on an empty page; stopping instead of looping", where));
+    const std::int64_t limit = total ? *total / spec_.page_size + 2 : 1000000;
+    if (page_no >= limit)
+      throw Error(ErrorKind::bad_data,
+                  fmt::format("{}: hasMore is still true after {} pages of {} for {} rows: the server ignores the "
+                              "page parameter; stopping instead of looping",
+                              where, page_no, spec_.page_size, total.value_or(0)));
+  }
+  return position;
+}
+
+std::vector<std::string> JobRunner::confirm_gone(JobStore& store, JobState& state, std::int64_t run_id,
+                                                 std::vector<std::string> candidates) {
+  // Offset pages over a set that changes while it is read can skip a row (a row before it was
+  // deleted). Before a row is marked deleted, the API is asked for it by id.
+  const std::string path = with_tenant(spec_.list_path, session_.tenant().id);
+  std::unordered_set<std::string> present;
+  for (size_t i = 0; i < candidates.size(); i += 50) {
+    std::string ids;
+    for (size_t j = i; j < std::min(candidates.size(), i + 50); ++j) ids += (j > i ? "," : "") + candidates[j];
+    const std::string where = what(fmt::format("deleted-row check {}", i / 50 + 1));
+    fetch_and_parse(path + "?" + (spec_.inactive_filter.empty() ? "" : spec_.inactive_filter + "&") +
+                        "ids=" + url_encode(ids) + "&page=1&pageSize=50",
+                    where, page_);
+    present.insert(page_.ids.begin(), page_.ids.end());
+    commit(store, state, run_id, where);  // they are current versions: store them
+  }
+  std::vector<std::string> gone;
+  for (std::string& c : candidates)
+    if (!present.count(c)) gone.push_back(std::move(c));
+  return gone;
+}
+
+void JobRunner::sweep(JobStore& store, JobState& state, std::int64_t run_id,
+                      const std::optional<std::string>& parent) {
+  store.begin_listing();
+  try {
+    read_listing(store, state, run_id, parent);
+    std::vector<std::string> gone;
+    if (store.listing_intact()) gone = store.unseen_rows(parent);
+    if (!gone.empty()) {
+      if (spec_.ids_param && !parent) {
+        gone = confirm_gone(store, state, run_id, std::move(gone));
+      } else {
+        // No way to ask by id: a second listing; only rows both listings miss are gone.
+        log::info("{}: {} row(s) not returned; listing again to confirm before marking them deleted",
+                  what(parent ? "parent " + *parent : std::string("listing")), gone.size());
+        read_listing(store, state, run_id, parent);
+        gone = store.listing_intact() ? store.unseen_rows(parent) : std::vector<std::string>{};
+      }
+    }
+    if (!store.listing_intact()) {
+      log::warn("{}: the database connection was re-opened during the listing; deletions are checked next time",
+                what("listing"));
+      gone.clear();
+    } else if (!parent) {
+      state.reconciled_at = server_now_.value_or(now_ticks());
+    }
+    const std::int64_t marked = store.mark_deleted(gone, &state, run_id);
+    if (marked > 0)
+      log::info("{}: {} row(s) no longer returned by the API: deleted_at set", what(parent ? "parent " + *parent : std::string("listing")),
+                marked);
+    result_.deleted += marked;
+    store.end_listing();
+  } catch (...) {
+    try {
+      store.end_listing();
+    } catch (...) {
+    }
+    throw;
+  }
+}
+
+void JobRunner::walk_parents(JobStore& store, JobState& state, std::int64_t run_id) {
+  // The parents whose rows were written since this job last looked (by their synced_at, with the
+  // job's overlap: a parent page that committed late is still seen), in batches, oldest first.
+  // A change under a parent is assumed to touch the parent (its modifiedOn); the periodic sweep
+  // over every parent catches what that misses.
+  const bool all = options_.full_refresh || !state.list_cursor || reconcile_due(state);
+  const std::string table = db_.quote_ident(settings_.schema) + "." + db_.quote_ident(spec_.parent_table);
+  const std::optional<Ticks> since =
+      all ? std::nullopt : std::optional<Ticks>(*state.list_cursor - spec_.overlap_seconds * kTicksPerSecond);
+  std::optional<std::string> after_id;
+  std::string after_ts;
+  std::int64_t parents = 0;
+  const Ticks started = server_now_.value_or(now_ticks());
+  for (;;) {
+    std::vector<std::optional<std::string>> params = {std::to_string(session_.tenant().id)};
+    std::string sql = fmt::format("SELECT id::text, (extract(epoch FROM synced_at) * 1000000)::bigint FROM {} "
+                                  "WHERE tenant_id = $1 AND deleted_at IS NULL",
+                                  table);
+    if (since) {
+      params.push_back(format_timestamp_pg(*since));
+      sql += fmt::format(" AND synced_at >= ${}::timestamptz", params.size());
+    }
+    if (after_id) {
+      params.push_back(after_ts);
+      params.push_back(*after_id);
+      sql += fmt::format(" AND (synced_at, id) > (to_timestamp(${}::bigint / 1000000.0), ${}::{})", params.size() - 1,
+                         params.size(), column_type_sql(spec_.parent_key_type));
+    }
+    sql += " ORDER BY synced_at, id LIMIT 500";
+    PgResult r = [&] {
+      try {
+        return db_.exec(sql, params);
+      } catch (const PgError& e) {
+        if (e.sqlstate() != "42P01") throw;
+        throw Error(ErrorKind::config, fmt::format("{}: reads the parents from job {}'s table {}, which does not exist: "
+                                                   "run job {} first (it must be enabled)",
+                                                   what(""), spec_.parent, spec_.parent_table, spec_.parent));
+      }
+    }();
+    if (r.rows() == 0) break;
+    for (int i = 0; i < r.rows(); ++i) {
+      sweep(store, state, run_id, r.get(i, 0));
+      ++parents;
+      // Every parent up to this one is done: the next run starts here (less the overlap).
+      const Ticks synced = r.get_int(i, 1) * kTicksPerMicro;
+      if (!state.list_cursor || synced > *state.list_cursor) state.list_cursor = synced;
+      after_id = r.get(i, 0);
+      after_ts = r.get(i, 1);
+    }
+  }
+  if (all) {
+    state.reconciled_at = started;
+    store.mark_deleted({}, &state, run_id);
+  }
+  log::info("{}: {} parent(s) read", what(""), parents);
 }
 
 void JobRunner::check_window(const std::string& field, std::optional<Ticks> lo, Ticks hi,
@@ -496,12 +705,13 @@ void JobRunner::check_window(const std::string& field, std::optional<Ticks> lo, 
                             where, problem, field));
 }
 
-void JobRunner::walk_windows(JobStore& store, JobState& state, std::int64_t run_id, const std::string& field,
-                             std::optional<Ticks> lo, Ticks hi) {
+Ticks JobRunner::walk_windows(JobStore& store, JobState& state, std::int64_t run_id, const std::string& field,
+                              std::optional<Ticks> lo, Ticks hi) {
   const std::int64_t tenant = session_.tenant().id;
   const std::string path = with_tenant(spec_.list_path, tenant);
-  const std::string lo_name = field == "created" ? "createdOnOrAfter" : "modifiedOnOrAfter";
-  const std::string hi_name = field == "created" ? "createdBefore" : "modifiedBefore";
+  const std::string lo_name = field == "created" ? spec_.created_after : "modifiedOnOrAfter";
+  const std::string hi_name = field == "created" ? spec_.created_before : "modifiedBefore";
+  const Ticks safety = settings_.list_safety_seconds * kTicksPerSecond;
   Ticks cur = lo.value_or(std::min(kEpochFloor, hi));
   bool unbounded = !lo;
   Ticks width = hi - cur;
@@ -515,6 +725,17 @@ void JobRunner::walk_windows(JobStore& store, JobState& state, std::int64_t run_
                          format_timestamp(w_hi, 7)));
     HttpResponse r = client_.get(window + fmt::format("&page=1&pageSize={}&includeTotal=true", spec_.page_size), where);
     note_server_time(r);
+    if (!r.date && !server_now_) log::warn("{}: the response has no Date header; using the local clock", where);
+    if (server_now_ && w_hi > *server_now_ - safety) {
+      // Our clock is ahead of the server's: the window must end in the server's past. Nothing of
+      // this response is stored; the walk ends earlier.
+      log::info("{}: the server's clock is behind this machine's; the walk ends at {}", where,
+                format_timestamp(*server_now_ - safety, 7));
+      hi = *server_now_ - safety;
+      if (hi <= cur) break;
+      width = std::min(width, hi - cur);
+      continue;
+    }
     try {
       parser_.parse(r.body, tenant, page_);
     } catch (const Error& e) {
@@ -539,6 +760,7 @@ void JobRunner::walk_windows(JobStore& store, JobState& state, std::int64_t run_
     unbounded = false;
     width = std::min(width * 2, hi - kEpochFloor);
   }
+  return cur;
 }
 
 void JobRunner::walk_offset_pages(JobStore& store, JobState& state, std::int64_t run_id, const std::string& window,
@@ -551,7 +773,7 @@ void JobRunner::walk_offset_pages(JobStore& store, JobState& state, std::int64_t
   // moves once the window is complete.
   const std::int64_t tenant = session_.tenant().id;
   constexpr int kMaxPasses = 8;
-  std::unordered_set<std::int64_t> seen;
+  std::unordered_set<std::string> seen;
   std::optional<std::int64_t> total;
   for (int pass = 1; pass <= kMaxPasses; ++pass) {
     int max_pages = 0;

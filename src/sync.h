@@ -22,9 +22,12 @@ struct RunOptions {
   std::optional<std::int64_t> tenant;   // empty: every configured tenant
   bool full_refresh = false;            // ignore saved watermarks (rows are upserted, never dropped)
   std::optional<SyncMode> mode;         // override every selected job's mode for this run
+  bool reconcile = false;               // sweep list jobs for hard deletes now, due or not
 };
 
-enum class JobOutcome { succeeded, failed, skipped, interrupted };
+// not_permitted: the endpoint answered 403 for a job the user did not name (the app lacks the
+// scope); recorded and logged once, not a failure.
+enum class JobOutcome { succeeded, failed, skipped, interrupted, not_permitted };
 
 struct JobResult {
   std::int64_t tenant = 0;
@@ -33,6 +36,7 @@ struct JobResult {
   std::optional<ErrorKind> error_kind;
   std::string error;
   std::int64_t pages = 0;
+  std::int64_t deleted = 0;  // rows marked deleted_at by this run's sweeps
   MergeCounts counts;
 };
 
@@ -46,11 +50,27 @@ class JobRunner {
 
  private:
   void walk_export(JobStore& store, JobState state, std::int64_t run_id);
-  void walk_list(JobStore& store, JobState state, std::int64_t run_id);
+  /// List walks by windows: createdOn then modifiedOn (list mode), or the creation field only
+  /// (created mode, append-only records).
+  void walk_list(JobStore& store, JobState& state, std::int64_t run_id);
+  /// Reads a complete listing (of one parent) and marks the rows it no longer returns deleted,
+  /// once a second look (ids=…, or a second listing) confirms they are gone.
+  void sweep(JobStore& store, JobState& state, std::int64_t run_id, const std::optional<std::string>& parent);
+  /// Stores every page of the listing; returns how many records it had.
+  std::int64_t read_listing(JobStore& store, JobState& state, std::int64_t run_id,
+                            const std::optional<std::string>& parent);
+  /// The candidates the list still returns when asked for them by id (those rows are stored).
+  std::vector<std::string> confirm_gone(JobStore& store, JobState& state, std::int64_t run_id,
+                                        std::vector<std::string> candidates);
+  /// A per-parent job: sweeps the listing of every parent row changed since the last run (all
+  /// parents on the first run and when a reconcile is due).
+  void walk_parents(JobStore& store, JobState& state, std::int64_t run_id);
+  bool reconcile_due(const JobState& state) const;
   /// Stores every row of [lo, hi) of `field` ("created" or "modified"), splitting windows until
   /// each fits in one response. `lo` empty: no lower bound. `after_window` updates the state
   /// that commits with each window's rows.
-  void walk_windows(JobStore& store, JobState& state, std::int64_t run_id, const std::string& field,
+  /// Returns where the walk ended: `hi`, or earlier when the server's clock is behind ours.
+  Ticks walk_windows(JobStore& store, JobState& state, std::int64_t run_id, const std::string& field,
                     std::optional<Ticks> lo, Ticks hi);
   void walk_offset_pages(JobStore& store, JobState& state, std::int64_t run_id, const std::string& window_query,
                          const std::string& field, Ticks lo, Ticks hi);

@@ -114,7 +114,7 @@ double limit_seconds(const std::vector<ParsedPage>& pages, int connections = 1) 
       "{2}modified_on = EXCLUDED.modified_on, active = EXCLUDED.active, raw = EXCLUDED.raw",
       s, targets, set);
   const std::string copy_children =
-      fmt::format("COPY {}.invoice_items (tenant_id, parent_id, position, {}raw) FROM STDIN", s, child_cols);
+      fmt::format("COPY {}.invoices_items (tenant_id, parent_id, position, {}raw) FROM STDIN", s, child_cols);
   const std::string state = fmt::format("UPDATE {}.sync_state SET export_token = $1 WHERE tenant_id = 1001 AND job = 'limit'", s);
   for (size_t i = offset; i < pages.size(); i += step) {
     const ParsedPage& page = pages[i];
@@ -174,7 +174,7 @@ void prefill(TestSchema& schema, int rows, const std::string& sample_raw) {
                       "'2024-01-01'::timestamptz + g * interval '1 second', true, $1::jsonb FROM generate_series(1, {}) g",
                       s, rows),
            {sample_raw});
-  db.exec(fmt::format("INSERT INTO {}.invoice_items (tenant_id, parent_id, position, raw) SELECT 1001, "
+  db.exec(fmt::format("INSERT INTO {}.invoices_items (tenant_id, parent_id, position, raw) SELECT 1001, "
                       "10000000000000 + g, p, '{{\"id\":1,\"description\":\"prefilled\"}}' FROM generate_series(1, {}) g, "
                       "generate_series(1, 2) p",
                       s, rows));
@@ -256,7 +256,7 @@ TEST_CASE("benchmarks", "[bench]") {
     std::string text(builtin_job_text("invoices.toml"));
     for (auto [from, to] : {std::pair<std::string, std::string>{"name = \"invoices\"", "name = \"invoices_json\""},
                            {"table = \"invoices\"", "table = \"invoices_json\"\nraw_type = \"json\""},
-                           {"table = \"invoice_items\"", "table = \"invoice_items_json\""}})
+                           {"table = \"invoices_items\"", "table = \"invoices_items_json\""}})
       text.replace(text.find(from), from.size(), to);
     std::ofstream(dir + "/invoices.toml") << text;
     double json_run = 1e9;
@@ -303,13 +303,13 @@ TEST_CASE("benchmarks", "[bench]") {
       const std::string s = schema.db().quote_ident(schema.name());
       if (!fresh_stats) {
         // Statistics that describe an empty table, kept so: autovacuum may not analyse it.
-        schema.db().exec(fmt::format("ANALYZE {0}.invoices; ANALYZE {0}.invoice_items", s));
+        schema.db().exec(fmt::format("ANALYZE {0}.invoices; ANALYZE {0}.invoices_items", s));
         schema.db().exec(fmt::format("ALTER TABLE {0}.invoices SET (autovacuum_enabled = off); "
-                                     "ALTER TABLE {0}.invoice_items SET (autovacuum_enabled = off)",
+                                     "ALTER TABLE {0}.invoices_items SET (autovacuum_enabled = off)",
                                      s));
       }
       if (prefilled > 0) prefill(schema, prefilled, sample);
-      if (fresh_stats) schema.db().exec(fmt::format("ANALYZE {0}.invoices; ANALYZE {0}.invoice_items", s));
+      if (fresh_stats) schema.db().exec(fmt::format("ANALYZE {0}.invoices; ANALYZE {0}.invoices_items", s));
       schema.db().exec("CHECKPOINT");
       return run_stsync_timed({"run", "--jobs", "invoices"}, env).seconds;
     };

@@ -57,7 +57,7 @@ std::string replace_once(std::string text, const std::string& from, const std::s
 }
 
 // The ids of the export feed's first page, in page order, as the sandbox serves them.
-std::vector<std::int64_t> first_export_page_ids(TestSandbox& sandbox, int batch) {
+std::vector<std::string> first_export_page_ids(TestSandbox& sandbox, int batch) {
   sandbox::ExportQuery q;
   q.batch_size = batch;
   auto page = sandbox.server().dataset().export_page(kTenantA, "invoices", q);
@@ -142,7 +142,7 @@ TEST_CASE("a session outside UTC stores zone-less and offset timestamps of paren
   ProcessResult r = run_stsync({"run"}, env_for(sandbox, schema, {{"PGTZ", "Pacific/Kiritimati"}}));
   REQUIRE(r.exit_code == 0);
   check_equal(schema, sandbox, {"invoices", "employees"});
-  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoice_items WHERE raw ->> 'serviceDate' NOT LIKE '%Z' "
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices_items WHERE raw ->> 'serviceDate' NOT LIKE '%Z' "
                       "AND raw ->> 'serviceDate' NOT LIKE '%+02:00' AND extract(hour FROM service_date AT TIME ZONE 'UTC') = 0") > 0);
 }
 
@@ -181,7 +181,7 @@ TEST_CASE("child rows left behind by a parent row deleted by hand are replaced w
   auto env = env_for(sandbox, schema);
   REQUIRE(run_stsync({"run", "--jobs", "invoices"}, env).exit_code == 0);
   // A person removes invoices to have them loaded again, forgets their items, and resets the job.
-  schema.db().exec(fmt::format("DELETE FROM {0}.invoices WHERE id IN (SELECT parent_id FROM {0}.invoice_items LIMIT 5); "
+  schema.db().exec(fmt::format("DELETE FROM {0}.invoices WHERE id IN (SELECT parent_id FROM {0}.invoices_items LIMIT 5); "
                                "UPDATE {0}.sync_state SET export_token = NULL, complete_through = NULL",
                                schema.db().quote_ident(schema.name())));
   ProcessResult r = run_stsync({"run", "--jobs", "invoices"}, env);
@@ -420,7 +420,7 @@ TEST_CASE("without quarantine a refused value fails the job naming the right rec
   TestSandbox sandbox(o);
   TestSchema schema;
   // The second page's second record carries the lone surrogate.
-  const std::vector<std::int64_t> ids = first_export_page_ids(sandbox, 200);
+  const std::vector<std::string> ids = first_export_page_ids(sandbox, 200);
   sandbox.admin("faults", "next=none,refused_values");
   ProcessResult r = run_stsync({"run", "--jobs", "invoices"}, env_for(sandbox, schema, {{"STSYNC_PARALLEL", "1"}}));
   CHECK(r.exit_code == 1);
@@ -551,14 +551,14 @@ TEST_CASE("a job whose raw column is json stores the same records, compares vers
   auto as_json = [](std::string text) {
     text = replace_once(text, "name = \"invoices\"", "name = \"invoices_json\"");
     text = replace_once(text, "table = \"invoices\"", "table = \"invoices_json\"\nraw_type = \"json\"");
-    return replace_once(text, "table = \"invoice_items\"", "table = \"invoice_items_json\"");
+    return replace_once(text, "table = \"invoices_items\"", "table = \"invoices_items_json\"");
   };
   const std::string dir = jobs_dir("json-raw", [&](const std::string& name, std::string text) {
     return name == "invoices.toml" ? as_json(text) : text;
   });
   JobSpec spec = builtin_job("invoices");
   spec.table = "invoices_json";  // the sandbox's invoices, compared with the json table
-  spec.children[0].table = "invoice_items_json";
+  spec.children[0].table = "invoices_items_json";
   auto env = env_for(sandbox, schema, {{"STSYNC_JOBS_DIR", dir}});
   auto equal = [&] {
     auto problems = compare_with_truth(schema, sandbox, spec, kTenantA);

@@ -72,8 +72,8 @@ client_secret = "{7}"
   CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices WHERE modified_on IS NULL") > 0);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices WHERE NOT active") > 0);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices WHERE summary LIKE '%' || chr(65533) || '%'") > 0);
-  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoice_items WHERE quantity = 12345678901.234567891") > 0);
-  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoice_items") > 100);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices_items WHERE quantity = 12345678901.234567891") > 0);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices_items") > 100);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE outcome = 'succeeded'") == 4);
   ProcessResult status = run_stsync({"--config", config, "status", "--json"}, {{"DATABASE_URL", database_url()}});
   CHECK(status.exit_code == 0);

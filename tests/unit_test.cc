@@ -75,14 +75,22 @@ TEST_CASE("column names are the snake_case of the field path", "[unit][jobs]") {
   CHECK(snake_case("id") == "id");
 }
 
-TEST_CASE("the built-in job files parse and name their endpoints", "[unit][jobs]") {
+TEST_CASE("the built-in job files parse: one per catalogued resource, each naming its endpoints", "[unit][jobs]") {
   auto jobs = load_job_specs("");
-  REQUIRE(jobs.size() >= 2);
+  CHECK(jobs.size() == 144);
+  std::map<SyncMode, int> modes;
   for (const JobSpec& j : jobs) {
-    CHECK(j.list_path.find("{tenant}") != std::string::npos);
-    CHECK(j.mode == SyncMode::export_feed);
-    CHECK_FALSE(j.inactive_filter.empty());
+    INFO(j.name);
+    CHECK(j.table == j.name);
+    ++modes[j.mode];
+    if (j.mode == SyncMode::export_feed) CHECK(j.export_path.find("{tenant}") != std::string::npos);
+    else CHECK(j.list_path.find("{tenant}") != std::string::npos);
+    // A table named like another job's table would mix two resources.
+    for (const ChildSpec& c : j.children)
+      CHECK(std::none_of(jobs.begin(), jobs.end(), [&](const JobSpec& o) { return o.table == c.table; }));
+    if (!j.parent.empty()) CHECK_FALSE(j.parent_table.empty());
   }
+  CHECK(modes[SyncMode::export_feed] == 54);  // every resource with an export feed uses it
 }
 
 TEST_CASE("a job file with an unknown key or type is refused with its name", "[unit][jobs]") {
@@ -267,7 +275,7 @@ TEST_CASE("a page's records are found by one scan, and anything unexpected falls
   CHECK(by_record.records == 2);
   CHECK(by_record.has_more);
   CHECK(by_record.continue_from == "t");
-  CHECK(by_record.ids == std::vector<std::int64_t>{1, 2});
+  CHECK(by_record.ids == std::vector<std::string>{"1", "2"});
   CHECK(by_record.copy_rows.find("y\\ty") != std::string::npos);
 }
 
@@ -392,7 +400,7 @@ columns = [
   CHECK(page.continue_from == "tok");
   CHECK(page.total_count == 2);
   REQUIRE(page.records == 2);
-  CHECK(page.ids == std::vector<std::int64_t>{9007199254740993LL, 2});
+  CHECK(page.ids == std::vector<std::string>{"9007199254740993", "2"});
   CHECK(page.max_modified == parse_timestamp("2021-07-19T20:35:38.2876004Z"));
   CHECK(page.nul_replaced == 2);  // the note column and the raw document
   const std::string first = page.copy_rows.substr(0, page.copy_rows.find('\n'));
