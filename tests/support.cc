@@ -1,5 +1,9 @@
 #include "support.h"
 
+#include <filesystem>
+
+#include "embedded.h"
+
 #include <fcntl.h>
 #include <spawn.h>
 #include <signal.h>
@@ -130,9 +134,25 @@ bool TestSandbox::wait_for_records_served(std::int64_t tenant, std::int64_t reco
   return false;
 }
 
+namespace {
+// The tests written for the first two resources run those two jobs: a directory holding only
+// their job files (written once per process from the built-in ones).
+std::string two_job_dir() {
+  static const std::string dir = [] {
+    const std::string d = fmt::format("/tmp/stsync-test-jobs-{}", getpid());
+    std::filesystem::create_directories(d);
+    for (const EmbeddedFile& f : embedded_jobs())
+      if (f.name == "invoices.toml" || f.name == "employees.toml") std::ofstream(d + "/" + std::string(f.name)) << f.content;
+    return d;
+  }();
+  return dir;
+}
+}  // namespace
+
 std::map<std::string, std::string> stsync_env(const TestSandbox& sandbox, const TestSchema& schema,
                                               std::int64_t tenant) {
   return {{"ST_CLIENT_ID", sandbox::sandbox_client_id(tenant)},
+          {"STSYNC_JOBS_DIR", two_job_dir()},
           {"ST_CLIENT_SECRET", sandbox::sandbox_client_secret(tenant)},
           {"ST_APP_KEY", "sandbox-app-key"},
           {"ST_TENANT_ID", std::to_string(tenant)},

@@ -60,74 +60,90 @@ void Dataset::reset() {
 
 void Dataset::build_locked() {
   tables_.clear();
+  // Per-parent resources last: their rows are spread over their parents' rows.
+  for (int per_parent = 0; per_parent < 2; ++per_parent)
+    for (const TenantSetup& tenant : options_.tenants)
+      for (const auto& [resource, count] : tenant.counts) {
+        const ResourceDef* def = find_resource(resource);
+        if (def == nullptr || count < 0) continue;
+        const bool is_child = def->cat != nullptr && !def->cat->parent.empty();
+        if (is_child == (per_parent == 1)) build_table_locked(tenant, resource, count);
+      }
+  // A tenant always has its singletons (business hours, task lookups): the API serves one
+  // object, never an empty list.
+  for (const TenantSetup& tenant : options_.tenants)
+    for (const ResourceDef& def : builtin_resources())
+      if (def.cat != nullptr && def.cat->response == "object" && def.cat->parent.empty() &&
+          table_locked(tenant.id, def.name) == nullptr)
+        build_table_locked(tenant, def.name, 1);
+}
+
+void Dataset::build_table_locked(const TenantSetup& tenant, const std::string& resource, int count) {
+  const ResourceDef* def = find_resource(resource);
   const Ticks start = options_.clock_start;
-  for (const TenantSetup& tenant : options_.tenants) {
-    for (const auto& [resource, count] : tenant.counts) {
-      const ResourceDef* def = find_resource(resource);
-      if (def == nullptr || count < 0) continue;
-      Table& t = tables_[{tenant.id, resource}];
-      t.def = def;
-      const std::uint64_t salt = mix_seed(options_.seed, resource_salt(resource) ^ tenant.id);
-      t.churn_rng = Rng(salt);
-      Rng rng(salt ^ 0xA5A5A5A5ULL);
-      const Ticks span = 400 * kDay;
-      // A block of rows that share one modifiedOn, as a bulk import or a price update leaves.
-      const int shared_begin = count / 3;
-      const int shared_end = shared_begin + std::min(300, count / 4);
-      const Ticks shared_instant = start - 30 * kDay;
-      t.rows.reserve(static_cast<size_t>(count));
-      for (int i = 0; i < count; ++i) {
-        RecordMeta m;
-        m.tenant = tenant.id;
-        m.id = (i % 40 == 39) ? kBigIdBase + 2LL * i : 1000 + 3LL * i;
-        m.fraction_digits = i % 8;
-        // Created over the 400 days before start, never later than two days before it, and
-        // modified after creation: what a real tenant's history looks like.
-        const Ticks step = span / std::max(count, 1);
-        m.created = truncate_to_digits(
-            std::min(start - 2 * kDay,
-                     start - span + step * i + static_cast<Ticks>(rng.below(static_cast<std::uint64_t>(step) + 1))),
-            m.fraction_digits);
-        Ticks modified = m.created + static_cast<Ticks>(rng.below(20 * kDay));
-        if (i >= shared_begin && i < shared_end) {
-          modified = shared_instant;
-          m.fraction_digits = 3;
-        }
-        // Everything generated is older than the export's visibility delay.
-        modified = std::min(modified, start - kDay);
-        m.modified = truncate_to_digits(modified, m.fraction_digits);
-        if (def->modified_may_be_null && i % 97 == 13) m.modified.reset();
-        m.active = i % 11 != 5;
-        Ticks changed_at = m.modified.value_or(m.created);
-        if (options_.quirks.timestamp_styles && i % 5 != 0)
-          m.time_style = i % 5 <= 2 ? RecordMeta::TimeStyle::offset : RecordMeta::TimeStyle::zoneless;
-        if (options_.quirks.future_record && i == count / 5) {
-          // Stamped ten years ahead by a client with a broken clock; changed long ago.
-          m.modified = start + 3650 * kDay;
-        }
-        t.rows.push_back(Row{m, 0, def->generate(m, options_.seed), changed_at});
-      }
-      // The feed holds rows in modification order; rows that never had a modifiedOn come first.
-      std::vector<size_t> order(t.rows.size());
-      std::iota(order.begin(), order.end(), 0);
-      // With export_disorder, the rows that have a modifiedOn run newest-first.
-      const bool disorder = options_.quirks.export_disorder;
-      std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-        const RecordMeta& x = t.rows[a].meta;
-        const RecordMeta& y = t.rows[b].meta;
-        const Ticks xa = t.rows[a].changed_at, ya = t.rows[b].changed_at;
-        if (x.modified.has_value() != y.modified.has_value()) return !x.modified.has_value();
-        if (disorder && xa != ya) return xa > ya;
-        return std::tuple(xa, x.id) < std::tuple(ya, y.id);
-      });
-      for (size_t index : order) {
-        t.rows[index].seq = t.next_seq++;
-        t.feed[t.rows[index].seq] = index;
-      }
-      for (size_t i = 0; i < t.rows.size(); ++i) t.by_id[t.rows[i].meta.id] = i;
-      t.next_id = 1000 + 3LL * count + 1;
-    }
+  Table& t = tables_[{tenant.id, resource}];
+  t.def = def;
+  const Table* parents = nullptr;
+  if (def->cat != nullptr && !def->cat->parent.empty()) {
+    parents = table_locked(tenant.id, def->cat->parent);
+    if (parents == nullptr || parents->rows.empty()) count = 0;  // no parents, no children
   }
+  const std::uint64_t salt = mix_seed(options_.seed, resource_salt(resource) ^ tenant.id);
+  t.churn_rng = Rng(salt);
+  Rng rng(salt ^ 0xA5A5A5A5ULL);
+  const Ticks span = 400 * kDay;
+  const int shared_begin = count / 3;
+  const int shared_end = shared_begin + std::min(300, count / 4);
+  const Ticks shared_instant = start - 30 * kDay;
+  t.rows.reserve(static_cast<size_t>(count));
+  for (int i = 0; i < count; ++i) {
+    RecordMeta m;
+    m.tenant = tenant.id;
+    m.id = (i % 40 == 39) ? kBigIdBase + 2LL * i : 1000 + 3LL * i;
+    if (parents != nullptr) m.parent = parents->rows[static_cast<size_t>(i) % parents->rows.size()].meta.id;
+    m.fraction_digits = i % 8;
+    const Ticks step = span / std::max(count, 1);
+    m.created = truncate_to_digits(
+        std::min(start - 2 * kDay,
+                 start - span + step * i + static_cast<Ticks>(rng.below(static_cast<std::uint64_t>(step) + 1))),
+        m.fraction_digits);
+    Ticks modified = m.created + static_cast<Ticks>(rng.below(20 * kDay));
+    if (i >= shared_begin && i < shared_end) {
+      modified = shared_instant;
+      m.fraction_digits = 3;
+    }
+    modified = std::min(modified, start - kDay);
+    m.modified = truncate_to_digits(modified, m.fraction_digits);
+    if (def->modified_may_be_null && i % 97 == 13) m.modified.reset();
+    m.active = i % 11 != 5;
+    Ticks changed_at = m.modified.value_or(m.created);
+    if (options_.quirks.timestamp_styles && i % 5 != 0)
+      m.time_style = i % 5 <= 2 ? RecordMeta::TimeStyle::offset : RecordMeta::TimeStyle::zoneless;
+    if (options_.quirks.future_record && i == count / 5) {
+      m.modified = start + 3650 * kDay;
+    }
+    t.rows.push_back(Row{m, 0, generate_record(*def, m, options_.seed), changed_at});
+  }
+  std::vector<size_t> order(t.rows.size());
+  std::iota(order.begin(), order.end(), 0);
+  const bool disorder = options_.quirks.export_disorder;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    const RecordMeta& x = t.rows[a].meta;
+    const RecordMeta& y = t.rows[b].meta;
+    const Ticks xa = t.rows[a].changed_at, ya = t.rows[b].changed_at;
+    if (x.modified.has_value() != y.modified.has_value()) return !x.modified.has_value();
+    if (disorder && xa != ya) return xa > ya;
+    return std::tuple(xa, x.id) < std::tuple(ya, y.id);
+  });
+  for (size_t index : order) {
+    t.rows[index].seq = t.next_seq++;
+    t.feed[t.rows[index].seq] = index;
+  }
+  for (size_t i = 0; i < t.rows.size(); ++i) {
+    t.by_id[t.rows[i].meta.id] = i;
+    t.by_key[record_key(*def, t.rows[i].meta)] = i;
+  }
+  t.next_id = 1000 + 3LL * count + 1;
 }
 
 Quirks Dataset::quirks() const {
@@ -199,7 +215,11 @@ std::optional<ListResult> Dataset::list(std::int64_t tenant, const std::string& 
                                         const ListQuery& q) const {
   std::lock_guard lock(mutex_);
   const Table* t = table_locked(tenant, resource);
-  if (t == nullptr) return std::nullopt;
+  if (t == nullptr) {
+    // A known tenant and resource without rows: an empty list, as for a tenant that has none.
+    if (!has_tenant(tenant) || find_resource(resource) == nullptr) return std::nullopt;
+    return ListResult{};
+  }
   std::vector<const Row*> matches;
   auto in_range = [](const std::optional<Ticks>& v, const std::optional<Ticks>& lo,
                      const std::optional<Ticks>& hi) {
@@ -218,11 +238,13 @@ std::optional<ListResult> Dataset::list(std::int64_t tenant, const std::string& 
   for (const Row& row : t->rows) {
     const RecordMeta& m = row.meta;
     const ListQuery& q = rounded;
+    if (row.deleted) continue;
+    if (q.parent && m.parent != *q.parent) continue;
     if (q.active == ListQuery::Active::only && !m.active) continue;
     if (q.active == ListQuery::Active::inactive_only && m.active) continue;
     if (!in_range(m.modified, q.modified_on_or_after, q.modified_before)) continue;
     if (!in_range(m.created, q.created_on_or_after, q.created_before)) continue;
-    if (!q.ids.empty() && std::find(q.ids.begin(), q.ids.end(), m.id) == q.ids.end()) continue;
+    if (!q.ids.empty() && std::find(q.ids.begin(), q.ids.end(), record_key(*t->def, m)) == q.ids.end()) continue;
     matches.push_back(&row);
   }
   // Without a sort the order is the storage order (insertion), as a database heap would give:
@@ -275,7 +297,12 @@ std::optional<ExportResult> Dataset::export_page(std::int64_t tenant, const std:
                                                  const ExportQuery& q) const {
   std::lock_guard lock(mutex_);
   const Table* t = table_locked(tenant, resource);
-  if (t == nullptr) return std::nullopt;
+  if (t == nullptr) {
+    if (!has_tenant(tenant) || find_resource(resource) == nullptr) return std::nullopt;
+    ExportResult empty;
+    empty.continue_seq = q.after_seq.value_or(0);
+    return empty;
+  }
   const Ticks visible_until = now_locked() - q.visibility_delay;
   auto it = q.after_seq ? t->feed.upper_bound(*q.after_seq) : t->feed.begin();
   // export_repeat_rows: a page from a token repeats rows the previous page already held (the
@@ -293,7 +320,8 @@ std::optional<ExportResult> Dataset::export_page(std::int64_t tenant, const std:
     // the first of them, so its token never passes a row the client has not seen.
     const bool recent = when > visible_until;
     if (recent && !q.include_recent) break;
-    if (q.from_date && !q.after_seq && (!row.meta.modified || *row.meta.modified < *q.from_date)) {
+    if ((q.from_date && !q.after_seq && (!row.meta.modified || *row.meta.modified < *q.from_date)) ||
+        (q.hide_inactive && !row.meta.active) || row.deleted) {
       result.continue_seq = it->first;  // passed over, never to be returned from this token on
       continue;
     }
@@ -318,7 +346,7 @@ void Dataset::touch_locked(Table& t, size_t index) {
   row.seq = t.next_seq++;
   t.feed[row.seq] = index;
   row.meta.version += 1;
-  row.json = t.def->generate(row.meta, options_.seed);
+  row.json = generate_record(*t.def, row.meta, options_.seed);
 }
 
 int Dataset::apply_changes(std::int64_t tenant, const std::string& resource, int n) {
@@ -338,18 +366,35 @@ int Dataset::apply_changes(std::int64_t tenant, const std::string& resource, int
       m.created = truncate_to_digits(now, digits);
       m.modified = m.created;
       m.fraction_digits = digits;
+      if (t->def->cat != nullptr && !t->def->cat->parent.empty()) {
+        const Table* parents = table_locked(tenant, t->def->cat->parent);
+        if (parents == nullptr || parents->rows.empty()) continue;
+        m.parent = parents->rows[rng.below(parents->rows.size())].meta.id;
+      }
       t->rows.push_back(Row{m, 0, {}});
       t->by_id[m.id] = t->rows.size() - 1;
-      m.version = 0;
+      t->by_key[record_key(*t->def, m)] = t->rows.size() - 1;
       touch_locked(*t, t->rows.size() - 1);
+      touch_parent_locked(*t, t->rows.back().meta);
       continue;
     }
     const size_t index = rng.below(t->rows.size());
     RecordMeta& m = t->rows[index].meta;
-    if (kind < 35) m.active = !m.active;  // deactivation (or, for an inactive row, reactivation)
+    if (t->rows[index].deleted) {
+      t->rows[index].deleted = false;  // a hard-deleted row comes back
+    } else if (kind < 35) {
+      m.active = !m.active;  // deactivation (or, for an inactive row, reactivation)
+    } else if (kind < 42 && t->def->cat != nullptr && t->def->cat->hard_deletes()) {
+      // A list-only resource loses the row outright: it simply stops being returned.
+      t->rows[index].deleted = true;
+      t->rows[index].changed_at = now;
+      touch_parent_locked(*t, m);
+      continue;
+    }
     m.modified = truncate_to_digits(now, digits);
     m.fraction_digits = digits;
     touch_locked(*t, index);
+    touch_parent_locked(*t, m);
   }
   return n;
 }
@@ -357,9 +402,13 @@ int Dataset::apply_changes(std::int64_t tenant, const std::string& resource, int
 std::optional<std::string> Dataset::truth(std::int64_t tenant, const std::string& resource) const {
   std::lock_guard lock(mutex_);
   const Table* t = table_locked(tenant, resource);
-  if (t == nullptr) return std::nullopt;
+  if (t == nullptr) {
+    if (!has_tenant(tenant) || find_resource(resource) == nullptr) return std::nullopt;
+    return std::string("[]");
+  }
   std::vector<const Row*> rows;
-  for (const Row& r : t->rows) rows.push_back(&r);
+  for (const Row& r : t->rows)
+    if (!r.deleted) rows.push_back(&r);
   std::sort(rows.begin(), rows.end(), [](auto a, auto b) { return a->meta.id < b->meta.id; });
   std::string out = "[";
   for (size_t i = 0; i < rows.size(); ++i) {
@@ -368,6 +417,48 @@ std::optional<std::string> Dataset::truth(std::int64_t tenant, const std::string
   }
   out += ']';
   return out;
+}
+
+void Dataset::touch_parent_locked(const Table& t, const RecordMeta& child) {
+  // A change under a parent (a journal entry's lines, a customer's notes) changes the parent's
+  // modifiedOn too: that is how a client finds which parents to read again.
+  if (t.def->cat == nullptr || t.def->cat->parent.empty()) return;
+  Table* parents = table_locked(child.tenant, t.def->cat->parent);
+  if (parents == nullptr) return;
+  auto it = parents->by_id.find(child.parent);
+  if (it == parents->by_id.end()) return;
+  RecordMeta& p = parents->rows[it->second].meta;
+  p.modified = now_locked();
+  p.fraction_digits = 7;
+  touch_locked(*parents, it->second);
+}
+
+std::optional<std::int64_t> Dataset::row_by_key(std::int64_t tenant, const std::string& resource,
+                                                const std::string& key) const {
+  std::lock_guard lock(mutex_);
+  const Table* t = table_locked(tenant, resource);
+  if (t == nullptr) return std::nullopt;
+  auto it = t->by_key.find(key);
+  if (it == t->by_key.end() || t->rows[it->second].deleted) return std::nullopt;
+  return t->rows[it->second].meta.id;
+}
+
+std::vector<std::string> Dataset::delete_rows(std::int64_t tenant, const std::string& resource, int n, bool restore) {
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> keys;
+  Table* t = table_locked(tenant, resource);
+  if (t == nullptr || t->def->cat == nullptr || !t->def->cat->hard_deletes()) return keys;
+  const Ticks now = now_locked();
+  for (size_t i = 0; i < t->rows.size() && static_cast<int>(keys.size()) < n; i += 3) {
+    Row& row = t->rows[i];
+    if (row.deleted != restore) continue;
+    row.deleted = !restore;
+    row.changed_at = now;
+    // A restored row comes back as it was (same modifiedOn): only a listing can notice it.
+    touch_parent_locked(*t, row.meta);
+    keys.push_back(record_key(*t->def, row.meta));
+  }
+  return keys;
 }
 
 }  // namespace stsync::sandbox

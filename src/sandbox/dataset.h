@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "sandbox/catalogue.h"
 #include "timestamp.h"
 
 namespace stsync::sandbox {
@@ -30,7 +31,8 @@ std::uint64_t mix_seed(std::uint64_t a, std::uint64_t b);
 
 struct RecordMeta {
   std::int64_t tenant = 0;
-  std::int64_t id = 0;
+  std::int64_t id = 0;             // the row's identity inside the sandbox (its JSON key derives from it)
+  std::int64_t parent = 0;         // a per-parent resource: the parent row's id
   std::uint32_t version = 0;
   Ticks created = 0;
   std::optional<Ticks> modified;  // invoices may have none
@@ -53,17 +55,24 @@ struct ResourceDef {
   bool active_state_param;       // activeState=ActiveOnly|InactiveOnly|All (else active=…)
   bool sortable;                 // accepts sort=±Id|ModifiedOn|CreatedOn
   bool modified_may_be_null;     // some rows carry "modifiedOn": null
-  Generator generate;
+  Generator generate;            // hand-written hard cases; nullptr: generated from `cat`'s fields
+  const CatalogueResource* cat = nullptr;
 };
-/// The resources the sandbox serves: invoices and employees.
+/// The resources the sandbox serves: every catalogued one; invoices and employees with their
+/// hand-written generators.
 const std::vector<ResourceDef>& builtin_resources();
 const ResourceDef* find_resource(std::string_view name);
+/// A record's JSON: the hand-written generator, or one driven by the catalogue's field types.
+std::string generate_record(const ResourceDef& def, const RecordMeta& meta, std::uint64_t seed);
+/// The record's key as its JSON shows it (the id, a GUID, a key field's value); empty: keyless.
+std::string record_key(const ResourceDef& def, const RecordMeta& meta);
 
 struct Row {
   RecordMeta meta;
   std::uint64_t seq = 0;  // position in the export feed; a change moves the row to the end
   std::string json;
   Ticks changed_at = 0;   // when the change happened (what the visibility delay counts from)
+  bool deleted = false;   // hard-deleted (list-only resources): no longer served
 };
 
 /// Ways the real API is less kind than a tidy server; each off by default, each tested.
@@ -98,7 +107,8 @@ struct PageRows {
 
 struct ListQuery {
   std::optional<Ticks> modified_on_or_after, modified_before, created_on_or_after, created_before;
-  std::vector<std::int64_t> ids;
+  std::vector<std::string> ids;          // record keys as the JSON shows them
+  std::optional<std::int64_t> parent;    // a per-parent resource: the parent row's id
   enum class Active { only, inactive_only, any } active = Active::only;
   enum class Sort { none, id_asc, id_desc, modified_asc, modified_desc, created_asc, created_desc };
   Sort sort = Sort::none;
@@ -115,6 +125,7 @@ struct ExportQuery {
   std::optional<std::uint64_t> after_seq;  // from a continueFrom token
   std::optional<Ticks> from_date;          // from a date
   bool include_recent = false;
+  bool hide_inactive = false;              // an export with active=True (its default)
   int batch_size = 1000;
   Ticks visibility_delay = 15 * 60 * kTicksPerSecond;
 };
@@ -148,21 +159,30 @@ class Dataset {
   int apply_changes(std::int64_t tenant, const std::string& resource, int n);
   /// Every current row, ordered by id, as a JSON array: what a finished export would deliver.
   std::optional<std::string> truth(std::int64_t tenant, const std::string& resource) const;
+  /// The id of the row of `resource` whose JSON key is `key` (a parent named in a path).
+  std::optional<std::int64_t> row_by_key(std::int64_t tenant, const std::string& resource,
+                                         const std::string& key) const;
+  /// Hard-deletes (`restore`: brings back) up to n rows of a list-only resource at now().
+  /// Returns the keys affected.
+  std::vector<std::string> delete_rows(std::int64_t tenant, const std::string& resource, int n, bool restore);
 
  private:
   struct Table {
     const ResourceDef* def = nullptr;
     std::vector<Row> rows;
     std::unordered_map<std::int64_t, size_t> by_id;
+    std::unordered_map<std::string, size_t> by_key;
     std::map<std::uint64_t, size_t> feed;  // seq → row index
     std::uint64_t next_seq = 1;
     std::int64_t next_id = 0;
     Rng churn_rng{0};
   };
   void build_locked();
+  void build_table_locked(const TenantSetup& tenant, const std::string& resource, int count);
   Table* table_locked(std::int64_t tenant, const std::string& resource);
   const Table* table_locked(std::int64_t tenant, const std::string& resource) const;
   void touch_locked(Table& t, size_t index);
+  void touch_parent_locked(const Table& t, const RecordMeta& child);
   Ticks now_locked() const;
 
   DatasetOptions options_;

@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
   int port = 8400;
   std::string port_file, clock_start, fault_kinds;
   std::vector<std::int64_t> tenants;
-  int invoices = 2000, employees = 300;
+  int invoices = 2000, employees = 300, rows = 25;
   bool flowing_clock = false;
   ServerOptions o;
   app.add_option("--host", host, "Address to listen on")->capture_default_str();
@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   app.add_option("--tenant", tenants, "Tenant id (repeatable; default 1001 and 9007199254740993)");
   app.add_option("--invoices", invoices, "Invoices per tenant")->capture_default_str();
   app.add_option("--employees", employees, "Employees per tenant")->capture_default_str();
+  app.add_option("--rows", rows, "Rows per tenant of every other catalogued resource")->capture_default_str();
   app.add_option("--seed", o.data.seed, "Data seed")->capture_default_str();
   app.add_option("--clock-start", clock_start, "Sandbox time at start (RFC 3339; default 2026-01-01T00:00:00Z)");
   app.add_flag("--flowing-clock", flowing_clock, "Let sandbox time flow with real time (default: frozen, moved by /_sandbox/clock)");
@@ -43,8 +44,12 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (tenants.empty()) tenants = {1001, 9007199254740993LL};
-  for (std::int64_t t : tenants)
-    o.data.tenants.push_back({t, {{"invoices", invoices}, {"employees", employees}}});
+  for (std::int64_t t : tenants) {
+    TenantSetup setup{t, {{"invoices", invoices}, {"employees", employees}}};
+    for (const CatalogueResource& r : catalogue())
+      if (!setup.counts.count(r.name)) setup.counts[r.name] = rows;
+    o.data.tenants.push_back(std::move(setup));
+  }
   if (!clock_start.empty()) {
     auto t = parse_timestamp(clock_start);
     if (!t) {

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -48,6 +49,9 @@ struct ServerOptions {
   FaultOptions faults;
   std::string tls_cert_file, tls_key_file;  // both set: HTTPS
 };
+
+/// The API module of a resource ("crm", "accounting"): its path's first segment.
+std::string module_of(const CatalogueResource& resource);
 
 /// The deterministic credentials of a sandbox tenant.
 std::string sandbox_client_id(std::int64_t tenant);
@@ -107,6 +111,7 @@ class Server {
   std::map<std::string, TokenInfo> tokens_;
   std::map<std::int64_t, TenantStats> stats_;
   std::deque<FaultKind> queued_faults_;
+  std::map<std::int64_t, std::set<std::string>> denied_;  // tenant → resources or modules answering 403
   Rng fault_rng_{1};
   std::int64_t faults_injected_ = 0;
   std::atomic<std::uint64_t> export_token_epoch_{1};
