@@ -113,7 +113,9 @@ def window_for(res):
     mode = res["sync_mode"]
     fields = {f["name"] for f in res["fields"]}
     if mode == "list_incremental_modified":
-        return "list", None
+        # A record that does not carry modifiedOn cannot show that the server honoured the
+        # window (reviews, installed-equipment custom fields): read whole instead.
+        return ("list", None) if "modifiedOn" in fields else ("full", None)
     if mode == "list_created_window_only":
         # Append-only when the record has createdOn and no modifiedOn; a record that can change
         # (it has modifiedOn) or cannot be placed in a window (no createdOn) is re-read whole.
@@ -154,6 +156,13 @@ def columns_for(fields, reserved, key_fields):
             used.add(col)
             cols.append((path, ty, col))
     return cols
+
+
+def looks_like_money(field):
+    """An element field the spec types as a string whose name says it is an amount: the API sends
+    a decimal in a string (as it does for the top-level fields the catalogue marks money-like)."""
+    return field.get("type") == "string" and not field.get("format") and \
+        re.search(r"(?i)(total|amount|price|cost|qty|quantity|rate)$", field["name"]) is not None
 
 
 def money_fields(res):
@@ -221,7 +230,7 @@ def job_file(res, by_list_path):
             elems = []
             for e in f["element_fields"]:
                 e = dict(e)
-                if e.get("type") == "string" and re.search(r"(?i)(total|amount|price|cost|qty|quantity|rate)$", e["name"]):
+                if looks_like_money(e):
                     e["money_like_string"] = True
                 elems.append(e)
             table = f"{name}_{snake(f['name'])}" if name != "job_history" else "job_history_entries"
@@ -334,6 +343,9 @@ def sandbox_entry(res, by_list_path):
             out["fields"] = [field(s) for s in f["sub_fields"]]
         if f.get("element_fields"):
             out["elements"] = [field(s) for s in f["element_fields"]]
+            for e, src in zip(out["elements"], f["element_fields"]):
+                if looks_like_money(src):
+                    e["money"] = True
         elif f.get("type") == "array":
             out["items"] = (f.get("items") or {}).get("type") or "string"
             if (f.get("items") or {}).get("format"):

@@ -93,14 +93,21 @@ int main(int argc, char** argv) {
   run->add_option("--tenant", tenant, "Only this tenant id");
   run->add_flag("--full-refresh", run_options.full_refresh,
                 "Ignore saved watermarks for the selected jobs (rows are upserted, nothing dropped)");
-  run->add_option("--mode", mode, "Override the jobs' mode for this run: export or list")
-      ->check(CLI::IsMember({"export", "list"}));
+  run->add_option("--mode", mode, "Override the jobs' mode for this run: export, list, created or full")
+      ->check(CLI::IsMember({"export", "list", "created", "full"}));
+  run->add_flag("--reconcile", run_options.reconcile,
+                "Sweep list jobs for hard deletes now (a complete listing; rows it no longer returns get deleted_at)");
 
   bool json = false;
   CLI::App* status = app.add_subcommand("status", "Per tenant and job: watermark, rows, last run, last error");
   status->add_flag("--json", json, "Machine-readable output");
   CLI::App* migrate = app.add_subcommand("migrate", "Apply pending schema migrations");
-  CLI::App* check = app.add_subcommand("check", "Authenticate with ServiceTitan and connect to PostgreSQL; writes nothing");
+  bool jobs_json = false;
+  CLI::App* jobs_cmd = app.add_subcommand("jobs", "Every job: table, mode, key, endpoint, enabled, last result");
+  jobs_cmd->add_flag("--json", jobs_json, "Machine-readable output");
+  CLI::App* check = app.add_subcommand(
+      "check", "Authenticate with ServiceTitan, probe each enabled job's endpoint (one small request: is the "
+               "scope granted?) and connect to PostgreSQL; writes nothing");
   QuarantineFilter qfilter;
   std::string qjob;
   std::int64_t qtenant = 0;
@@ -137,6 +144,10 @@ int main(int argc, char** argv) {
     }
     if (status->parsed()) {
       fmt::print("{}", render_status(settings, json));
+      return kExitSuccess;
+    }
+    if (jobs_cmd->parsed()) {
+      fmt::print("{}", render_jobs(settings, jobs_json));
       return kExitSuccess;
     }
     if (migrate->parsed()) {

@@ -96,10 +96,11 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
   RunSummary summary;
   summary.results.resize(tasks.size());
   std::atomic<size_t> next{0};
+  size_t phase_end = tasks.size();
   auto worker = [&] {
     CurlTransport transport(curl_options(settings));
     std::unique_ptr<PgConnection> db;
-    for (size_t i; (i = next.fetch_add(1)) < tasks.size();) {
+    for (size_t i; (i = next.fetch_add(1)) < phase_end;) {
       const Task& task = tasks[i];
       JobResult& result = summary.results[i];
       result.tenant = task.session->tenant().id;
@@ -132,11 +133,20 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
       }
     }
   };
-  const size_t n_workers = std::min<size_t>(static_cast<size_t>(settings.parallel), tasks.size());
-  std::vector<std::thread> threads;
-  for (size_t i = 1; i < n_workers; ++i) threads.emplace_back(worker);
-  worker();
-  for (std::thread& t : threads) t.join();
+  // Two phases: per-parent jobs read their parents' tables, so they start once every other job
+  // of the run is done (a parent changed in this run is fanned out in this run).
+  const size_t first_phase = static_cast<size_t>(
+      std::count_if(tasks.begin(), tasks.end(), [](const Task& t) { return t.spec->parent.empty(); }));
+  for (const auto& [begin, end] : {std::pair<size_t, size_t>{0, first_phase}, {first_phase, tasks.size()}}) {
+    if (begin == end) continue;
+    next = begin;
+    phase_end = end;
+    const size_t n_workers = std::min<size_t>(static_cast<size_t>(settings.parallel), end - begin);
+    std::vector<std::thread> threads;
+    for (size_t i = 1; i < n_workers; ++i) threads.emplace_back(worker);
+    worker();
+    for (std::thread& t : threads) t.join();
+  }
   summary.exit_code = exit_code_for(summary.results);
   if (stop_requested()) {
     log::warn("stopped by {}: pages read so far are committed; the next run resumes from them", stop_signal_name());
@@ -163,7 +173,40 @@ std::vector<std::string> check_connectivity(const Settings& settings, int& exit_
       lines.push_back(fmt::format("FAIL  ServiceTitan tenant {}: {}", t.id, log::redact(e.what())));
       if (exit_code == kExitSuccess)
         exit_code = e.kind() == ErrorKind::auth_rejected ? kExitAuthRejected : kExitJobFailed;
+      continue;
     }
+    // One small request per enabled job: which APIs the tenant's app may read. A per-parent job
+    // is read through its parent's scope; its own endpoint needs a parent id.
+    int permitted = 0, denied = 0;
+    for (const JobSpec& spec : resolve_jobs(settings)) {
+      if (!spec.enabled) continue;
+      if (!spec.parent.empty()) {
+        lines.push_back(fmt::format("-     tenant {} job {}: per-parent (probed through job {})", t.id, spec.name,
+                                    spec.parent));
+        continue;
+      }
+      std::string path = spec.list_path.empty() ? spec.export_path : spec.list_path;
+      const size_t pos = path.find("{tenant}");
+      if (pos != std::string::npos) path.replace(pos, 8, std::to_string(t.id));
+      if (spec.list_path.empty()) path += "?includeRecentChanges=false";
+      else if (spec.response == ResponseShape::paged) path += "?page=1&pageSize=1";
+      try {
+        client.get(path, fmt::format("job {} tenant {} probe", spec.name, t.id));
+        ++permitted;
+        lines.push_back(fmt::format("ok    tenant {} job {}: permitted", t.id, spec.name));
+      } catch (const Error& e) {
+        if (e.http_status() == 403) {
+          ++denied;
+          lines.push_back(fmt::format("DENY  tenant {} job {}: not permitted (403): the app lacks this API's scope; "
+                                      "grant it in ServiceTitan or set [jobs.{}] enabled = false",
+                                      t.id, spec.name, spec.name));
+        } else {
+          lines.push_back(fmt::format("FAIL  tenant {} job {}: {}", t.id, spec.name, log::redact(e.what())));
+          if (exit_code == kExitSuccess) exit_code = kExitJobFailed;
+        }
+      }
+    }
+    lines.push_back(fmt::format("      tenant {}: {} job(s) permitted, {} not permitted", t.id, permitted, denied));
   }
   try {
     PgConnection db(settings.database_url, session_options(settings));

@@ -112,6 +112,7 @@ std::string ServiceTitanClient::fetch_token() {
 HttpResponse ServiceTitanClient::get(const std::string& path_and_query, const std::string& what) {
   HttpRequest req;
   req.url = settings_.api_url + "/" + path_and_query;
+  log::debug("{}: GET {}", what, path_and_query);
   return perform_with_retries(req, what, true);
 }
 
@@ -132,6 +133,7 @@ HttpResponse ServiceTitanClient::perform_with_retries(const HttpRequest& base,
     std::string failure;
     try {
       HttpResponse r = transport_.perform(req);
+      if (r.date) session_.note_server_date(*r.date);
       if (r.status >= 200 && r.status < 300) return r;
       if (!authorized && (r.status == 400 || r.status == 401)) {
         throw Error(ErrorKind::auth_rejected,
@@ -181,6 +183,22 @@ HttpResponse ServiceTitanClient::perform_with_retries(const HttpRequest& base,
     log::warn("{}: {}; retry {} in {:.2f} s", what, failure, attempt, wait);
     clock_.sleep(wait);
   }
+}
+
+}  // namespace stsync
+
+namespace stsync {
+
+void TenantSession::note_server_date(const std::string& http_date) {
+  const std::optional<Ticks> date = parse_http_date(http_date);
+  if (!date) return;
+  std::lock_guard lock(clock_mutex_);
+  if (!server_date_ || *date > *server_date_) server_date_ = date;
+}
+
+std::optional<Ticks> TenantSession::server_now() const {
+  std::lock_guard lock(clock_mutex_);
+  return server_date_;
 }
 
 }  // namespace stsync

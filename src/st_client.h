@@ -9,6 +9,7 @@
 #include "http.h"
 #include "rate_limiter.h"
 #include "retry.h"
+#include "timestamp.h"
 
 namespace stsync {
 
@@ -19,6 +20,13 @@ class TenantSession {
       : tenant_(std::move(tenant)), limiter_(requests_per_second, clock) {}
   const TenantConfig& tenant() const { return tenant_; }
   RateLimiter& limiter() { return limiter_; }
+  /// Every response's Date header: the server's clock, for list windows that must end in the
+  /// server's past.
+  void note_server_date(const std::string& http_date);
+  /// A lower bound of the server's clock now: the newest Date seen (whole seconds, so never
+  /// ahead; time since then is not added, as a server clock may stand still). nullopt before
+  /// any response.
+  std::optional<Ticks> server_now() const;
 
  private:
   friend class ServiceTitanClient;
@@ -27,6 +35,8 @@ class TenantSession {
   std::mutex token_mutex_;
   std::string token_;
   double token_refresh_at_ = 0;  // monotonic; ~60 s before expiry
+  mutable std::mutex clock_mutex_;
+  std::optional<Ticks> server_date_;  // the newest Date header seen
 };
 
 class ServiceTitanClient {

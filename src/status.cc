@@ -21,7 +21,14 @@ std::string render_status(const Settings& settings, bool json) {
   for (const JobSpec& spec : load_job_specs(settings.jobs_dir)) {
     PgResult present = db.exec("SELECT to_regclass($1) IS NOT NULL", {s + "." + db.quote_ident(spec.table)});
     if (present.get(0, 0) != "t") continue;
-    PgResult r = db.exec(fmt::format("SELECT tenant_id, count(*) FROM {}.{} GROUP BY tenant_id", s,
+    // Live rows: those the API still returns (deleted_at marks the ones it stopped returning).
+    const bool has_deleted_at =
+        db.exec("SELECT count(*) FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'deleted_at' "
+                "AND NOT attisdropped",
+                {s + "." + db.quote_ident(spec.table)})
+            .get_int(0, 0) > 0;
+    PgResult r = db.exec(fmt::format("SELECT tenant_id, count(*){} FROM {}.{} GROUP BY tenant_id",
+                                     has_deleted_at ? " FILTER (WHERE deleted_at IS NULL)" : "", s,
                                      db.quote_ident(spec.table)));
     for (int i = 0; i < r.rows(); ++i) rows[{spec.name, r.get(i, 0)}] = r.get(i, 1);
   }
@@ -74,7 +81,7 @@ std::string render_status(const Settings& settings, bool json) {
     out += "\n]\n";
     return out;
   }
-  const char* const row_format = "{:<20} {:<10} {:>9} {:>5} {:<5} {:<27} {:<11} {:>6} {:>9} {:>9}  {}\n";
+  const char* const row_format = "{:<20} {:<34} {:>9} {:>5} {:<5} {:<27} {:<13} {:>6} {:>9} {:>9}  {}\n";
   out = fmt::format(fmt::runtime(row_format), "TENANT", "JOB", "ROWS", "QUAR", "TOKEN", "WATERMARK",
                     "LAST RUN", "PAGES", "INSERTED", "UPDATED", "LAST SUCCESS / LAST ERROR");
   for (int i = 0; i < r.rows(); ++i) {
@@ -83,6 +90,66 @@ std::string render_status(const Settings& settings, bool json) {
     out += fmt::format(fmt::runtime(row_format), r.get(i, 0), r.get(i, 1), lookup(rows, r.get(i, 1), r.get(i, 0)),
                        lookup(quarantined, r.get(i, 1), r.get(i, 0)), r.get(i, 2) == "t" ? "yes" : "no",
                        r.get(i, 3), r.get(i, 4), r.get(i, 6), r.get(i, 7), r.get(i, 8), tail);
+  }
+  return out;
+}
+
+std::string render_jobs(const Settings& settings, bool json) {
+  std::vector<JobSpec> specs = resolve_jobs(settings);
+  // The last result per job (over the configured tenants), when the database can be read.
+  std::map<std::string, std::string> last;
+  try {
+    PgConnection db(settings.database_url, session_options(settings));
+    const std::string s = db.quote_ident(settings.schema);
+    if (db.exec("SELECT to_regclass($1) IS NOT NULL", {s + ".sync_state"}).get(0, 0) == "t") {
+      PgResult r = db.exec(fmt::format(
+          "SELECT st.job, string_agg(DISTINCT coalesce(r.outcome, '-'), '/') FROM {0}.sync_state st "
+          "LEFT JOIN {0}.sync_runs r ON r.run_id = st.last_run_id GROUP BY st.job",
+          s));
+      for (int i = 0; i < r.rows(); ++i) last[r.get(i, 0)] = r.get(i, 1);
+    }
+  } catch (const Error&) {
+    // Not reachable: the list is still useful without the last results.
+  }
+  auto endpoint = [](const JobSpec& j) { return j.mode == SyncMode::export_feed ? j.export_path : j.list_path; };
+  std::string out;
+  if (json) {
+    out = "[";
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const JobSpec& j = specs[i];
+      out += i ? ",\n  {\"job\":" : "\n  {\"job\":";
+      append_json_string(out, j.name);
+      out += ",\"table\":";
+      append_json_string(out, j.table);
+      out += fmt::format(",\"mode\":\"{}\",\"key\":", mode_name(j.mode));
+      append_json_string(out, key_description(j));
+      out += ",\"parent\":";
+      if (j.parent.empty()) out += "null";
+      else append_json_string(out, j.parent);
+      out += ",\"endpoint\":";
+      append_json_string(out, endpoint(j));
+      out += fmt::format(",\"enabled\":{},\"every_seconds\":{},\"children\":[", j.enabled ? "true" : "false",
+                         j.every_seconds);
+      for (size_t k = 0; k < j.children.size(); ++k) {
+        if (k) out += ",";
+        append_json_string(out, j.children[k].table);
+      }
+      out += "],\"last_result\":";
+      auto it = last.find(j.name);
+      if (it == last.end()) out += "null";
+      else append_json_string(out, it->second);
+      out += "}";
+    }
+    return out + "\n]\n";
+  }
+  const char* const row_format = "{:<34} {:<8} {:<7} {:<24} {:<14} {}\n";
+  out = fmt::format(fmt::runtime(row_format), "JOB (= TABLE)", "MODE", "ENABLED", "KEY", "LAST RESULT", "ENDPOINT");
+  for (const JobSpec& j : specs) {
+    auto it = last.find(j.name);
+    std::string key = key_description(j);
+    if (key.size() > 24) key = key.substr(0, 21) + "...";
+    out += fmt::format(fmt::runtime(row_format), j.name, mode_name(j.mode), j.enabled ? "yes" : "no", key,
+                       it == last.end() ? "-" : it->second, endpoint(j));
   }
   return out;
 }

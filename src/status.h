@@ -10,4 +10,8 @@ namespace stsync {
 /// Throws PgError when the database cannot be read.
 std::string render_status(const Settings& settings, bool json);
 
+/// `stsync jobs`: every job file (with the config's overrides): name, table, mode, key, parent,
+/// endpoint, enabled, cadence, child tables and the last result, when the database can be read.
+std::string render_jobs(const Settings& settings, bool json);
+
 }  // namespace stsync

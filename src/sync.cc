@@ -71,7 +71,8 @@ JobResult JobRunner::run() {
       case SyncMode::created_windows:
         walk_list(store, state, run_id);
         // A list walk sees changes, not hard deletes: a periodic sweep does.
-        if (reconcile_due(state)) sweep(store, state, run_id, std::nullopt);
+        // (Timed by the server's clock, as reconciled_at is.)
+        if (reconcile_due(state, server_now_.value_or(now_ticks()))) sweep(store, state, run_id, std::nullopt);
         break;
       case SyncMode::full_listing:
         if (spec_.parent.empty()) sweep(store, state, run_id, std::nullopt);
@@ -478,9 +479,11 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
 void JobRunner::walk_list(JobStore& store, JobState& state, std::int64_t run_id) {
   // Windows end in the server's past: rows change at server time, and a window that ends after
   // the server's now may miss rows modified after we read it but stamped before its end. The
-  // local clock proposes the end; walk_windows checks it against each response's Date header
-  // (no extra request: a run that finds nothing costs one request).
-  const Ticks end = now_ticks() - settings_.list_safety_seconds * kTicksPerSecond;
+  // server's clock as the tenant's responses so far tell it (the token's, at least) proposes the
+  // end; walk_windows checks it against each response's Date header (no extra request: a run
+  // that finds nothing costs one request).
+  client_.access_token(false);  // the token's response tells the server's clock, if nothing did yet
+  const Ticks end = session_.server_now().value_or(now_ticks()) - settings_.list_safety_seconds * kTicksPerSecond;
   const bool created_only = mode_ == SyncMode::created_windows;
 
   // Only a walk that reached the end of a feed (complete_through) skips the createdOn pass: a
@@ -514,10 +517,10 @@ void JobRunner::walk_list(JobStore& store, JobState& state, std::int64_t run_id)
   if (lo < end) walk_windows(store, state, run_id, "modified", lo, end);
 }
 
-bool JobRunner::reconcile_due(const JobState& state) const {
+bool JobRunner::reconcile_due(const JobState& state, Ticks now) const {
   if (options_.reconcile) return true;
   if (spec_.reconcile_every_seconds <= 0 || !state.reconciled_at) return false;
-  return now_ticks() - *state.reconciled_at >= static_cast<Ticks>(spec_.reconcile_every_seconds) * kTicksPerSecond;
+  return now - *state.reconciled_at >= static_cast<Ticks>(spec_.reconcile_every_seconds) * kTicksPerSecond;
 }
 
 std::int64_t JobRunner::read_listing(JobStore& store, JobState& state, std::int64_t run_id,
@@ -627,18 +630,24 @@ void JobRunner::sweep(JobStore& store, JobState& state, std::int64_t run_id,
 }
 
 void JobRunner::walk_parents(JobStore& store, JobState& state, std::int64_t run_id) {
-  // The parents whose rows were written since this job last looked (by their synced_at, with the
-  // job's overlap: a parent page that committed late is still seen), in batches, oldest first.
-  // A change under a parent is assumed to touch the parent (its modifiedOn); the periodic sweep
-  // over every parent catches what that misses.
-  const bool all = options_.full_refresh || !state.list_cursor || reconcile_due(state);
+  // The parents whose rows were written since this job last looked, by their synced_at (the
+  // database's clock), in batches, oldest first. A change under a parent is assumed to touch the
+  // parent (its modifiedOn: the sandbox does so); the periodic sweep over every parent (every
+  // reconcile_every) catches what that misses.
   const std::string table = db_.quote_ident(settings_.schema) + "." + db_.quote_ident(spec_.parent_table);
-  const std::optional<Ticks> since =
-      all ? std::nullopt : std::optional<Ticks>(*state.list_cursor - spec_.overlap_seconds * kTicksPerSecond);
+  // synced_at is the start of the parent page's transaction, which may commit after we read: the
+  // cursor never passes the start of a transaction that is still writing.
+  PgResult clock = db_.exec(
+      "SELECT (extract(epoch FROM now()) * 1000000)::bigint, (extract(epoch FROM (SELECT min(xact_start) FROM "
+      "pg_catalog.pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid())) * 1000000)::bigint");
+  const Ticks db_now = clock.get_int(0, 0) * kTicksPerMicro;
+  const std::optional<Ticks> oldest_writer =
+      clock.is_null(0, 1) ? std::nullopt : std::optional<Ticks>(clock.get_int(0, 1) * kTicksPerMicro - kTicksPerMicro);
+  const bool all = options_.full_refresh || !state.list_cursor || reconcile_due(state, db_now);
+  const std::optional<Ticks> since = all ? std::nullopt : state.list_cursor;
   std::optional<std::string> after_id;
   std::string after_ts;
   std::int64_t parents = 0;
-  const Ticks started = server_now_.value_or(now_ticks());
   for (;;) {
     std::vector<std::optional<std::string>> params = {std::to_string(session_.tenant().id)};
     std::string sql = fmt::format("SELECT id::text, (extract(epoch FROM synced_at) * 1000000)::bigint FROM {} "
@@ -646,7 +655,7 @@ void JobRunner::walk_parents(JobStore& store, JobState& state, std::int64_t run_
                                   table);
     if (since) {
       params.push_back(format_timestamp_pg(*since));
-      sql += fmt::format(" AND synced_at >= ${}::timestamptz", params.size());
+      sql += fmt::format(" AND synced_at > ${}::timestamptz", params.size());
     }
     if (after_id) {
       params.push_back(after_ts);
@@ -667,19 +676,18 @@ void JobRunner::walk_parents(JobStore& store, JobState& state, std::int64_t run_
     }();
     if (r.rows() == 0) break;
     for (int i = 0; i < r.rows(); ++i) {
+      // Every parent before this one is done: the next run starts after the last one done.
+      Ticks synced = r.get_int(i, 1) * kTicksPerMicro;
+      if (oldest_writer) synced = std::min(synced, *oldest_writer);
       sweep(store, state, run_id, r.get(i, 0));
       ++parents;
-      // Every parent up to this one is done: the next run starts here (less the overlap).
-      const Ticks synced = r.get_int(i, 1) * kTicksPerMicro;
       if (!state.list_cursor || synced > *state.list_cursor) state.list_cursor = synced;
       after_id = r.get(i, 0);
       after_ts = r.get(i, 1);
     }
   }
-  if (all) {
-    state.reconciled_at = started;
-    store.mark_deleted({}, &state, run_id);
-  }
+  if (all) state.reconciled_at = db_now;
+  if (all || parents > 0) store.mark_deleted({}, &state, run_id);  // the state, with nothing to mark
   log::info("{}: {} parent(s) read", what(""), parents);
 }
 
@@ -726,7 +734,8 @@ Ticks JobRunner::walk_windows(JobStore& store, JobState& state, std::int64_t run
     HttpResponse r = client_.get(window + fmt::format("&page=1&pageSize={}&includeTotal=true", spec_.page_size), where);
     note_server_time(r);
     if (!r.date && !server_now_) log::warn("{}: the response has no Date header; using the local clock", where);
-    if (server_now_ && w_hi > *server_now_ - safety) {
+    // (A Date header is whole seconds: the server's clock may be up to a second past it.)
+    if (server_now_ && w_hi > *server_now_ + kTicksPerSecond - safety) {
       // Our clock is ahead of the server's: the window must end in the server's past. Nothing of
       // this response is stored; the walk ends earlier.
       log::info("{}: the server's clock is behind this machine's; the walk ends at {}", where,

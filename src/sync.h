@@ -65,7 +65,8 @@ class JobRunner {
   /// A per-parent job: sweeps the listing of every parent row changed since the last run (all
   /// parents on the first run and when a reconcile is due).
   void walk_parents(JobStore& store, JobState& state, std::int64_t run_id);
-  bool reconcile_due(const JobState& state) const;
+  /// A sweep for hard deletes is due at `now` (the clock reconciled_at was set by).
+  bool reconcile_due(const JobState& state, Ticks now) const;
   /// Stores every row of [lo, hi) of `field` ("created" or "modified"), splitting windows until
   /// each fits in one response. `lo` empty: no lower bound. `after_window` updates the state
   /// that commits with each window's rows.

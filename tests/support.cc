@@ -254,7 +254,9 @@ std::vector<std::string> compare_with_truth(TestSchema& schema, TestSandbox& san
                                             const JobSpec& spec, std::int64_t tenant) {
   PgConnection& db = schema.db();
   const std::string table = db.quote_ident(schema.name()) + "." + db.quote_ident(spec.table);
-  std::string truth = sandbox.truth(tenant, spec.name == "invoices" ? "invoices" : spec.name);
+  std::string truth = sandbox.truth(tenant, spec.name);
+  const bool by_id = spec.key.size() == 1 && spec.key[0] == std::vector<std::string>{"id"} &&
+                     spec.key_type == ColumnType::bigint;
   // The records' own text (a DOM round trip would print 20-digit decimals through a double).
   simdjson::ondemand::parser parser;
   simdjson::padded_string padded(truth);
@@ -265,30 +267,62 @@ std::vector<std::string> compare_with_truth(TestSchema& schema, TestSandbox& san
     std::string raw(rec.raw_json().value());
     rec.reset();
     replace_nul_in_json(raw);  // the documented NUL policy
-    copy += std::to_string(rec["id"].get_int64().value());
+    copy += by_id ? std::to_string(rec["id"].get_int64().value()) : std::string("0");
     copy += '\t';
     append_copy_field(copy, raw);
     copy += '\n';
   }
   db.exec("DROP TABLE IF EXISTS pg_temp.truth");
-  db.exec("CREATE TEMP TABLE truth (id bigint PRIMARY KEY, raw jsonb NOT NULL)");
+  db.exec("CREATE TEMP TABLE truth (id bigint, raw jsonb NOT NULL)");
   db.copy_in("COPY pg_temp.truth (id, raw) FROM STDIN", copy);
   std::vector<std::string> problems;
-  PgResult diff = db.exec(
-      fmt::format("SELECT coalesce(t.id, x.id), t.id IS NULL, x.id IS NULL, "
-                  "(SELECT string_agg(coalesce(a.key, b.key) || ': stored ' || left(coalesce(a.value::text, '-'), 120) || "
-                  "' truth ' || left(coalesce(b.value::text, '-'), 120), '; ') FROM jsonb_each(x.raw) a "
-                  "FULL JOIN jsonb_each(t.raw) b ON a.key = b.key WHERE a.value IS DISTINCT FROM b.value) "
-                  "FROM pg_temp.truth t "
-                  "FULL JOIN (SELECT id, raw::jsonb AS raw FROM {} WHERE tenant_id = $1) x ON x.id = t.id "
-                  "WHERE x.raw IS DISTINCT FROM t.raw ORDER BY 1 LIMIT 20",
-                  table),
-      {std::to_string(tenant)});
-  for (int i = 0; i < diff.rows(); ++i)
-    problems.push_back(fmt::format("id {}: {}", diff.get(i, 0),
-                                   diff.get(i, 1) == "t"   ? "extra row in the database"
-                                   : diff.get(i, 2) == "t" ? "missing from the database"
-                                                           : "raw differs: " + diff.get(i, 3)));
+  if (by_id) {
+    PgResult diff = db.exec(
+        fmt::format("SELECT coalesce(t.id, x.id), t.id IS NULL, x.id IS NULL, "
+                    "(SELECT string_agg(coalesce(a.key, b.key) || ': stored ' || left(coalesce(a.value::text, '-'), 120) || "
+                    "' truth ' || left(coalesce(b.value::text, '-'), 120), '; ') FROM jsonb_each(x.raw) a "
+                    "FULL JOIN jsonb_each(t.raw) b ON a.key = b.key WHERE a.value IS DISTINCT FROM b.value) "
+                    "FROM pg_temp.truth t "
+                    "FULL JOIN (SELECT id, raw::jsonb AS raw FROM {} WHERE tenant_id = $1 AND deleted_at IS NULL) x "
+                    "ON x.id = t.id WHERE x.raw IS DISTINCT FROM t.raw ORDER BY 1 LIMIT 20",
+                    table),
+        {std::to_string(tenant)});
+    for (int i = 0; i < diff.rows(); ++i)
+      problems.push_back(fmt::format("id {}: {}", diff.get(i, 0),
+                                     diff.get(i, 1) == "t"   ? "extra row in the database"
+                                     : diff.get(i, 2) == "t" ? "missing from the database"
+                                                             : "raw differs: " + diff.get(i, 3)));
+  } else {
+    // Keys that are text, several fields or none: the live rows' records, as a multiset, are the
+    // truth's records; and each row's key is the one its record gives.
+    for (const auto& [label, sql] : std::vector<std::pair<std::string, std::string>>{
+             {"missing from the database", "SELECT raw FROM pg_temp.truth EXCEPT ALL SELECT raw::jsonb FROM {} "
+                                           "WHERE tenant_id = $1 AND deleted_at IS NULL"},
+             {"extra row in the database", "SELECT raw::jsonb FROM {} WHERE tenant_id = $1 AND deleted_at IS NULL "
+                                           "EXCEPT ALL SELECT raw FROM pg_temp.truth"}}) {
+      PgResult diff = db.exec(fmt::format("SELECT left(x.raw::text, 200) FROM ({}) x(raw) LIMIT 5", fmt::format(fmt::runtime(sql), table)),
+                              {std::to_string(tenant)});
+      for (int i = 0; i < diff.rows(); ++i) problems.push_back(fmt::format("{}: {}", label, diff.get(i, 0)));
+    }
+    std::string key_sql;
+    auto path_text = [](const std::vector<std::string>& path) {
+      std::string p = "{";
+      for (size_t i = 0; i < path.size(); ++i) p += (i ? "," : "") + path[i];
+      return "(raw::jsonb #>> '" + p + "}')";
+    };
+    if (spec.key.size() == 1) {
+      key_sql = fmt::format("id::text IS DISTINCT FROM {}", path_text(spec.key[0]));
+    } else if (spec.key.size() > 1) {
+      std::string parts;
+      for (const auto& k : spec.key) parts += (parts.empty() ? "" : ", ") + path_text(k);
+      key_sql = fmt::format("id::jsonb IS DISTINCT FROM jsonb_build_array({})", parts);
+    }
+    if (!key_sql.empty()) {
+      PgResult bad = db.exec(fmt::format("SELECT id::text FROM {} WHERE tenant_id = $1 AND ({}) LIMIT 3", table, key_sql),
+                             {std::to_string(tenant)});
+      for (int i = 0; i < bad.rows(); ++i) problems.push_back(fmt::format("key {}: not the record's key", bad.get(i, 0)));
+    }
+  }
   std::vector<std::string> checks;
   for (const ColumnSpec& c : spec.columns) checks.push_back(typed_mismatch_sql(c, db.quote_ident(c.name)));
   checks.push_back("active IS DISTINCT FROM coalesce((raw ->> 'active')::boolean, true)");
@@ -296,7 +330,8 @@ std::vector<std::string> compare_with_truth(TestSchema& schema, TestSandbox& san
       "((modified_on IS NULL) <> (raw ->> 'modifiedOn' IS NULL) OR "
       "abs(extract(epoch FROM modified_on - (raw ->> 'modifiedOn')::timestamptz)) > 0.000001)");
   for (const std::string& check : checks) {
-    PgResult bad = db.exec(fmt::format("SELECT id FROM {} WHERE tenant_id = $1 AND ({}) LIMIT 3", table, check),
+    PgResult bad = db.exec(fmt::format("SELECT id FROM {} WHERE tenant_id = $1 AND deleted_at IS NULL AND ({}) LIMIT 3",
+                                       table, check),
                            {std::to_string(tenant)});
     for (int i = 0; i < bad.rows(); ++i)
       problems.push_back(fmt::format("id {}: typed column disagrees with raw: {}", bad.get(i, 0), check));

@@ -88,6 +88,9 @@ void Dataset::build_table_locked(const TenantSetup& tenant, const std::string& r
     parents = table_locked(tenant.id, def->cat->parent);
     if (parents == nullptr || parents->rows.empty()) count = 0;  // no parents, no children
   }
+  // An endpoint that answers one object holds one row (per parent, for a per-parent one).
+  if (def->cat != nullptr && def->cat->response == "object")
+    count = parents != nullptr ? std::min<int>(count, static_cast<int>(parents->rows.size())) : std::min(count, 1);
   const std::uint64_t salt = mix_seed(options_.seed, resource_salt(resource) ^ tenant.id);
   t.churn_rng = Rng(salt);
   Rng rng(salt ^ 0xA5A5A5A5ULL);
@@ -358,7 +361,8 @@ int Dataset::apply_changes(std::int64_t tenant, const std::string& resource, int
     Rng& rng = t->churn_rng;
     const std::uint64_t kind = rng.below(100);
     const int digits = static_cast<int>(rng.below(8));
-    if (kind < 20 || t->rows.empty()) {
+    if ((kind < 20 || t->rows.empty()) &&
+        !(t->def->cat != nullptr && t->def->generate == nullptr && t->def->cat->response == "object")) {
       RecordMeta m;
       m.tenant = tenant;
       m.id = t->next_id;
@@ -378,19 +382,19 @@ int Dataset::apply_changes(std::int64_t tenant, const std::string& resource, int
       touch_parent_locked(*t, t->rows.back().meta);
       continue;
     }
-    const size_t index = rng.below(t->rows.size());
-    RecordMeta& m = t->rows[index].meta;
-    if (t->rows[index].deleted) {
-      t->rows[index].deleted = false;  // a hard-deleted row comes back
-    } else if (kind < 35) {
-      m.active = !m.active;  // deactivation (or, for an inactive row, reactivation)
-    } else if (kind < 42 && t->def->cat != nullptr && t->def->cat->hard_deletes()) {
-      // A list-only resource loses the row outright: it simply stops being returned.
-      t->rows[index].deleted = true;
-      t->rows[index].changed_at = now;
-      touch_parent_locked(*t, m);
+    // Records without modifiedOn are append-only logs (or reference data read whole): they only
+    // grow. Hard deletes are a separate call (delete_rows), so that a test knows which rows went.
+    const CatalogueResource* cat = t->def->generate == nullptr ? t->def->cat : nullptr;
+    const bool singleton = cat != nullptr && cat->response == "object";  // one row (per parent): updates only
+    const bool only_grows = cat != nullptr && !cat->has_field("modifiedOn") && cat->parent.empty() && !singleton;
+    if ((only_grows && kind >= 20) || (singleton && kind < 20)) {
+      --i;  // draw again: this resource does not change that way
       continue;
     }
+    const size_t index = rng.below(t->rows.size());
+    RecordMeta& m = t->rows[index].meta;
+    if (t->rows[index].deleted) continue;
+    if (kind < 35) m.active = !m.active;  // deactivation (or, for an inactive row, reactivation)
     m.modified = truncate_to_digits(now, digits);
     m.fraction_digits = digits;
     touch_locked(*t, index);

@@ -307,7 +307,8 @@ bool is_integer_type(const FieldDef& f) { return f.type == "integer"; }
 
 // Values for one field, by its declared type: the hard cases real tenants produce (ids past
 // 2^53, 20-digit decimals, Unicode and control characters, nulls, 0–7 fractional digits).
-void generic_value(std::string& out, const FieldDef& f, Rng& rng, int depth, std::string_view resource);
+void generic_value(std::string& out, const FieldDef& f, Rng& rng, int depth, std::string_view resource,
+                   bool may_be_null = true);
 
 void generic_object(std::string& out, const std::vector<FieldDef>& fields, Rng& rng, int depth,
                     std::string_view resource) {
@@ -318,8 +319,9 @@ void generic_object(std::string& out, const std::vector<FieldDef>& fields, Rng& 
   }
 }
 
-void generic_value(std::string& out, const FieldDef& f, Rng& rng, int depth, std::string_view resource) {
-  if (f.nullable && rng.chance(0.12)) {
+void generic_value(std::string& out, const FieldDef& f, Rng& rng, int depth, std::string_view resource,
+                   bool may_be_null) {
+  if (may_be_null && f.nullable && rng.chance(0.12)) {
     out += "null";
     return;
   }
@@ -410,7 +412,15 @@ std::string generate_generic(const ResourceDef& def, const RecordMeta& m, std::u
     } else if (f.name == "active" && f.type == "boolean") {
       out += m.active ? "true" : "false";
     } else {
-      generic_value(out, f, rng, 0, def.name);
+      // A key field is never null and never changes: it is the record's identity (derived from
+      // the row's id alone, not its version).
+      const bool in_key = std::find(cat.key.begin(), cat.key.end(), f.name) != cat.key.end();
+      if (in_key) {
+        Rng stable(mix_seed(seed ^ salt, static_cast<std::uint64_t>(m.id) * 31 + f.name.size()));
+        generic_value(out, f, stable, 0, def.name, false);
+      } else {
+        generic_value(out, f, rng, 0, def.name);
+      }
     }
   }
   return out;

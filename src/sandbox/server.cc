@@ -455,14 +455,16 @@ void Server::handle_resource(const httplib::Request& req, httplib::Response& res
     send_problem(res, 429, "Too Many Requests");
     return;
   }
+  bool denied = false;
   {
     // The tenant's app was not granted this API's scope (POST /_sandbox/scopes).
     std::lock_guard lock(mutex_);
-    const auto denied = denied_.find(*tenant);
-    if (denied != denied_.end() && (denied->second.count(resource) || denied->second.count(module_of(cat)))) {
-      send_problem(res, 403, "Forbidden", "", "The application is not authorized to access this resource.");
-      return;
-    }
+    const auto it = denied_.find(*tenant);
+    denied = it != denied_.end() && (it->second.count(resource) || it->second.count(module_of(cat)));
+  }
+  if (denied) {
+    send_problem(res, 403, "Forbidden", "", "The application is not authorized to access this resource.");
+    return;
   }
   std::optional<FaultKind> data_fault;
   if (inject_fault(res, data_fault)) return;

@@ -1,0 +1,221 @@
+// Every catalogued resource, end to end: the generated job files against the sandbox serving the
+// catalogue's endpoints, with a real PostgreSQL. One sandbox and one schema for all of them.
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+
+#include "sandbox/catalogue.h"
+#include "support.h"
+
+using namespace stsync;
+using namespace stsync::test;
+
+namespace {
+
+// One tenant with `rows` rows of every catalogued resource.
+TestSandbox every_resource_sandbox(int rows) {
+  sandbox::ServerOptions o = TestSandbox::default_options(rows, rows);
+  o.data.tenants.clear();
+  sandbox::TenantSetup t{kTenantA, {}};
+  for (const sandbox::CatalogueResource& r : sandbox::catalogue()) t.counts[r.name] = rows;
+  o.data.tenants.push_back(t);
+  o.rate_limit_per_second = 500;
+  return TestSandbox(o);
+}
+
+// Every job file built in, at a request rate that keeps a run of 140 jobs short.
+std::map<std::string, std::string> all_jobs_env(const TestSandbox& sandbox, const TestSchema& schema) {
+  return with_env(stsync_env(sandbox, schema, kTenantA),
+                  {{"STSYNC_JOBS_DIR", ""}, {"STSYNC_REQUESTS_PER_SECOND", "60"}, {"STSYNC_PARALLEL", "4"}});
+}
+
+std::vector<JobSpec> enabled_jobs() {
+  std::vector<JobSpec> out;
+  for (JobSpec& j : load_job_specs(""))
+    if (j.enabled) out.push_back(std::move(j));
+  return out;
+}
+
+void require_every_job_equals_truth(TestSchema& schema, TestSandbox& sandbox) {
+  for (const JobSpec& job : enabled_jobs()) {
+    const std::vector<std::string> problems = compare_with_truth(schema, sandbox, job, kTenantA);
+    INFO("job " << job.name);
+    for (const std::string& p : problems) UNSCOPED_INFO(p);
+    CHECK(problems.empty());
+  }
+}
+
+}  // namespace
+
+TEST_CASE("every job's full sync equals the sandbox's truth, an incremental run after churn equals it again, "
+          "and a run with nothing new costs at most one request per job",
+          "[resources]") {
+  TestSandbox sandbox = every_resource_sandbox(30);
+  TestSchema schema;
+  const auto env = all_jobs_env(sandbox, schema);
+  const std::vector<JobSpec> jobs = enabled_jobs();
+  REQUIRE(jobs.size() > 130);
+
+  ProcessResult first = run_stsync({"run"}, env);
+  REQUIRE(first.exit_code == 0);
+  require_every_job_equals_truth(schema, sandbox);
+  // The equality is not vacuous for any shape: each of these tables holds rows.
+  for (const char* table : {"customers",              // export feed, integer id
+                            "journal_entries",        // list walk, GUID (text) id
+                            "journal_entry_details",  // per-parent fan-out, no id (parent, position)
+                            "payroll_settings",       // key from a field (employeeId)
+                            "technician_ratings",     // key of two fields
+                            "credit_memo_items",      // append-only, walked by createdOn
+                            "form_submissions",       // append-only by another field (submittedOn)
+                            "project_types",          // no date filter: read whole every run
+                            "business_hours",         // one object, no paging
+                            "job_history",            // nested: a job id with its events …
+                            "job_history_entries",    // … as a child table
+                            "customer_notes",         // per-parent, integer ids
+                            "appointment_assignments"})  // export that hides inactive rows unless asked
+    CHECK(schema.scalar(fmt::format("SELECT count(*) FROM {{s}}.{}", table)) > 0);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.appointment_assignments WHERE NOT active") > 0);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.zones WHERE NOT active") > 0);  // active=Any on a list walk
+
+  // Churn in every resource (updates, deactivations, new rows; a child's change touches its
+  // parent), then past the export visibility delay and the list walks' safety margin.
+  for (const sandbox::CatalogueResource& r : sandbox::catalogue())
+    sandbox.admin("changes", fmt::format("tenant={}&resource={}&n=6", kTenantA, r.name));
+  sandbox.admin("clock", "advance_seconds=1000");
+  ProcessResult second = run_stsync({"run"}, env);
+  REQUIRE(second.exit_code == 0);
+  require_every_job_equals_truth(schema, sandbox);
+  CHECK(schema.scalar("SELECT sum(rows_updated) FROM {s}.sync_runs WHERE run_id > (SELECT max(run_id) - $1 "
+                      "FROM {s}.sync_runs)",
+                      {std::to_string(jobs.size())}) > 50);
+
+  // Nothing new: every job asks once (per-parent jobs not at all: no parent changed), writes nothing.
+  sandbox.admin("clock", "advance_seconds=60");
+  const std::int64_t before = sandbox.stat(kTenantA, "requests");
+  ProcessResult third = run_stsync({"run"}, with_env(env, {{"STSYNC_LOG_LEVEL", "debug"}}));
+  REQUIRE(third.exit_code == 0);
+  const std::int64_t requests = sandbox.stat(kTenantA, "requests") - before;
+  std::map<std::string, int> gets;  // per job, from the debug log: which one asked more than once
+  for (size_t pos = 0; (pos = third.err.find(": GET ", pos)) != std::string::npos; ++pos) {
+    const size_t job = third.err.rfind(" job ", pos);
+    gets[third.err.substr(job + 5, third.err.find(' ', job + 5) - job - 5)] += 1;
+  }
+  for (const auto& [job, n] : gets)
+    if (n > 1) UNSCOPED_INFO("job " << job << ": " << n << " requests");
+  std::int64_t fan_out_jobs = 0;
+  for (const JobSpec& j : jobs) fan_out_jobs += j.parent.empty() ? 0 : 1;
+  CHECK(requests == static_cast<std::int64_t>(jobs.size()) - fan_out_jobs);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE run_id > (SELECT max(run_id) - $1 FROM {s}.sync_runs) "
+                      "AND rows_inserted + rows_updated > 0",
+                      {std::to_string(jobs.size())}) == 0);
+  require_every_job_equals_truth(schema, sandbox);
+}
+
+TEST_CASE("rows a list-only resource stops returning get deleted_at, never a DELETE, and are cleared when they "
+          "come back",
+          "[resources][deletes]") {
+  TestSandbox sandbox = every_resource_sandbox(40);
+  TestSchema schema;
+  // project_types has no date filter (read whole every run); zones is walked by modifiedOn and
+  // swept for deletes every reconcile_every (or --reconcile).
+  const auto env = with_env(all_jobs_env(sandbox, schema), {});
+  const std::vector<std::string> run = {"run", "--jobs", "project_types,zones"};
+  REQUIRE(run_stsync(run, env).exit_code == 0);
+  const std::int64_t project_types = schema.scalar("SELECT count(*) FROM {s}.project_types");
+  const std::int64_t zones = schema.scalar("SELECT count(*) FROM {s}.zones");
+  REQUIRE(project_types == 40);
+
+  auto deleted_keys = [&](const std::string& resource) {
+    const std::string body = sandbox.admin("deletes", fmt::format("tenant={}&resource={}&n=3", kTenantA, resource));
+    std::vector<std::string> keys;
+    for (size_t pos = 0; (pos = body.find('"', body.find('[') + 1 + pos)) != std::string::npos && keys.size() < 3;) {
+      const size_t end = body.find('"', pos + 1);
+      keys.push_back(body.substr(pos + 1, end - pos - 1));
+      pos = end + 1 - (body.find('[') + 1);
+    }
+    return keys;
+  };
+  const std::vector<std::string> gone_types = deleted_keys("project_types");
+  const std::vector<std::string> gone_zones = deleted_keys("zones");
+  REQUIRE(gone_types.size() == 3);
+  REQUIRE(gone_zones.size() == 3);
+  auto marked = [&](const std::string& table, const std::vector<std::string>& keys) {
+    std::string list;
+    for (const std::string& k : keys) list += (list.empty() ? "" : ",") + k;
+    return std::pair(schema.scalar(fmt::format("SELECT count(*) FROM {{s}}.{} WHERE deleted_at IS NOT NULL", table)),
+                     schema.scalar(fmt::format("SELECT count(*) FROM {{s}}.{} WHERE deleted_at IS NOT NULL AND "
+                                               "id = ANY(string_to_array($1, ',')::bigint[])",
+                                               table),
+                                   {list}));
+  };
+
+  // A routine run: the full listing notices at once; the modifiedOn walk cannot see a delete.
+  sandbox.admin("clock", "advance_seconds=120");
+  REQUIRE(run_stsync(run, env).exit_code == 0);
+  CHECK(marked("project_types", gone_types) == std::pair<std::int64_t, std::int64_t>(3, 3));
+  CHECK(marked("zones", gone_zones).first == 0);
+  // The sweep (due every reconcile_every; forced here) marks exactly the rows that went.
+  REQUIRE(run_stsync({"run", "--jobs", "project_types,zones", "--reconcile"}, env).exit_code == 0);
+  CHECK(marked("zones", gone_zones) == std::pair<std::int64_t, std::int64_t>(3, 3));
+  // Nothing is ever removed.
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.project_types") == project_types);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.zones") == zones);
+  for (const char* job : {"project_types", "zones"}) {
+    const auto problems = compare_with_truth(schema, sandbox, builtin_job(job), kTenantA);
+    for (const std::string& p : problems) UNSCOPED_INFO(p);
+    CHECK(problems.empty());
+  }
+
+  // They come back unchanged (same modifiedOn): the next complete listing clears deleted_at.
+  sandbox.admin("deletes", fmt::format("tenant={}&resource=project_types&n=3&restore=1", kTenantA));
+  sandbox.admin("deletes", fmt::format("tenant={}&resource=zones&n=3&restore=1", kTenantA));
+  REQUIRE(run_stsync({"run", "--jobs", "project_types,zones", "--reconcile"}, env).exit_code == 0);
+  CHECK(marked("project_types", gone_types).first == 0);
+  CHECK(marked("zones", gone_zones).first == 0);
+  for (const char* job : {"project_types", "zones"}) CHECK(compare_with_truth(schema, sandbox, builtin_job(job), kTenantA).empty());
+}
+
+TEST_CASE("a job the tenant's app may not read is 'not permitted' and exit 0 unless the user named it: then exit 1",
+          "[resources][scopes]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  const auto env = stsync_env(sandbox, schema, kTenantA);  // invoices and employees
+  sandbox.admin("scopes", fmt::format("tenant={}&deny=employees", kTenantA));
+
+  ProcessResult r = run_stsync({"run"}, env);
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("job employees tenant 1001: not permitted (403)") != std::string::npos);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'employees' AND outcome = 'not_permitted'") == 1);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'invoices' AND outcome = 'succeeded'") == 1);
+  ProcessResult status = run_stsync({"status"}, env);
+  CHECK(status.out.find("not_permitted") != std::string::npos);
+
+  // Asked for by name (--jobs, or enabled = true in the config): a failure.
+  CHECK(run_stsync({"run", "--jobs", "employees"}, env).exit_code == 1);
+  const std::string config = write_temp_file("[jobs.employees]\nenabled = true\n");
+  CHECK(run_stsync({"--config", config, "run"}, env).exit_code == 1);
+
+  // `stsync check` says which jobs the app may read.
+  ProcessResult check = run_stsync({"check"}, env);
+  CHECK(check.out.find("DENY  tenant 1001 job employees: not permitted (403)") != std::string::npos);
+  CHECK(check.out.find("ok    tenant 1001 job invoices: permitted") != std::string::npos);
+}
+
+TEST_CASE("stsync jobs lists every job with its table, mode, key, endpoint, enabled flag and last result",
+          "[resources][cli]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  const auto env = with_env(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_JOBS_DIR", ""}});
+  REQUIRE(run_stsync({"run", "--jobs", "payroll_settings"}, env).exit_code == 0);
+  ProcessResult text = run_stsync({"jobs"}, env);
+  REQUIRE(text.exit_code == 0);
+  CHECK(std::count(text.out.begin(), text.out.end(), '\n') == 145);  // a header and 144 jobs
+  ProcessResult json = run_stsync({"jobs", "--json"}, env);
+  REQUIRE(json.exit_code == 0);
+  CHECK(json.out.find(R"({"job":"payroll_settings","table":"payroll_settings","mode":"export","key":"employeeId")") !=
+        std::string::npos);
+  CHECK(json.out.find(R"("last_result":"succeeded")") != std::string::npos);
+  CHECK(json.out.find(R"x({"job":"journal_entry_details","table":"journal_entry_details","mode":"full","key":"(parent, position)","parent":"journal_entries")x") !=
+        std::string::npos);
+  CHECK(json.out.find(R"({"job":"ads_performance","table":"ads_performance","mode":"full")") != std::string::npos);
+  CHECK(json.out.find(R"("enabled":false)") != std::string::npos);
+}
