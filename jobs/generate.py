@@ -397,7 +397,35 @@ def main():
         json.dump({"source": catalogue["meta"].get("spec_source"), "resources": sandbox}, f, indent=None,
                   separators=(",", ":"), ensure_ascii=False)
         f.write("\n")
-    print(f"wrote {written} job files and src/sandbox/resources.json ({len(sandbox)} resources)")
+    rows = write_readme_table()
+    print(f"wrote {written} job files, src/sandbox/resources.json ({len(sandbox)} resources) "
+          f"and the README's table ({rows} jobs)")
+
+
+def write_readme_table():
+    """The README's table of covered resources, from the job files (hand-written ones included)."""
+    import tomllib
+    lines = ["| job = table | mode | key | parent | children | enabled |", "| --- | --- | --- | --- | --- | --- |"]
+    names = sorted(f for f in os.listdir(HERE) if f.endswith(".toml"))
+    for fname in names:
+        with open(os.path.join(HERE, fname), "rb") as f:
+            job = tomllib.load(f)
+        key = job.get("key", ["id"])
+        key_text = ", ".join(key) if key else ("(parent, position)" if job.get("parent") else "position")
+        children = ", ".join(c["table"] for c in job.get("children", []))
+        lines.append(f"| `{job['name']}` | {job.get('mode', 'export')} | {key_text} | {job.get('parent', '')} | "
+                     f"{children} | {'yes' if job.get('enabled', True) else 'no'} |")
+    readme = os.path.join(ROOT, "README.md")
+    with open(readme) as f:
+        text = f.read()
+    begin, end = "<!-- resources:begin (jobs/generate.py) -->", "<!-- resources:end -->"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + begin + "\n" + "\n".join(lines) + "\n" + end + tail
+        with open(readme, "w") as f:
+            f.write(text)
+    return len(names)
 
 
 if __name__ == "__main__":

@@ -147,6 +147,25 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
     worker();
     for (std::thread& t : threads) t.join();
   }
+  // A tenant for which every job answered 403 has a wrong app key or an app without any of these
+  // scopes: that is a failure, not a list of jobs it may skip.
+  std::map<std::int64_t, std::pair<int, int>> per_tenant;  // tenant → (jobs, not permitted)
+  for (const JobResult& r : summary.results) {
+    auto& [jobs, denied] = per_tenant[r.tenant];
+    ++jobs;
+    if (r.outcome == JobOutcome::not_permitted) ++denied;
+  }
+  for (JobResult& r : summary.results) {
+    const auto [jobs, denied] = per_tenant[r.tenant];
+    if (r.outcome != JobOutcome::not_permitted || denied < jobs) continue;
+    r.outcome = JobOutcome::failed;
+    r.error_kind = ErrorKind::http_permanent;
+    if (&r == &*std::find_if(summary.results.begin(), summary.results.end(),
+                             [&](const JobResult& x) { return x.tenant == r.tenant; }))
+      log::error("tenant {}: every job answered 403 (not permitted): the app key is wrong, or the tenant's app was "
+                 "granted none of these APIs' scopes; check ST_APP_KEY and the app's scopes in ServiceTitan",
+                 r.tenant);
+  }
   summary.exit_code = exit_code_for(summary.results);
   if (stop_requested()) {
     log::warn("stopped by {}: pages read so far are committed; the next run resumes from them", stop_signal_name());
