@@ -11,6 +11,7 @@
 #include "retry.h"
 #include "runner.h"
 #include "st_client.h"
+#include "store.h"
 #include "timestamp.h"
 
 using namespace stsync;
@@ -569,4 +570,75 @@ TEST_CASE("attempts per request and the job's retry budget both bound the retryi
   auto client2 = g.client();
   CHECK_THROWS_WITH(client2.get("p", "job"), Catch::Contains("retry budget"));
   CHECK(g.clock.slept == Approx(2.0));
+}
+
+TEST_CASE("PostgreSQL array text round-trips keys with quotes, commas, backslashes and braces", "[unit][store]") {
+  const std::vector<std::string> keys = {"1", "a,b", "say \"hi\"", "back\\slash", "{x}", "", "NULL", "ü"};
+  CHECK(parse_pg_array(pg_array_literal(keys)) == keys);
+  CHECK(parse_pg_array("{3,-1,9007199254740993}") == std::vector<std::string>{"3", "-1", "9007199254740993"});
+  CHECK(parse_pg_array("{}").empty());
+  CHECK(parse_pg_array(R"({abc,"d e","f\"g"})") == std::vector<std::string>{"abc", "d e", "f\"g"});
+}
+
+TEST_CASE("durations in job files are 90s, 15m, 6h, 7d or seconds, and nothing else", "[unit][jobs]") {
+  CHECK(parse_duration("90s") == 90);
+  CHECK(parse_duration("15m") == 900);
+  CHECK(parse_duration("6h") == 21600);
+  CHECK(parse_duration("7d") == 604800);
+  CHECK(parse_duration("120") == 120);
+  for (const char* bad : {"", "m", "-5m", "1.5h", "2w", "5 m", "9999999d"}) {
+    INFO(bad);
+    CHECK_FALSE(parse_duration(bad));
+  }
+}
+
+TEST_CASE("keys: a GUID id, a key field, several fields and positions become the row's text key", "[unit][parser]") {
+  auto keys_of = [](const std::string& job_toml, std::string body, const std::string& parent = "", int base = 0) {
+    JobSpec spec = parse_job_spec(job_toml, "k.toml");
+    PageParser parser(spec);
+    parser.set_listing(parent, base);
+    ParsedPage page;
+    body.reserve(body.size() + simdjson::SIMDJSON_PADDING);
+    parser.parse(body, 1, page);
+    return page.ids;
+  };
+  const std::string guid = "name='g'\nlist_path='p'\nmode='list'\nkey_type='text'\ncolumns=[]\n";
+  CHECK(keys_of(guid, R"({"data":[{"id":"6f1c0a2e-8b3d-4c1e-9f00-1a2b3c4d5e6f"},{"id":42}]})") ==
+        std::vector<std::string>{"6f1c0a2e-8b3d-4c1e-9f00-1a2b3c4d5e6f", "42"});
+  const std::string field =
+      "name='f'\nlist_path='p'\nmode='list'\nkey=['employeeId']\ncolumns=[{path='employeeId',type='bigint'}]\n";
+  CHECK(keys_of(field, R"({"data":[{"employeeId":7,"x":1}]})") == std::vector<std::string>{"7"});
+  CHECK_THROWS_WITH(keys_of(field, R"({"data":[{"x":1}]})"), Catch::Contains("has no 'employeeId'"));
+  const std::string pair = "name='c'\nlist_path='p'\nmode='list'\nkey=['technicianId','jobId']\nkey_type='text'\n"
+                           "columns=[{path='technicianId',type='bigint'},{path='jobId',type='bigint'}]\n";
+  CHECK(keys_of(pair, R"({"data":[{"jobId":2,"technicianId":1}]})") == std::vector<std::string>{R"(["1","2"])"});
+  const std::string none = "name='n'\nlist_path='p/{parent}/x'\nmode='full'\nparent='j'\nkey=[]\nkey_type='text'\ncolumns=[]\n";
+  CHECK(keys_of(none, R"({"data":[{"a":1},{"a":2}]})", "abc", 5) == std::vector<std::string>{"abc/5", "abc/6"});
+  const std::string object = "name='o'\nlist_path='p'\nmode='full'\nresponse='object'\nkey=[]\nkey_type='text'\ncolumns=[]\n";
+  CHECK(keys_of(object, R"({"weekdays":[]})") == std::vector<std::string>{"0"});
+}
+
+TEST_CASE("job files refuse keys, parents and shapes that cannot work", "[unit][jobs]") {
+  auto err = [](const std::string& text) {
+    try {
+      parse_job_spec(text, "bad.toml");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  CHECK_THAT(err("name='x'\nlist_path='p'\nmode='list'\nkey=['a','b']\ncolumns=[{path='a'},{path='b'}]\n"),
+             Catch::Contains("key_type = \"text\""));
+  CHECK_THAT(err("name='x'\nlist_path='p'\nmode='list'\nkey=['a']\ncolumns=[]\n"),
+             Catch::Contains("key field 'a' must also be a typed column"));
+  CHECK_THAT(err("name='x'\nlist_path='p/{parent}'\nmode='list'\nparent='y'\ncolumns=[]\n"),
+             Catch::Contains("mode must be \"full\""));
+  CHECK_THAT(err("name='x'\nlist_path='p'\nmode='full'\nparent='y'\ncolumns=[]\n"), Catch::Contains("{parent}"));
+  CHECK_THAT(err("name='x'\nlist_path='p'\nmode='list'\nresponse='object'\ncolumns=[]\n"),
+             Catch::Contains("only be read whole"));
+  CHECK_THAT(err("name='x'\nlist_path='p'\nmode='list'\nevery='soon'\ncolumns=[]\n"), Catch::Contains("'every'"));
+  CHECK_THAT(err("name='x'\nlist_path='p'\nmode='list'\ncolumns=[{path='deletedAt',name='deleted_at'}]\n"),
+             Catch::Contains("reserved"));
+  CHECK(err("name='x'\nlist_path='p'\nmode='created'\ncreated_field='submittedOn'\n"
+            "created_params=['submittedOnOrAfter','submittedBefore']\ncolumns=[]\n") == "accepted");
 }
