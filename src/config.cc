@@ -7,6 +7,9 @@
 #include <limits>
 #include <cstdlib>
 #include <fmt/format.h>
+#include <sstream>
+#include <fstream>
+#include <filesystem>
 #include <toml++/toml.h>
 
 #include "errors.h"
@@ -16,6 +19,8 @@ namespace stsync {
 namespace {
 
 [[noreturn]] void fail(const std::string& message) { throw Error(ErrorKind::config, message); }
+
+bool read_tenants(const toml::table& root, const std::string& path, std::vector<TenantConfig>& out);
 
 void check_keys(const toml::table& t, std::initializer_list<std::string_view> allowed,
                 const std::string& where) {
@@ -142,35 +147,21 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
                         s.database_url.find('@');
   }
   if (const toml::table* run = root["run"].as_table()) {
-    check_keys(*run, {"parallel", "page_connections", "jobs_dir", "log_level"}, "[run]");
+    check_keys(*run, {"parallel", "page_connections", "jobs_dir", "log_level", "tenants_file"}, "[run]");
+    read(*run, "tenants_file", s.tenants_file, "run");
     read(*run, "parallel", s.parallel, "run");
     read(*run, "page_connections", s.page_connections, "run");
     read(*run, "jobs_dir", s.jobs_dir, "run");
     read(*run, "log_level", s.log_level, "run");
   }
-  if (const toml::node* tenants = root.get("tenants")) {
-    const toml::array* list = tenants->as_array();
-    if (list == nullptr) fail("config: 'tenants' must be an array of tables ([[tenants]])");
-    for (const toml::node& n : *list) {
-      const toml::table* t = n.as_table();
-      if (t == nullptr) fail("config: every [[tenants]] entry must be a table");
-      check_keys(*t, {"id", "client_id", "client_secret"}, "[[tenants]]");
-      TenantConfig tc;
-      read(*t, "id", tc.id, "tenants");
-      read(*t, "client_id", tc.client_id, "tenants");
-      read(*t, "client_secret", tc.client_secret, "tenants");
-      if (tc.id <= 0) fail("config: every [[tenants]] entry needs a positive 'id'");
-      holds_secret |= !tc.client_secret.empty();
-      s.tenants.push_back(tc);
-    }
-  }
+  holds_secret |= read_tenants(root, path, s.tenants);
   if (const toml::table* jobs = root["jobs"].as_table()) {
     for (const auto& [name, node] : *jobs) {
       const toml::table* j = node.as_table();
       const std::string where = fmt::format("[jobs.{}]", name.str());
       if (j == nullptr) fail(fmt::format("config: {} must be a table", where));
       check_keys(*j, {"enabled", "mode", "overlap_seconds", "page_size", "include_recent_changes", "quarantine",
-                      "raw_type"},
+                      "raw_type", "every"},
                  where);
       JobOptions o;
       const std::string key_where = fmt::format("jobs.{}", name.str());
@@ -179,7 +170,8 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
       read_optional(*j, "mode", mode, key_where);
       if (mode) {
         SyncMode m;
-        if (!parse_mode(*mode, m)) fail(fmt::format("config: {} mode must be 'export' or 'list'", where));
+        if (!parse_mode(*mode, m))
+          fail(fmt::format("config: {} mode must be 'export', 'list', 'created' or 'full'", where));
         o.mode = m;
       }
       read_optional(*j, "overlap_seconds", o.overlap_seconds, key_where);
@@ -187,6 +179,13 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
       read_optional(*j, "include_recent_changes", o.include_recent_changes, key_where);
       read_optional(*j, "quarantine", o.quarantine, key_where);
       read_optional(*j, "raw_type", o.raw_type, key_where);
+      std::optional<std::string> every;
+      read_optional(*j, "every", every, key_where);
+      if (every) {
+        o.every_seconds = parse_duration(*every);
+        if (!o.every_seconds || *o.every_seconds < 60)
+          fail(fmt::format("config: {}.every must be a duration of at least 1m, such as \"15m\" or \"6h\"", key_where));
+      }
       if (o.raw_type && *o.raw_type != "jsonb" && *o.raw_type != "json")
         fail(fmt::format("config: {}.raw_type must be \"jsonb\" or \"json\"", key_where));
       if (o.overlap_seconds && *o.overlap_seconds < 0) fail(fmt::format("config: {}.overlap_seconds must not be negative", key_where));
@@ -199,6 +198,96 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
   if (holds_secret && ::stat(path.c_str(), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
     warnings.push_back(fmt::format(
         "config file {} holds secrets and other users can read it: run chmod 600 {}", path, path));
+}
+
+// A secret kept in a file of its own (systemd LoadCredential=, a Kubernetes Secret volume): a
+// relative path is looked up in $CREDENTIALS_DIRECTORY first, then next to the file naming it.
+std::string read_secret_file(const std::string& name, const std::string& beside, const std::string& where) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> candidates;
+  if (fs::path(name).is_absolute()) {
+    candidates.emplace_back(name);
+  } else {
+    if (const char* dir = std::getenv("CREDENTIALS_DIRECTORY")) candidates.push_back(fs::path(dir) / name);
+    candidates.push_back(fs::path(beside).parent_path() / name);
+  }
+  for (const fs::path& p : candidates) {
+    std::ifstream in(p);
+    if (!in) continue;
+    std::stringstream text;
+    text << in.rdbuf();
+    std::string secret = text.str();
+    while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r' || secret.back() == ' ')) secret.pop_back();
+    if (secret.empty()) fail(fmt::format("config: {}: client_secret_file {} is empty", where, p.string()));
+    return secret;
+  }
+  fail(fmt::format("config: {}: client_secret_file {} cannot be read (looked in {}{})", where, name,
+                   std::getenv("CREDENTIALS_DIRECTORY") ? "$CREDENTIALS_DIRECTORY and " : "",
+                   fs::path(beside).parent_path().string()));
+}
+
+// The [[tenants]] of one TOML table (the config file, or a tenants file). Returns whether a
+// secret is written in it.
+bool read_tenants(const toml::table& root, const std::string& path, std::vector<TenantConfig>& out) {
+  bool holds_secret = false;
+  const toml::node* tenants = root.get("tenants");
+  if (tenants == nullptr) return false;
+  const toml::array* list = tenants->as_array();
+  if (list == nullptr) fail(fmt::format("config {}: 'tenants' must be an array of tables ([[tenants]])", path));
+  for (const toml::node& n : *list) {
+    const toml::table* t = n.as_table();
+    if (t == nullptr) fail(fmt::format("config {}: every [[tenants]] entry must be a table", path));
+    check_keys(*t, {"id", "client_id", "client_secret", "client_secret_file", "jobs"}, "[[tenants]]");
+    TenantConfig tc;
+    read(*t, "id", tc.id, "tenants");
+    read(*t, "client_id", tc.client_id, "tenants");
+    read(*t, "client_secret", tc.client_secret, "tenants");
+    if (tc.id <= 0) fail(fmt::format("config {}: every [[tenants]] entry needs a positive 'id'", path));
+    std::string secret_file;
+    read(*t, "client_secret_file", secret_file, "tenants");
+    if (!secret_file.empty() && !tc.client_secret.empty())
+      fail(fmt::format("config {}: tenant {} has both client_secret and client_secret_file", path, tc.id));
+    if (!secret_file.empty()) tc.client_secret = read_secret_file(secret_file, path, fmt::format("tenant {}", tc.id));
+    else holds_secret |= !tc.client_secret.empty();
+    if (const toml::node* jobs = t->get("jobs")) {
+      const toml::array* a = jobs->as_array();
+      if (a == nullptr) fail(fmt::format("config {}: tenant {}: 'jobs' must be an array of job names", path, tc.id));
+      for (const toml::node& j : *a) {
+        auto name = j.value<std::string>();
+        if (!name) fail(fmt::format("config {}: tenant {}: 'jobs' must be an array of job names", path, tc.id));
+        tc.jobs.push_back(*name);
+      }
+    }
+    if (std::any_of(out.begin(), out.end(), [&](const TenantConfig& o) { return o.id == tc.id; }))
+      fail(fmt::format("config {}: tenant {} is configured twice", path, tc.id));
+    out.push_back(std::move(tc));
+  }
+  return holds_secret;
+}
+
+void load_tenants_file(const std::string& path, std::vector<TenantConfig>& out, std::vector<std::string>& warnings) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> files;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    for (const auto& e : fs::directory_iterator(path, ec))
+      if (e.path().extension() == ".toml") files.push_back(e.path().string());
+    std::sort(files.begin(), files.end());
+  } else {
+    files.push_back(path);
+  }
+  for (const std::string& f : files) {
+    toml::table root;
+    try {
+      root = toml::parse_file(f);
+    } catch (const toml::parse_error& e) {
+      fail(fmt::format("tenants file {} line {}: {}", f, e.source().begin.line, e.description()));
+    }
+    check_keys(root, {"tenants"}, "a tenants file");
+    struct stat st {};
+    if (read_tenants(root, f, out) && ::stat(f.c_str(), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+      warnings.push_back(fmt::format("tenants file {} holds secrets and other users can read it: run chmod 600 {}", f, f));
+  }
 }
 
 }  // namespace
@@ -217,6 +306,8 @@ Settings load_settings(const std::optional<std::string>& path, const EnvLookup& 
   std::optional<std::string> file = path;
   if (!file) file = env("STSYNC_CONFIG");
   if (file && !file->empty()) load_file(*file, s, warnings);
+  if (auto v = env("STSYNC_TENANTS_FILE")) s.tenants_file = *v;
+  if (!s.tenants_file.empty()) load_tenants_file(s.tenants_file, s.tenants, warnings);
 
   if (auto v = env("ST_ENVIRONMENT")) s.environment = *v;
   if (auto v = env("ST_AUTH_URL")) s.auth_url = *v;
@@ -324,6 +415,7 @@ std::vector<JobSpec> resolve_jobs(const Settings& settings) {
       if (o.include_recent_changes) spec.include_recent_changes = *o.include_recent_changes;
       if (o.quarantine) spec.quarantine = *o.quarantine;
       if (o.raw_type) spec.raw_type = *o.raw_type;
+      if (o.every_seconds) spec.every_seconds = *o.every_seconds;
     }
     out.push_back(std::move(spec));
   }

@@ -14,7 +14,8 @@ namespace stsync {
 struct TenantConfig {
   std::int64_t id = 0;
   std::string client_id;
-  std::string client_secret;
+  std::string client_secret;  // from the file, the environment, or read from client_secret_file
+  std::vector<std::string> jobs;  // this tenant's jobs (empty: every enabled job)
 };
 
 /// Per-job overrides from the config file's [jobs.NAME] tables.
@@ -26,6 +27,7 @@ struct JobOptions {
   std::optional<bool> include_recent_changes;
   std::optional<bool> quarantine;
   std::optional<std::string> raw_type;
+  std::optional<int> every_seconds;
 };
 
 struct Settings {
@@ -37,6 +39,7 @@ struct Settings {
   std::string database_url;  // empty: libpq's PG* variables
   std::string schema = "servicetitan";
   std::string jobs_dir;      // empty: the job files built into the binary
+  std::string tenants_file;  // more [[tenants]]: a TOML file, or a directory of them
   double requests_per_second = 10;
   int parallel = 2;
   // Per worker: export pages committed on one or two connections. One by default: on the 2-core

@@ -7,6 +7,10 @@
 #include <map>
 #include <memory>
 #include <thread>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <unistd.h>
 
 #include "exit_status.h"
 #include "http.h"
@@ -52,24 +56,112 @@ int exit_code_for(const std::vector<JobResult>& results) {
   return code;
 }
 
-RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& clock) {
-  std::vector<JobSpec> specs = resolve_jobs(settings);
-  if (!options.jobs.empty()) {
-    std::vector<JobSpec> chosen;
-    for (const std::string& name : options.jobs) {
-      auto it = std::find_if(specs.begin(), specs.end(), [&](const JobSpec& j) { return j.name == name; });
-      if (it == specs.end())
-        throw Error(ErrorKind::config, fmt::format("--jobs: unknown job '{}' (`stsync jobs` lists them)", name));
-      chosen.push_back(*it);
-      chosen.back().named = true;
-    }
-    specs = std::move(chosen);
-  } else {
-    std::erase_if(specs, [](const JobSpec& j) { return !j.enabled; });
+namespace {
+
+// The jobs of one tenant for this run: the user's --jobs, else the tenant's own list, else every
+// enabled job; per-parent jobs in a second phase (they read their parents' tables).
+struct TenantWork {
+  TenantSession* session = nullptr;
+  std::vector<const JobSpec*> phases[2];
+  int phase = 0;
+  size_t next = 0;
+  int running = 0;
+};
+
+// The fleet: every process started with the same config shares the tenants through PostgreSQL.
+// A tenant is worked by one process at a time (a session advisory lock on this connection, which
+// dies with the process), and once per round: a tenant whose round finished after this process
+// started was done by another process.
+class Fleet {
+ public:
+  Fleet(const Settings& settings) : db_(settings.database_url, session_options(settings)) {
+    schema_q_ = db_.quote_ident(settings.schema);
+    schema_ = settings.schema;
+    started_ = db_.exec("SELECT now()").get(0, 0);
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    holder_ = fmt::format("{}:{}", host, getpid());
   }
-  // Per-parent jobs fan out over their parent's table: queue them after every other job.
-  std::stable_partition(specs.begin(), specs.end(), [](const JobSpec& j) { return j.parent.empty(); });
+  /// Tenants in the order to take them: never-finished first, then the longest since a round.
+  std::vector<std::int64_t> order(const std::vector<TenantConfig>& tenants) {
+    std::vector<std::pair<std::string, std::int64_t>> keyed;
+    std::map<std::int64_t, std::string> finished;
+    PgResult r = db_.exec(fmt::format("SELECT tenant_id, coalesce(to_char(round_finished_at AT TIME ZONE 'UTC', "
+                                      "'YYYY-MM-DD HH24:MI:SS.US'), '') FROM {}.fleet_tenants",
+                                      schema_q_));
+    for (int i = 0; i < r.rows(); ++i) finished[r.get_int(i, 0)] = r.get(i, 1);
+    for (const TenantConfig& t : tenants) keyed.emplace_back(finished.count(t.id) ? finished[t.id] : "", t.id);
+    std::stable_sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<std::int64_t> out;
+    for (const auto& [_, id] : keyed) out.push_back(id);
+    return out;
+  }
+  /// True: this process works the tenant now (until release). False: another process holds it,
+  /// or finished it in this round.
+  bool claim(std::int64_t tenant) {
+    PgResult got = db_.exec("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", {lock_key(tenant)});
+    if (got.get(0, 0) != "t") {
+      log::info("tenant {}: skipped, another run holds it (another process of the fleet is syncing it)", tenant);
+      return false;
+    }
+    PgResult done = db_.exec(fmt::format("SELECT round_finished_at >= $2::timestamptz FROM {}.fleet_tenants "
+                                         "WHERE tenant_id = $1",
+                                         schema_q_),
+                             {std::to_string(tenant), started_});
+    if (done.rows() == 1 && done.get(0, 0) == "t") {
+      log::info("tenant {}: skipped, another run holds it or synced it in this round", tenant);
+      unlock(tenant);
+      return false;
+    }
+    db_.exec(fmt::format("INSERT INTO {}.fleet_tenants (tenant_id, round_started_at, holder) VALUES ($1, now(), $2) "
+                         "ON CONFLICT (tenant_id) DO UPDATE SET round_started_at = now(), holder = $2",
+                         schema_q_),
+             {std::to_string(tenant), holder_});
+    return true;
+  }
+  void release(std::int64_t tenant, bool finished) {
+    if (finished)
+      db_.exec(fmt::format("UPDATE {}.fleet_tenants SET round_finished_at = now() WHERE tenant_id = $1", schema_q_),
+               {std::to_string(tenant)});
+    unlock(tenant);
+  }
+
+ private:
+  std::string lock_key(std::int64_t tenant) const { return fmt::format("stsync-tenant:{}:{}", schema_, tenant); }
+  void unlock(std::int64_t tenant) {
+    db_.exec("SELECT pg_advisory_unlock(hashtextextended($1, 0))", {lock_key(tenant)});
+  }
+  PgConnection db_;
+  std::string schema_q_, schema_, started_, holder_;
+};
+
+}  // namespace
+
+RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& clock) {
+  std::vector<JobSpec> all = resolve_jobs(settings);
+  auto find_job = [&](const std::string& name, const std::string& where) -> const JobSpec& {
+    auto it = std::find_if(all.begin(), all.end(), [&](const JobSpec& j) { return j.name == name; });
+    if (it == all.end())
+      throw Error(ErrorKind::config, fmt::format("{}: unknown job '{}' (`stsync jobs` lists them)", where, name));
+    return *it;
+  };
+  // The specs this run may use, named ones marked (a 403 on them fails).
+  std::vector<JobSpec> specs;
+  auto add = [&](const JobSpec& j, bool named) {
+    auto it = std::find_if(specs.begin(), specs.end(), [&](const JobSpec& o) { return o.name == j.name; });
+    if (it == specs.end()) {
+      specs.push_back(j);
+      specs.back().named = j.named || named;
+    }
+  };
+  for (const std::string& name : options.jobs) add(find_job(name, "--jobs"), true);
   const std::vector<TenantConfig> tenants = selected_tenants(settings, options);
+  if (options.jobs.empty()) {
+    for (const JobSpec& j : all)
+      if (j.enabled) add(j, false);
+    for (const TenantConfig& t : tenants)
+      for (const std::string& name : t.jobs) add(find_job(name, fmt::format("tenant {}", t.id)), true);
+  }
   if (settings.app_key.empty())
     throw Error(ErrorKind::config, "no app key: set ST_APP_KEY or servicetitan.app_key");
   if (!settings.tls_verify)
@@ -81,72 +173,136 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
     unprepared = ensure_job_tables(db, settings.schema, specs);
   }
   for (const auto& [job, why] : unprepared) log::error("job {}: {}", job, why);
-
-  std::map<std::int64_t, std::unique_ptr<TenantSession>> sessions;
-  for (const TenantConfig& t : tenants)
-    sessions[t.id] = std::make_unique<TenantSession>(t, settings.requests_per_second, clock);
-  struct Task {
-    TenantSession* session;
-    const JobSpec* spec;
+  auto spec_of = [&](const std::string& name) {
+    return &*std::find_if(specs.begin(), specs.end(), [&](const JobSpec& j) { return j.name == name; });
   };
-  std::vector<Task> tasks;
-  for (const TenantConfig& t : tenants)
-    for (const JobSpec& spec : specs) tasks.push_back({sessions[t.id].get(), &spec});
+
+  // Sessions are cheap (no thread, no connection): 500 tenants cost 500 small objects.
+  std::map<std::int64_t, std::unique_ptr<TenantSession>> sessions;
+  std::map<std::int64_t, const TenantConfig*> config_of;
+  for (const TenantConfig& t : tenants) {
+    sessions[t.id] = std::make_unique<TenantSession>(t, settings.requests_per_second, clock);
+    config_of[t.id] = &t;
+  }
+  Fleet fleet(settings);
+  PgConnection state_db(settings.database_url, session_options(settings));
+  const std::string schema_q = state_db.quote_ident(settings.schema);
+  // A claimed tenant's jobs for this run (with --due, only those due now).
+  auto work_for = [&](std::int64_t tenant) {
+    TenantWork w;
+    w.session = sessions[tenant].get();
+    std::vector<const JobSpec*> jobs;
+    if (!options.jobs.empty()) {
+      for (const JobSpec& j : specs) jobs.push_back(&j);  // exactly the jobs named on the command line
+    } else if (!config_of[tenant]->jobs.empty()) {
+      for (const std::string& name : config_of[tenant]->jobs) jobs.push_back(spec_of(name));
+    } else {
+      for (const JobSpec& j : specs)
+        if (j.enabled) jobs.push_back(&j);
+    }
+    if (options.due) {
+      std::map<std::string, double> since;  // job → seconds since its last success (or not-permitted)
+      PgResult r = state_db.exec(
+          fmt::format("SELECT job, extract(epoch FROM now() - greatest(last_success_at, not_permitted_at)) "
+                      "FROM {}.sync_state WHERE tenant_id = $1 AND greatest(last_success_at, not_permitted_at) IS NOT NULL",
+                      schema_q),
+          {std::to_string(tenant)});
+      for (int i = 0; i < r.rows(); ++i) since[r.get(i, 0)] = std::atof(r.get(i, 1).c_str());
+      std::erase_if(jobs, [&](const JobSpec* j) {
+        auto it = since.find(j->name);
+        return it != since.end() && it->second < j->every_seconds;
+      });
+    }
+    for (const JobSpec* j : jobs) w.phases[j->parent.empty() ? 0 : 1].push_back(j);
+    return w;
+  };
 
   RunSummary summary;
-  summary.results.resize(tasks.size());
-  std::atomic<size_t> next{0};
-  size_t phase_end = tasks.size();
+  std::mutex mutex;
+  std::condition_variable changed;
+  const std::vector<std::int64_t> order = fleet.order(tenants);
+  size_t next_tenant = 0;
+  std::map<std::int64_t, TenantWork> active;
+  struct Task {
+    std::int64_t tenant;
+    const JobSpec* spec;
+  };
+  // Under the lock: the next (tenant, job) to run; claims tenants as needed, releases finished ones.
+  auto next_task = [&](std::unique_lock<std::mutex>& lock) -> std::optional<Task> {
+    for (;;) {
+      for (auto it = active.begin(); it != active.end();) {
+        TenantWork& w = it->second;
+        if (w.phase == 0 && w.next == w.phases[0].size() && w.running == 0) {
+          w.phase = 1;
+          w.next = 0;
+        }
+        if (w.next < w.phases[w.phase].size()) return Task{it->first, w.phases[w.phase][w.next++]};
+        if (w.phase == 1 && w.running == 0) {
+          fleet.release(it->first, !stop_requested());
+          it = active.erase(it);
+          continue;
+        }
+        ++it;
+      }
+      if (stop_requested()) {
+        if (active.empty()) return std::nullopt;
+      } else if (next_tenant < order.size()) {
+        const std::int64_t tenant = order[next_tenant++];
+        if (fleet.claim(tenant)) active.emplace(tenant, work_for(tenant));
+        continue;
+      }
+      if (active.empty()) return std::nullopt;
+      changed.wait(lock);
+    }
+  };
   auto worker = [&] {
     CurlTransport transport(curl_options(settings));
     std::unique_ptr<PgConnection> db;
-    for (size_t i; (i = next.fetch_add(1)) < phase_end;) {
-      const Task& task = tasks[i];
-      JobResult& result = summary.results[i];
-      result.tenant = task.session->tenant().id;
-      result.job = task.spec->name;
+    std::unique_lock lock(mutex);
+    while (std::optional<Task> task = next_task(lock)) {
+      TenantWork& w = active.at(task->tenant);
+      ++w.running;
+      lock.unlock();
+      JobResult result;
+      result.tenant = task->tenant;
+      result.job = task->spec->name;
       if (stop_requested()) {
         result.outcome = JobOutcome::skipped;
         result.error = fmt::format("not started: stopped by {}", stop_signal_name());
-        continue;
-      }
-      if (auto it = unprepared.find(task.spec->name); it != unprepared.end()) {
+      } else if (auto it = unprepared.find(task->spec->name); it != unprepared.end()) {
         result.outcome = JobOutcome::failed;
         result.error_kind = ErrorKind::db_fault;
         result.error = it->second;
-        continue;
+      } else {
+        try {
+          if (!db || !db->healthy()) db = std::make_unique<PgConnection>(settings.database_url, session_options(settings));
+          JobRunner runner(settings, *task->spec, *w.session, transport, *db, clock, options);
+          result = runner.run();
+        } catch (const Error& e) {
+          result.outcome = JobOutcome::failed;
+          result.error_kind = e.kind();
+          result.error = log::redact(e.what());
+          log::error("job {} tenant {}: {}", result.job, result.tenant, result.error);
+        } catch (const std::exception& e) {
+          // A defect, not a condition of the data or the services: fail this job, keep the others.
+          result.outcome = JobOutcome::failed;
+          result.error = log::redact(fmt::format("unexpected error: {}", e.what()));
+          log::error("job {} tenant {}: {}", result.job, result.tenant, result.error);
+        }
       }
-      try {
-        if (!db || !db->healthy()) db = std::make_unique<PgConnection>(settings.database_url, session_options(settings));
-        JobRunner runner(settings, *task.spec, *task.session, transport, *db, clock, options);
-        result = runner.run();
-      } catch (const Error& e) {
-        result.outcome = JobOutcome::failed;
-        result.error_kind = e.kind();
-        result.error = log::redact(e.what());
-        log::error("job {} tenant {}: {}", result.job, result.tenant, result.error);
-      } catch (const std::exception& e) {
-        // A defect, not a condition of the data or the services: fail this job, keep the others.
-        result.outcome = JobOutcome::failed;
-        result.error = log::redact(fmt::format("unexpected error: {}", e.what()));
-        log::error("job {} tenant {}: {}", result.job, result.tenant, result.error);
-      }
+      lock.lock();
+      summary.results.push_back(std::move(result));
+      --active.at(task->tenant).running;
+      changed.notify_all();
     }
+    changed.notify_all();
   };
-  // Two phases: per-parent jobs read their parents' tables, so they start once every other job
-  // of the run is done (a parent changed in this run is fanned out in this run).
-  const size_t first_phase = static_cast<size_t>(
-      std::count_if(tasks.begin(), tasks.end(), [](const Task& t) { return t.spec->parent.empty(); }));
-  for (const auto& [begin, end] : {std::pair<size_t, size_t>{0, first_phase}, {first_phase, tasks.size()}}) {
-    if (begin == end) continue;
-    next = begin;
-    phase_end = end;
-    const size_t n_workers = std::min<size_t>(static_cast<size_t>(settings.parallel), end - begin);
-    std::vector<std::thread> threads;
-    for (size_t i = 1; i < n_workers; ++i) threads.emplace_back(worker);
-    worker();
-    for (std::thread& t : threads) t.join();
-  }
+  const size_t n_workers = std::max<size_t>(1, static_cast<size_t>(settings.parallel));
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < n_workers; ++i) threads.emplace_back(worker);
+  worker();
+  for (std::thread& t : threads) t.join();
+
   // A tenant for which every job answered 403 has a wrong app key or an app without any of these
   // scopes: that is a failure, not a list of jobs it may skip.
   std::map<std::int64_t, std::pair<int, int>> per_tenant;  // tenant → (jobs, not permitted)

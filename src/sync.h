@@ -23,6 +23,7 @@ struct RunOptions {
   bool full_refresh = false;            // ignore saved watermarks (rows are upserted, never dropped)
   std::optional<SyncMode> mode;         // override every selected job's mode for this run
   bool reconcile = false;               // sweep list jobs for hard deletes now, due or not
+  bool due = false;                     // only jobs whose cadence (`every`) has passed since their last success
 };
 
 // not_permitted: the endpoint answered 403 for a job the user did not name (the app lacks the

@@ -253,8 +253,12 @@ TEST_CASE("kill -9 at several points of a run, then a rerun, equals the truth", 
                       {{"STSYNC_PARALLEL", "2"}, {"STSYNC_PAGE_CONNECTIONS", connections}});
   int killed = 0;
   for (int delay_ms : {60, 150, 250, 400, 600}) {
+    // Each kill comes some pages into the run (whatever the machine's speed: under ASan and load
+    // the start alone can take longer than these delays), then after a delay that varies.
+    const std::int64_t served = sandbox.stat(kTenantA, "records_served");
     Process p({STSYNC_BINARY, "run"}, env);
-    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    sandbox.wait_for_records_served(kTenantA, served + 120);
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms / 3));
     p.kill_hard();
     killed += p.wait().exit_code == 128 + SIGKILL;
   }
