@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <thread>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -98,7 +99,37 @@ class Fleet {
   }
   /// True: this process works the tenant now (until release). False: another process holds it,
   /// or finished it in this round.
+  /// The fleet's own connection may break (PostgreSQL restarted) while jobs go on reconnecting:
+  /// its locks died with it, so it reconnects and carries on (a tenant may then, rarely, be
+  /// worked twice in a round, which the job locks and the guard make harmless).
   bool claim(std::int64_t tenant) {
+    return with_connection([&] { return claim_once(tenant); }, false);
+  }
+  void release(std::int64_t tenant, bool finished) {
+    with_connection([&] { return release_once(tenant, finished); }, true);
+  }
+
+ private:
+  template <typename F>
+  bool with_connection(F&& f, bool fallback) {
+    for (int attempt = 1;; ++attempt) {
+      try {
+        return f();
+      } catch (const PgError& e) {
+        if (e.kind() != ErrorKind::db_unavailable || attempt > 6) {
+          log::warn("fleet: {}; going on without it", e.what());
+          return fallback;
+        }
+        log::warn("fleet: {}; reconnecting", e.what());
+        std::this_thread::sleep_for(std::chrono::milliseconds(250 * attempt));
+        try {
+          db_.reconnect();
+        } catch (const PgError&) {
+        }
+      }
+    }
+  }
+  bool claim_once(std::int64_t tenant) {
     PgResult got = db_.exec("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", {lock_key(tenant)});
     if (got.get(0, 0) != "t") {
       log::info("tenant {}: skipped, another run holds it (another process of the fleet is syncing it)", tenant);
@@ -119,14 +150,13 @@ class Fleet {
              {std::to_string(tenant), holder_});
     return true;
   }
-  void release(std::int64_t tenant, bool finished) {
+  bool release_once(std::int64_t tenant, bool finished) {
     if (finished)
       db_.exec(fmt::format("UPDATE {}.fleet_tenants SET round_finished_at = now() WHERE tenant_id = $1", schema_q_),
                {std::to_string(tenant)});
     unlock(tenant);
+    return true;
   }
-
- private:
   std::string lock_key(std::int64_t tenant) const { return fmt::format("stsync-tenant:{}:{}", schema_, tenant); }
   void unlock(std::int64_t tenant) {
     db_.exec("SELECT pg_advisory_unlock(hashtextextended($1, 0))", {lock_key(tenant)});
@@ -202,11 +232,17 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
     }
     if (options.due) {
       std::map<std::string, double> since;  // job → seconds since its last success (or not-permitted)
-      PgResult r = state_db.exec(
+      PgResult r(nullptr);  // no rows: every job is due
+      try {
+        if (!state_db.healthy()) state_db.reconnect();
+        r = state_db.exec(
           fmt::format("SELECT job, extract(epoch FROM now() - greatest(last_success_at, not_permitted_at)) "
                       "FROM {}.sync_state WHERE tenant_id = $1 AND greatest(last_success_at, not_permitted_at) IS NOT NULL",
                       schema_q),
           {std::to_string(tenant)});
+      } catch (const PgError& e) {
+        log::warn("tenant {}: cannot read which jobs are due ({}); running all of them", tenant, e.what());
+      }
       for (int i = 0; i < r.rows(); ++i) since[r.get(i, 0)] = std::atof(r.get(i, 1).c_str());
       std::erase_if(jobs, [&](const JobSpec* j) {
         auto it = since.find(j->name);

@@ -2,6 +2,10 @@
 // catalogue's endpoints, with a real PostgreSQL. One sandbox and one schema for all of them.
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
+#include <signal.h>
+
+#include <chrono>
+#include <thread>
 
 #include "sandbox/catalogue.h"
 #include "support.h"
@@ -218,4 +222,101 @@ TEST_CASE("stsync jobs lists every job with its table, mode, key, endpoint, enab
         std::string::npos);
   CHECK(json.out.find(R"({"job":"ads_performance","table":"ads_performance","mode":"full")") != std::string::npos);
   CHECK(json.out.find(R"("enabled":false)") != std::string::npos);
+}
+
+namespace {
+
+// 50 tenants with two small jobs each, behind a sandbox that takes `latency_ms` per call.
+struct Fleet50 {
+  static constexpr int kTenants = 50;
+  TestSandbox sandbox;
+  TestSchema schema;
+  std::string config;
+  explicit Fleet50(int latency_ms) : sandbox(options(latency_ms)) {
+    std::string tenants;
+    for (int i = 0; i < kTenants; ++i)
+      tenants += fmt::format("[[tenants]]\nid = {}\nclient_id = \"{}\"\nclient_secret = \"{}\"\n", 5000 + i,
+                             sandbox::sandbox_client_id(5000 + i), sandbox::sandbox_client_secret(5000 + i));
+    config = write_temp_file(fmt::format("[servicetitan]\napp_key = \"sandbox-app-key\"\nauth_url = \"{0}\"\n"
+                                         "api_url = \"{0}\"\nrequests_per_second = 20\n[database]\nschema = \"{1}\"\n"
+                                         "[run]\nparallel = 2\n{2}",
+                                         sandbox.url(), schema.name(), tenants));
+  }
+  static sandbox::ServerOptions options(int latency_ms) {
+    sandbox::ServerOptions o = TestSandbox::default_options(0, 0);
+    o.data.tenants.clear();
+    for (int i = 0; i < kTenants; ++i) o.data.tenants.push_back({5000 + i, {{"invoices", 30}, {"employees", 10}}});
+    o.latency_ms = latency_ms;
+    o.rate_limit_per_second = 20;
+    return o;
+  }
+  std::map<std::string, std::string> env() const {
+    return {{"DATABASE_URL", database_url()}, {"STSYNC_JOBS_DIR", two_job_dir()}};
+  }
+  // Runs `n` processes at once; returns the wall time and their exit codes.
+  std::pair<double, std::vector<int>> round(int n, int kill_one_after_ms = 0) {
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::unique_ptr<Process>> ps;
+    for (int i = 0; i < n; ++i) ps.push_back(std::make_unique<Process>(
+        std::vector<std::string>{STSYNC_BINARY, "--config", config, "run"}, env()));
+    if (kill_one_after_ms > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(kill_one_after_ms));
+      ps[0]->kill_hard();
+    }
+    std::vector<int> codes;
+    for (auto& p : ps) codes.push_back(p->wait().exit_code);
+    return {std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), codes};
+  }
+  void require_exact() {
+    for (int i = 0; i < kTenants; ++i)
+      for (const char* job : {"invoices", "employees"}) {
+        const auto problems = compare_with_truth(schema, sandbox, builtin_job(job), 5000 + i);
+        INFO("tenant " << 5000 + i << " job " << job);
+        for (const std::string& p : problems) UNSCOPED_INFO(p);
+        CHECK(problems.empty());
+      }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a fleet of four processes with one config syncs every tenant once per round, within each tenant's "
+          "budget, in about a quarter of the time",
+          "[fleet]") {
+  Fleet50 one(40);
+  const auto [alone, alone_codes] = one.round(1);
+  CHECK(alone_codes == std::vector<int>{0});
+  one.require_exact();
+
+  Fleet50 four(40);
+  const auto [together, codes] = four.round(4);
+  CHECK(codes == std::vector<int>{0, 0, 0, 0});
+  // Every (tenant, job) walked exactly once in the round, by one of the processes.
+  CHECK(four.schema.scalar("SELECT count(*) FROM {s}.sync_runs") == 2 * Fleet50::kTenants);
+  CHECK(four.schema.scalar("SELECT count(*) FROM (SELECT tenant_id, job FROM {s}.sync_runs GROUP BY 1, 2 "
+                           "HAVING count(*) > 1) x") == 0);
+  CHECK(four.schema.scalar("SELECT count(DISTINCT holder) FROM {s}.fleet_tenants") >= 3);  // the work was shared
+  for (int i = 0; i < Fleet50::kTenants; ++i) {
+    INFO("tenant " << 5000 + i);
+    CHECK(four.sandbox.stat(5000 + i, "throttled") == 0);
+    CHECK(four.sandbox.stat(5000 + i, "max_per_second") <= 20);
+  }
+  four.require_exact();
+  const double ratio = together / alone;
+  WARN(fmt::format("fleet round: one process {:.1f} s, four processes {:.1f} s (ratio {:.2f})", alone, together, ratio));
+  CHECK(ratio < 0.5);  // about a quarter, with start-up and the slowest tenant on top
+}
+
+TEST_CASE("a fleet process killed mid-round leaves its tenants to the others and the next round; exact", "[fleet]") {
+  Fleet50 f(40);
+  const auto [seconds, codes] = f.round(4, 700);
+  CHECK(codes[0] == 128 + SIGKILL);
+  CHECK(codes[1] == 0);
+  CHECK(codes[2] == 0);
+  CHECK(codes[3] == 0);
+  // The next round (cron's next minute): every tenant complete and exact.
+  const auto [again, again_codes] = f.round(2);
+  CHECK(again_codes == std::vector<int>{0, 0});
+  f.require_exact();
+  CHECK(f.schema.scalar("SELECT count(*) FROM {s}.fleet_tenants WHERE round_finished_at IS NULL") == 0);
 }

@@ -134,7 +134,6 @@ bool TestSandbox::wait_for_records_served(std::int64_t tenant, std::int64_t reco
   return false;
 }
 
-namespace {
 // The tests written for the first two resources run those two jobs: a directory holding only
 // their job files (written once per process from the built-in ones).
 std::string two_job_dir() {
@@ -147,7 +146,6 @@ std::string two_job_dir() {
   }();
   return dir;
 }
-}  // namespace
 
 std::map<std::string, std::string> stsync_env(const TestSandbox& sandbox, const TestSchema& schema,
                                               std::int64_t tenant) {

@@ -64,6 +64,9 @@ struct ProcessResult {
   std::string out, err;
 };
 
+/// A jobs directory holding only invoices.toml and employees.toml (what stsync_env selects).
+std::string two_job_dir();
+
 /// The environment stsync needs to reach `sandbox` and `schema` for the given tenant.
 std::map<std::string, std::string> stsync_env(const TestSandbox& sandbox, const TestSchema& schema,
                                               std::int64_t tenant);

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   app.add_option("--rate-limit", o.rate_limit_per_second, "Requests per second per tenant before 429")->capture_default_str();
   app.add_option("--export-batch", o.export_batch, "Rows per export page")->capture_default_str();
   app.add_option("--visibility-delay", o.visibility_delay_seconds, "Export visibility delay, seconds")->capture_default_str();
+  app.add_option("--latency-ms", o.latency_ms, "Every resource call answers after this long")->capture_default_str();
   app.add_option("--churn", o.churn_per_request, "Changes applied to a resource before each page of it")->capture_default_str();
   app.add_option("--fault-rate", o.faults.rate, "Probability of a fault per resource call")->capture_default_str();
   app.add_option("--fault-kinds", fault_kinds, "Comma-separated fault kinds (default: all)");

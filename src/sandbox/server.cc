@@ -130,6 +130,8 @@ Server::Server(ServerOptions options)
   }
   http_->set_keep_alive_max_count(10000);
   http_->set_keep_alive_timeout(30);
+  // Enough threads for a fleet of clients on keep-alive connections (each holds one).
+  http_->new_task_queue = [] { return new httplib::ThreadPool(48); };
   install_routes();
 }
 
@@ -477,6 +479,13 @@ void Server::handle_resource(const httplib::Request& req, httplib::Response& res
   };
   if (options_.churn_per_request > 0)
     dataset_.apply_changes(*tenant, resource, options_.churn_per_request);
+  int latency_ms;
+  {
+    std::lock_guard lock(mutex_);
+    latency_ms = options_.latency_ms;
+  }
+  // The time a real API takes to answer (network and server), for fleet and scheduling tests.
+  if (latency_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(latency_ms));
 
   std::string body;
   int served = 0;
@@ -787,6 +796,7 @@ void Server::handle_admin(const httplib::Request& req, httplib::Response& res) {
     set("rate_limit", options_.rate_limit_per_second);
     set("token_ttl", options_.token_ttl_seconds);
     set("visibility_delay", options_.visibility_delay_seconds);
+    set("latency_ms", options_.latency_ms);
     res.set_content(R"({"status":"ok"})", kJson);
   } else if (what == "quirks" && req.method == "POST") {
     Quirks q = dataset_.quirks();

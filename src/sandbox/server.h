@@ -46,6 +46,7 @@ struct ServerOptions {
   int export_batch = 1000;
   int visibility_delay_seconds = 900;
   int churn_per_request = 0;            // changes applied to a resource before each page of it
+  int latency_ms = 0;                   // every resource call answers after this long
   FaultOptions faults;
   std::string tls_cert_file, tls_key_file;  // both set: HTTPS
 };
