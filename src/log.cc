@@ -4,17 +4,20 @@
 #include <mutex>
 #include <vector>
 
+#include "copy_text.h"
 #include "timestamp.h"
 
 namespace stsync::log {
 namespace {
 std::mutex g_mutex;
 Level g_level = Level::info;
+bool g_json = false;
 std::vector<std::string> g_secrets;
 const char* const kNames[] = {"debug", "info", "warn", "error"};
 }  // namespace
 
 void set_level(Level level) { g_level = level; }
+void set_json(bool json) { g_json = json; }
 
 bool parse_level(std::string_view text, Level& out) {
   for (int i = 0; i < 4; ++i)
@@ -43,8 +46,17 @@ std::string redact(std::string_view text) {
 
 void write(Level level, std::string_view message) {
   if (level < g_level) return;
-  std::string line = fmt::format("{} {:5} {}\n", format_timestamp(now_ticks(), 3),
-                                 kNames[static_cast<int>(level)], redact(message));
+  std::string line;
+  if (g_json) {
+    // One JSON object per line, for log shippers: time, level, message (redacted first).
+    line = fmt::format("{{\"time\":\"{}\",\"level\":\"{}\",\"message\":", format_timestamp(now_ticks(), 3),
+                       kNames[static_cast<int>(level)]);
+    append_json_string(line, redact(message));
+    line += "}\n";
+  } else {
+    line = fmt::format("{} {:5} {}\n", format_timestamp(now_ticks(), 3), kNames[static_cast<int>(level)],
+                       redact(message));
+  }
   std::lock_guard lock(g_mutex);
   std::fwrite(line.data(), 1, line.size(), stderr);
 }

@@ -84,6 +84,9 @@ int main(int argc, char** argv) {
   std::string log_level;
   app.add_option("--config", config, "TOML config file (default: $STSYNC_CONFIG)");
   app.add_option("--log-level", log_level, "debug, info, warn or error (default: info, $STSYNC_LOG_LEVEL)");
+  std::string log_format;
+  app.add_option("--log-format", log_format, "text or json: one JSON object per line (default: text, $STSYNC_LOG_FORMAT)")
+      ->check(CLI::IsMember({"text", "json"}));
 
   RunOptions run_options;
   std::string jobs, mode;
@@ -95,12 +98,19 @@ int main(int argc, char** argv) {
                 "Ignore saved watermarks for the selected jobs (rows are upserted, nothing dropped)");
   run->add_option("--mode", mode, "Override the jobs' mode for this run: export, list, created or full")
       ->check(CLI::IsMember({"export", "list", "created", "full"}));
+  std::string metrics_file;
+  run->add_option("--metrics-file", metrics_file,
+                  "After the run, write Prometheus metrics (node_exporter textfile format) here, atomically");
+  run->add_flag("--due", run_options.due, "Only the jobs whose cadence (`every`) has passed since their last success");
   run->add_flag("--reconcile", run_options.reconcile,
                 "Sweep list jobs for hard deletes now (a complete listing; rows it no longer returns get deleted_at)");
 
   bool json = false;
   CLI::App* status = app.add_subcommand("status", "Per tenant and job: watermark, rows, last run, last error");
   status->add_flag("--json", json, "Machine-readable output");
+  std::string fail_if_stale;
+  status->add_option("--fail-if-stale", fail_if_stale,
+                     "Exit 1 (listing them on stderr) if any job has not succeeded within DURATION (15m, 6h, 2d)");
   CLI::App* migrate = app.add_subcommand("migrate", "Apply pending schema migrations");
   bool jobs_json = false;
   CLI::App* jobs_cmd = app.add_subcommand("jobs", "Every job: table, mode, key, endpoint, enabled, last result");
@@ -129,6 +139,13 @@ int main(int argc, char** argv) {
   }
 
   install_stop_handlers();
+  if (log_format.empty())
+    if (const char* v = std::getenv("STSYNC_LOG_FORMAT")) log_format = v;
+  if (!log_format.empty() && log_format != "text" && log_format != "json") {
+    fmt::print(stderr, "--log-format / STSYNC_LOG_FORMAT must be text or json, not '{}'\n", log_format);
+    return kExitUsage;
+  }
+  log::set_json(log_format == "json");
   try {
     Settings settings = load(config, log_level);
     if (run->parsed()) {
@@ -140,10 +157,27 @@ int main(int argc, char** argv) {
         run_options.mode = m;
       }
       RunSummary summary = run_jobs(settings, run_options, real_clock());
+      if (!metrics_file.empty()) {
+        try {
+          write_metrics_file(settings, metrics_file);
+        } catch (const Error& e) {
+          log::error("{}", e.what());
+          if (summary.exit_code == kExitSuccess) summary.exit_code = kExitJobFailed;
+        }
+      }
       return summary.exit_code;
     }
     if (status->parsed()) {
       fmt::print("{}", render_status(settings, json));
+      if (!fail_if_stale.empty()) {
+        const std::optional<int> max_age = parse_duration(fail_if_stale);
+        if (!max_age || *max_age <= 0)
+          throw Error(ErrorKind::config, fmt::format("--fail-if-stale '{}' is not a duration such as 15m, 6h or 2d",
+                                                     fail_if_stale));
+        const std::vector<std::string> stale = stale_jobs(settings, *max_age);
+        for (const std::string& line : stale) log::error("stale: {}", line);
+        if (!stale.empty()) return kExitJobFailed;
+      }
       return kExitSuccess;
     }
     if (jobs_cmd->parsed()) {

@@ -132,8 +132,10 @@ HttpResponse ServiceTitanClient::perform_with_retries(const HttpRequest& base,
     std::optional<double> retry_after;
     std::string failure;
     try {
+      ++counters_.requests;
       HttpResponse r = transport_.perform(req);
       if (r.date) session_.note_server_date(*r.date);
+      if (r.status == 429) ++counters_.throttled;
       if (r.status >= 200 && r.status < 300) return r;
       if (!authorized && (r.status == 400 || r.status == 401)) {
         throw Error(ErrorKind::auth_rejected,
@@ -181,6 +183,7 @@ HttpResponse ServiceTitanClient::perform_with_retries(const HttpRequest& base,
                   fmt::format("{}: {} (the job's retry budget of {} s is spent)", what, failure,
                               settings_.retry_budget_seconds));
     log::warn("{}: {}; retry {} in {:.2f} s", what, failure, attempt, wait);
+    ++counters_.retries;
     clock_.sleep(wait);
   }
 }

@@ -1,6 +1,7 @@
 // The ServiceTitan client: tokens (one per tenant, cached, refreshed early), the per-tenant
 // request budget, and the retry loop. One ServiceTitanClient per worker; TenantSession shared.
 #pragma once
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -54,6 +55,13 @@ class ServiceTitanClient {
   /// The current token, fetching one if none is cached or `force` is set.
   std::string access_token(bool force);
 
+  /// What this client did (for a job's run record and the metrics): requests sent (each attempt),
+  /// 429 answers, and retries.
+  struct Counters {
+    std::atomic<std::int64_t> requests{0}, throttled{0}, retries{0};
+  };
+  const Counters& counters() const { return counters_; }
+
  private:
   HttpResponse perform_with_retries(const HttpRequest& request, const std::string& what,
                                     bool authorized);
@@ -65,6 +73,7 @@ class ServiceTitanClient {
   Clock& clock_;
   RetryBudget& budget_;
   RetryPolicy policy_;
+  Counters counters_;
 };
 
 /// A one-line description of an error response: status, the RFC 7807 title/detail/errors and

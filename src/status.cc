@@ -2,9 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <cstdio>
+#include <fstream>
+#include <functional>
 #include <map>
 
 #include "copy_text.h"
+#include "errors.h"
 #include "pg.h"
 
 namespace stsync {
@@ -52,10 +56,28 @@ std::string render_status(const Settings& settings, bool json) {
       "  coalesce(to_char(r.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), "
       "  coalesce(r.pages, 0), coalesce(r.rows_inserted, 0), coalesce(r.rows_updated, 0), "
       "  coalesce(to_char(st.last_success_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), "
-      "  coalesce(st.last_error, '') "
+      "  coalesce(st.last_error, ''), "
+      "  coalesce(extract(epoch FROM now() - coalesce(st.complete_through, st.watermark))::bigint, -1), "
+      "  coalesce(extract(epoch FROM now() - st.last_success_at)::bigint, -1) "
       "FROM {0}.sync_state st LEFT JOIN {0}.sync_runs r ON r.run_id = st.last_run_id "
       "ORDER BY st.tenant_id, st.job",
       s));
+  // Stale: no success within twice the job's cadence (not-permitted jobs are not stale).
+  std::map<std::string, int> every;
+  for (const JobSpec& j : resolve_jobs(settings)) every[j.name] = j.every_seconds;
+  auto stale = [&](int i) {
+    if (r.get(i, 4) == "not_permitted") return false;
+    const std::int64_t since = r.get_int(i, 12);
+    auto it = every.find(r.get(i, 1));
+    return since < 0 || since > 2 * (it == every.end() ? 3600 : it->second);
+  };
+  auto human = [](std::int64_t seconds) {
+    if (seconds < 0) return std::string("-");
+    if (seconds < 120) return fmt::format("{}s", seconds);
+    if (seconds < 7200) return fmt::format("{}m", seconds / 60);
+    if (seconds < 172800) return fmt::format("{}h", seconds / 3600);
+    return fmt::format("{}d", seconds / 86400);
+  };
   std::string out;
   if (json) {
     out = "[";
@@ -76,20 +98,23 @@ std::string render_status(const Settings& settings, bool json) {
       out += ",\"last_error\":";
       if (r.get(i, 10).empty()) out += "null";
       else append_json_string(out, r.get(i, 10));
-      out += "}";
+      out += fmt::format(",\"lag_seconds\":{},\"stale\":{}}}", r.get(i, 11) == "-1" ? "null" : r.get(i, 11),
+                         stale(i) ? "true" : "false");
     }
     out += "\n]\n";
     return out;
   }
-  const char* const row_format = "{:<20} {:<34} {:>9} {:>5} {:<5} {:<27} {:<13} {:>6} {:>9} {:>9}  {}\n";
-  out = fmt::format(fmt::runtime(row_format), "TENANT", "JOB", "ROWS", "QUAR", "TOKEN", "WATERMARK",
+  const char* const row_format = "{:<20} {:<34} {:>9} {:>5} {:<5} {:<27} {:>5} {:<13} {:>6} {:>9} {:>9}  {}\n";
+  out = fmt::format(fmt::runtime(row_format), "TENANT", "JOB", "ROWS", "QUAR", "TOKEN", "WATERMARK", "LAG",
                     "LAST RUN", "PAGES", "INSERTED", "UPDATED", "LAST SUCCESS / LAST ERROR");
   for (int i = 0; i < r.rows(); ++i) {
     std::string tail = r.get(i, 10).empty() ? r.get(i, 9) : "ERROR: " + r.get(i, 10);
     if (tail.size() > 120) tail = tail.substr(0, 117) + "...";
+    if (stale(i)) tail = "STALE " + tail;
     out += fmt::format(fmt::runtime(row_format), r.get(i, 0), r.get(i, 1), lookup(rows, r.get(i, 1), r.get(i, 0)),
                        lookup(quarantined, r.get(i, 1), r.get(i, 0)), r.get(i, 2) == "t" ? "yes" : "no",
-                       r.get(i, 3), r.get(i, 4), r.get(i, 6), r.get(i, 7), r.get(i, 8), tail);
+                       r.get(i, 3), human(r.get_int(i, 11)), r.get(i, 4), r.get(i, 6), r.get(i, 7), r.get(i, 8),
+                       tail);
   }
   return out;
 }
@@ -151,6 +176,149 @@ std::string render_jobs(const Settings& settings, bool json) {
     out += fmt::format(fmt::runtime(row_format), j.name, mode_name(j.mode), j.enabled ? "yes" : "no", key,
                        it == last.end() ? "-" : it->second, endpoint(j));
   }
+  return out;
+}
+
+namespace {
+
+// Per (tenant, job): the state, the last run and the sums over all runs, as the metrics and the
+// staleness checks read them. Times in seconds since the epoch (0: never).
+struct JobFigures {
+  std::string tenant, job, last_outcome;
+  double last_success = 0, lag = -1, last_duration = 0, now = 0;
+  std::int64_t inserted = 0, updated = 0, pages = 0, requests = 0, throttled = 0, retries = 0, failed = 0;
+};
+
+std::vector<JobFigures> read_figures(PgConnection& db, const std::string& schema) {
+  const std::string s = db.quote_ident(schema);
+  std::vector<JobFigures> out;
+  if (db.exec("SELECT to_regclass($1) IS NOT NULL", {s + ".sync_state"}).get(0, 0) != "t") return out;
+  const bool counters = db.exec("SELECT count(*) FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass($1) "
+                                "AND attname = 'requests'",
+                                {s + ".sync_runs"})
+                            .get_int(0, 0) > 0;
+  PgResult r = db.exec(fmt::format(
+      "SELECT st.tenant_id, st.job, coalesce(lr.outcome, ''), "
+      "  coalesce(extract(epoch FROM st.last_success_at), 0), "
+      "  coalesce(extract(epoch FROM now() - coalesce(st.complete_through, st.watermark)), -1), "
+      "  coalesce(extract(epoch FROM lr.finished_at - lr.started_at), 0), "
+      "  coalesce(agg.inserted, 0), coalesce(agg.updated, 0), coalesce(agg.pages, 0), {1}, "
+      "  coalesce(agg.failed, 0), extract(epoch FROM now()) "
+      "FROM {0}.sync_state st LEFT JOIN {0}.sync_runs lr ON lr.run_id = st.last_run_id "
+      "LEFT JOIN (SELECT tenant_id, job, sum(rows_inserted) AS inserted, sum(rows_updated) AS updated, "
+      "  sum(pages) AS pages, {2} count(*) FILTER (WHERE outcome = 'failed') AS failed "
+      "  FROM {0}.sync_runs GROUP BY 1, 2) agg ON agg.tenant_id = st.tenant_id AND agg.job = st.job "
+      "ORDER BY 1, 2",
+      s,
+      counters ? "coalesce(agg.requests, 0), coalesce(agg.throttled, 0), coalesce(agg.retries, 0)" : "0, 0, 0",
+      counters ? "sum(requests) AS requests, sum(throttled) AS throttled, sum(retries) AS retries," : ""));
+  for (int i = 0; i < r.rows(); ++i) {
+    JobFigures f;
+    f.tenant = r.get(i, 0);
+    f.job = r.get(i, 1);
+    f.last_outcome = r.get(i, 2);
+    f.last_success = std::atof(r.get(i, 3).c_str());
+    f.lag = std::atof(r.get(i, 4).c_str());
+    f.last_duration = std::atof(r.get(i, 5).c_str());
+    f.inserted = r.get_int(i, 6);
+    f.updated = r.get_int(i, 7);
+    f.pages = r.get_int(i, 8);
+    f.requests = r.get_int(i, 9);
+    f.throttled = r.get_int(i, 10);
+    f.retries = r.get_int(i, 11);
+    f.failed = r.get_int(i, 12);
+    f.now = std::atof(r.get(i, 13).c_str());
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
+// Stale: no success within twice the job's cadence (a job that is not permitted is not stale).
+bool is_stale(const JobFigures& f, const std::map<std::string, int>& every, double max_age = 0) {
+  if (f.last_outcome == "not_permitted") return false;
+  double limit = max_age;
+  if (limit <= 0) {
+    auto it = every.find(f.job);
+    limit = 2.0 * (it == every.end() ? 3600 : it->second);
+  }
+  return f.last_success <= 0 || f.now - f.last_success > limit;
+}
+
+std::map<std::string, int> cadences(const Settings& settings) {
+  std::map<std::string, int> out;
+  for (const JobSpec& j : resolve_jobs(settings)) out[j.name] = j.every_seconds;
+  return out;
+}
+
+}  // namespace
+
+std::string render_metrics(const Settings& settings) {
+  PgConnection db(settings.database_url, session_options(settings));
+  const std::vector<JobFigures> figures = read_figures(db, settings.schema);
+  const std::map<std::string, int> every = cadences(settings);
+  struct Metric {
+    const char* name;
+    const char* type;
+    const char* help;
+    std::function<double(const JobFigures&)> value;
+  };
+  const std::vector<Metric> metrics = {
+      {"stsync_last_success_timestamp_seconds", "gauge", "When the job last finished a run successfully (0: never).",
+       [](const JobFigures& f) { return f.last_success; }},
+      {"stsync_freshness_lag_seconds", "gauge",
+       "Now minus the point up to which every change is stored (complete-through, else the watermark); -1: none yet.",
+       [](const JobFigures& f) { return f.lag; }},
+      {"stsync_stale", "gauge", "1 when the job has not succeeded within twice its cadence.",
+       [&](const JobFigures& f) { return is_stale(f, every) ? 1.0 : 0.0; }},
+      {"stsync_not_permitted", "gauge", "1 when the job's last run answered 403 (the app lacks the scope).",
+       [](const JobFigures& f) { return f.last_outcome == "not_permitted" ? 1.0 : 0.0; }},
+      {"stsync_last_run_duration_seconds", "gauge", "How long the job's last run took.",
+       [](const JobFigures& f) { return f.last_duration; }},
+      {"stsync_rows_inserted_total", "counter", "Rows the job inserted, over all runs.",
+       [](const JobFigures& f) { return static_cast<double>(f.inserted); }},
+      {"stsync_rows_updated_total", "counter", "Rows the job updated, over all runs.",
+       [](const JobFigures& f) { return static_cast<double>(f.updated); }},
+      {"stsync_pages_total", "counter", "Pages the job committed, over all runs.",
+       [](const JobFigures& f) { return static_cast<double>(f.pages); }},
+      {"stsync_requests_total", "counter", "API requests the job sent (every attempt), over all runs.",
+       [](const JobFigures& f) { return static_cast<double>(f.requests); }},
+      {"stsync_throttled_total", "counter", "429 answers the job received, over all runs.",
+       [](const JobFigures& f) { return static_cast<double>(f.throttled); }},
+      {"stsync_retries_total", "counter", "Requests the job retried, over all runs.",
+       [](const JobFigures& f) { return static_cast<double>(f.retries); }},
+      {"stsync_runs_failed_total", "counter", "Runs of the job that failed.",
+       [](const JobFigures& f) { return static_cast<double>(f.failed); }},
+  };
+  std::string out;
+  for (const Metric& m : metrics) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", m.name, m.help, m.name, m.type);
+    for (const JobFigures& f : figures)
+      out += fmt::format("{}{{tenant=\"{}\",job=\"{}\"}} {}\n", m.name, f.tenant, f.job, m.value(f));
+  }
+  return out;
+}
+
+void write_metrics_file(const Settings& settings, const std::string& path) {
+  // node_exporter's textfile collector reads whatever is there: write aside, then rename.
+  const std::string text = render_metrics(settings);
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    if (!out) throw Error(ErrorKind::config, fmt::format("--metrics-file {}: cannot write {}", path, tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw Error(ErrorKind::config, fmt::format("--metrics-file {}: cannot rename {} onto it", path, tmp));
+}
+
+std::vector<std::string> stale_jobs(const Settings& settings, double max_age_seconds) {
+  PgConnection db(settings.database_url, session_options(settings));
+  std::vector<std::string> out;
+  for (const JobFigures& f : read_figures(db, settings.schema))
+    if (is_stale(f, {}, max_age_seconds))
+      out.push_back(fmt::format("tenant {} job {}: {}", f.tenant, f.job,
+                                f.last_success <= 0 ? std::string("never succeeded")
+                                                    : fmt::format("last success {:.0f} s ago", f.now - f.last_success)));
   return out;
 }
 

@@ -521,15 +521,17 @@ void JobStore::refresh_statistics_if_stale() {
   }
 }
 
-void JobStore::finish_run(std::int64_t run_id, std::string_view outcome, const std::string& error) {
+void JobStore::finish_run(std::int64_t run_id, std::string_view outcome, const std::string& error,
+                          const RunCounters& counters) {
   const bool succeeded = outcome == "succeeded";
   db_.exec("BEGIN");
   try {
-    db_.exec(fmt::format("UPDATE {}.sync_runs SET finished_at = now(), outcome = $2, error = $3 "
-                         "WHERE run_id = $1",
+    db_.exec(fmt::format("UPDATE {}.sync_runs SET finished_at = now(), outcome = $2, error = $3, requests = $4, "
+                         "throttled = $5, retries = $6 WHERE run_id = $1",
                          schema_q_),
              {std::to_string(run_id), std::string(outcome),
-              succeeded ? std::nullopt : std::optional<std::string>(error)});
+              succeeded ? std::nullopt : std::optional<std::string>(error), std::to_string(counters.requests),
+              std::to_string(counters.throttled), std::to_string(counters.retries)});
     if (succeeded) {
       db_.exec(fmt::format("UPDATE {}.sync_state SET last_success_at = now(), last_error = NULL, "
                            "last_error_at = NULL, not_permitted_at = NULL WHERE tenant_id = $1 AND job = $2",

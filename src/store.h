@@ -101,7 +101,11 @@ class JobStore {
   void refresh_statistics_if_stale();
   /// Closes the run record ('succeeded', 'failed' or 'interrupted') and the state's last
   /// success / last error, in one transaction.
-  void finish_run(std::int64_t run_id, std::string_view outcome, const std::string& error);
+  struct RunCounters {
+    std::int64_t requests, throttled, retries;
+  };
+  void finish_run(std::int64_t run_id, std::string_view outcome, const std::string& error,
+                  const RunCounters& counters = RunCounters{0, 0, 0});
 
  private:
   void ensure_staging();

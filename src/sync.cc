@@ -42,6 +42,11 @@ JobRunner::JobRunner(const Settings& settings, const JobSpec& spec, TenantSessio
   result_.job = spec.name;
 }
 
+JobStore::RunCounters JobRunner::run_counters() const {
+  const auto& c = client_.counters();
+  return {c.requests.load(), c.throttled.load(), c.retries.load()};
+}
+
 std::string JobRunner::what(const std::string& page) const {
   return fmt::format("job {} tenant {} {}", spec_.name, session_.tenant().id, page);
 }
@@ -79,7 +84,7 @@ JobResult JobRunner::run() {
         else walk_parents(store, state, run_id);
         break;
     }
-    store.finish_run(run_id, "succeeded", "");
+    store.finish_run(run_id, "succeeded", "", run_counters());
     log::info("job {} tenant {}: done, {} pages, {} inserted, {} updated, {} unchanged{}",
               spec_.name, session_.tenant().id, result_.pages, result_.counts.inserted,
               result_.counts.updated, result_.counts.unchanged,
@@ -96,7 +101,7 @@ JobResult JobRunner::run() {
                 spec_.name);
       if (run_id != 0 && db_.healthy()) {
         try {
-          store.finish_run(run_id, "not_permitted", result_.error);
+          store.finish_run(run_id, "not_permitted", result_.error, run_counters());
         } catch (const Error&) {
         }
       }
@@ -137,7 +142,8 @@ JobResult JobRunner::run() {
     else log::error("{}{}", result_.error, advice);
     if (run_id != 0 && db_.healthy()) {
       try {
-        store.finish_run(run_id, e.kind() == ErrorKind::interrupted ? "interrupted" : "failed", result_.error);
+        store.finish_run(run_id, e.kind() == ErrorKind::interrupted ? "interrupted" : "failed", result_.error,
+                         run_counters());
       } catch (const Error& e2) {
         log::warn("job {} tenant {}: could not record the failure: {}", spec_.name,
                   session_.tenant().id, e2.what());

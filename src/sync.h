@@ -96,6 +96,7 @@ class JobRunner {
   void commit(JobStore& store, const ParsedPage& page, const JobState& state, std::int64_t run_id,
               const std::string& where);
   std::string what(const std::string& page) const;
+  JobStore::RunCounters run_counters() const;
 
   const Settings& settings_;
   const JobSpec& spec_;

@@ -1,0 +1,185 @@
+// Operating stsync: metrics, staleness, JSON logs, cadence, tenants from files.
+#include <simdjson.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "support.h"
+
+using namespace stsync;
+using namespace stsync::test;
+
+namespace {
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Prometheus text exposition format: HELP and TYPE lines, then samples `name{labels} value`.
+// Returns sample → value; fails the test on a line that is neither.
+std::map<std::string, double> parse_prometheus(const std::string& text) {
+  static const std::regex help(R"(# HELP [a-zA-Z_:][a-zA-Z0-9_:]* .+)");
+  static const std::regex type(R"(# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (gauge|counter|untyped|summary|histogram))");
+  static const std::regex sample(
+      R"(([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*",?)*\})? (-?[0-9.eE+-]+|NaN|[+-]Inf))");
+  std::map<std::string, double> out;
+  std::set<std::string> typed;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    INFO(line);
+    std::smatch m;
+    if (std::regex_match(line, m, type)) {
+      typed.insert(m[1]);
+    } else if (std::regex_match(line, help)) {
+    } else if (std::regex_match(line, m, sample)) {
+      CHECK(typed.count(m[1]) == 1);  // every metric declares its type before its samples
+      out[line.substr(0, line.rfind(' '))] = std::stod(line.substr(line.rfind(' ') + 1));
+    } else {
+      FAIL("not Prometheus text format");
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("the metrics file parses as Prometheus text format and its figures match sync_runs and sync_state",
+          "[ops][metrics]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  const auto env = stsync_env(sandbox, schema, kTenantA);
+  const std::string path = fmt::format("/tmp/stsync-metrics-{}.prom", getpid());
+  REQUIRE(run_stsync({"run", "--metrics-file", path}, env).exit_code == 0);
+  sandbox.admin("changes", fmt::format("tenant={}&resource=invoices&n=20", kTenantA));
+  sandbox.admin("clock", "advance_seconds=1000");
+  REQUIRE(run_stsync({"run", "--metrics-file", path}, env).exit_code == 0);
+  CHECK_FALSE(std::filesystem::exists(path + ".tmp"));
+  const std::map<std::string, double> m = parse_prometheus(read_text(path));
+  for (const char* job : {"invoices", "employees"}) {
+    INFO(job);
+    const std::string labels = fmt::format(R"({{tenant="{}",job="{}"}})", kTenantA, job);
+    const std::string where = fmt::format("tenant_id = {} AND job = '{}'", kTenantA, job);
+    CHECK(m.at("stsync_rows_inserted_total" + labels) ==
+          schema.scalar("SELECT sum(rows_inserted) FROM {s}.sync_runs WHERE " + where));
+    CHECK(m.at("stsync_rows_updated_total" + labels) ==
+          schema.scalar("SELECT sum(rows_updated) FROM {s}.sync_runs WHERE " + where));
+    CHECK(m.at("stsync_pages_total" + labels) == schema.scalar("SELECT sum(pages) FROM {s}.sync_runs WHERE " + where));
+    CHECK(m.at("stsync_requests_total" + labels) ==
+          schema.scalar("SELECT sum(requests) FROM {s}.sync_runs WHERE " + where));
+    CHECK(m.at("stsync_requests_total" + labels) >= 2);
+    CHECK(std::llround(m.at("stsync_last_success_timestamp_seconds" + labels)) ==
+          schema.scalar("SELECT round(extract(epoch FROM last_success_at)) FROM {s}.sync_state WHERE " + where));
+    CHECK(m.at("stsync_stale" + labels) == 0);
+    CHECK(m.at("stsync_not_permitted" + labels) == 0);
+    CHECK(m.at("stsync_runs_failed_total" + labels) == 0);
+    CHECK(m.at("stsync_freshness_lag_seconds" + labels) >= 0);
+  }
+  CHECK(m.at(fmt::format(R"(stsync_rows_updated_total{{tenant="{}",job="invoices"}})", kTenantA)) > 0);
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("status shows lag and stale jobs, and --fail-if-stale exits 1 naming them", "[ops][status]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  const auto env = stsync_env(sandbox, schema, kTenantA);
+  REQUIRE(run_stsync({"run"}, env).exit_code == 0);
+  ProcessResult fresh = run_stsync({"status", "--fail-if-stale", "1h"}, env);
+  CHECK(fresh.exit_code == 0);
+  CHECK(fresh.out.find("LAG") != std::string::npos);
+  CHECK(fresh.out.find("STALE") == std::string::npos);
+  ProcessResult json = run_stsync({"status", "--json"}, env);
+  CHECK(json.out.find(R"("stale":false)") != std::string::npos);
+  CHECK(json.out.find(R"("lag_seconds":)") != std::string::npos);
+  // A job whose last success is older than twice its cadence is stale.
+  schema.db().exec(fmt::format("UPDATE {}.sync_state SET last_success_at = now() - interval '3 days' WHERE job = 'employees'",
+                               schema.db().quote_ident(schema.name())));
+  ProcessResult old = run_stsync({"status", "--fail-if-stale", "1h"}, env);
+  CHECK(old.exit_code == 1);
+  CHECK(old.err.find("stale: tenant 1001 job employees: last success") != std::string::npos);
+  CHECK(old.err.find("job invoices") == std::string::npos);
+  CHECK(old.out.find("STALE") != std::string::npos);
+  CHECK(run_stsync({"status", "--fail-if-stale", "soon"}, env).exit_code == 2);
+}
+
+TEST_CASE("--log-format json writes one JSON object per line with time, level and message", "[ops][logs]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  ProcessResult r = run_stsync({"run", "--log-format", "json"}, stsync_env(sandbox, schema, kTenantA));
+  REQUIRE(r.exit_code == 0);
+  simdjson::dom::parser parser;
+  int lines = 0;
+  std::istringstream in(r.err);
+  for (std::string line; std::getline(in, line); ++lines) {
+    INFO(line);
+    simdjson::dom::object o;
+    REQUIRE(parser.parse(line).get(o) == simdjson::SUCCESS);
+    std::string_view time, level, message;
+    CHECK(o["time"].get(time) == simdjson::SUCCESS);
+    CHECK(o["level"].get(level) == simdjson::SUCCESS);
+    CHECK(o["message"].get(message) == simdjson::SUCCESS);
+  }
+  CHECK(lines > 4);
+  CHECK(r.err.find(R"("message":"job invoices tenant 1001: done)") != std::string::npos);
+}
+
+TEST_CASE("run --due runs only the jobs whose cadence has passed since their last success", "[ops][schedule]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  const auto env = stsync_env(sandbox, schema, kTenantA);
+  REQUIRE(run_stsync({"run"}, env).exit_code == 0);
+  REQUIRE(run_stsync({"run", "--due"}, env).exit_code == 0);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs") == 2);  // nothing was due
+  // invoices' cadence (the default, 1h) has passed; employees' has not.
+  schema.db().exec(fmt::format("UPDATE {}.sync_state SET last_success_at = now() - interval '2 hours' WHERE job = 'invoices'",
+                               schema.db().quote_ident(schema.name())));
+  REQUIRE(run_stsync({"run", "--due"}, env).exit_code == 0);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'invoices'") == 2);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'employees'") == 1);
+  // A config can shorten a job's cadence.
+  schema.db().exec(fmt::format("UPDATE {}.sync_state SET last_success_at = now() - interval '3 minutes' WHERE job = 'employees'",
+                               schema.db().quote_ident(schema.name())));
+  const std::string config = write_temp_file("[jobs.employees]\nevery = \"2m\"\n");
+  REQUIRE(run_stsync({"--config", config, "run", "--due"}, env).exit_code == 0);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'employees'") == 2);
+}
+
+TEST_CASE("tenants come from a tenants directory with secrets in files (as systemd credentials) and their own jobs",
+          "[ops][tenants]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  const std::string dir = fmt::format("/tmp/stsync-tenants-{}", getpid());
+  const std::string creds = dir + "-credentials";
+  std::filesystem::create_directories(dir);
+  std::filesystem::create_directories(creds);
+  std::ofstream(dir + "/a.toml") << fmt::format("[[tenants]]\nid = {}\nclient_id = \"{}\"\nclient_secret_file = \"secret-a\"\n"
+                                                "jobs = [\"employees\"]\n",
+                                                kTenantA, sandbox::sandbox_client_id(kTenantA));
+  std::ofstream(creds + "/secret-a") << sandbox::sandbox_client_secret(kTenantA) << "\n";
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  for (const char* k : {"ST_TENANT_ID", "ST_CLIENT_ID", "ST_CLIENT_SECRET"}) env.erase(k);
+  env["STSYNC_TENANTS_FILE"] = dir;
+  env["CREDENTIALS_DIRECTORY"] = creds;
+  ProcessResult r = run_stsync({"run"}, env);
+  CHECK(r.exit_code == 0);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'employees' AND outcome = 'succeeded'") == 1);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'invoices'") == 0);
+  CHECK(r.err.find(sandbox::sandbox_client_secret(kTenantA)) == std::string::npos);
+  // A missing secret file is a clear configuration error.
+  std::filesystem::remove(creds + "/secret-a");
+  ProcessResult missing = run_stsync({"run"}, env);
+  CHECK(missing.exit_code == 2);
+  CHECK(missing.err.find("client_secret_file secret-a cannot be read") != std::string::npos);
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove_all(creds);
+}
