@@ -183,8 +183,8 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
       read_optional(*j, "every", every, key_where);
       if (every) {
         o.every_seconds = parse_duration(*every);
-        if (!o.every_seconds || *o.every_seconds < 60)
-          fail(fmt::format("config: {}.every must be a duration of at least 1m, such as \"15m\" or \"6h\"", key_where));
+        if (!o.every_seconds || *o.every_seconds < 1)
+          fail(fmt::format("config: {}.every must be a duration, such as \"15m\" or \"6h\"", key_where));
       }
       if (o.raw_type && *o.raw_type != "jsonb" && *o.raw_type != "json")
         fail(fmt::format("config: {}.raw_type must be \"jsonb\" or \"json\"", key_where));

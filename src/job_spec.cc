@@ -235,7 +235,7 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
     return *d;
   };
   spec.every_seconds = duration("every", 3600);
-  if (spec.every_seconds < 60) fail(origin, "'every' must be at least 1m");
+  if (spec.every_seconds < 1) fail(origin, "'every' must be at least 1s");
   spec.reconcile_every_seconds = duration("reconcile_every", 7 * 86400);
   if (const toml::node* n = t.get("key")) {
     const toml::array* a = n->as_array();

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "config.h"
+#include "daemon.h"
 #include "errors.h"
 #include "exit_status.h"
 #include "log.h"
@@ -78,6 +79,7 @@ int main(int argc, char** argv) {
   mallopt(M_ARENA_MAX, 2);
   CLI::App app{"stsync: incremental, exact export of ServiceTitan data into PostgreSQL"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("stsync ") + STSYNC_VERSION);
   // Global options work after the subcommand too (`stsync run --log-level debug`).
   app.fallthrough();
   std::optional<std::string> config;
@@ -111,6 +113,23 @@ int main(int argc, char** argv) {
   std::string fail_if_stale;
   status->add_option("--fail-if-stale", fail_if_stale,
                      "Exit 1 (listing them on stderr) if any job has not succeeded within DURATION (15m, 6h, 2d)");
+  DaemonOptions daemon_options;
+  std::string daemon_max_run, daemon_jobs;
+  CLI::App* daemon = app.add_subcommand(
+      "daemon", "Run due jobs forever (most overdue tenants first, shared with any other stsync of the same "
+                "config through PostgreSQL), serving /metrics and /healthz; stops cleanly on SIGTERM");
+  daemon->add_option("--interval", daemon_options.interval_seconds, "Seconds between rounds of due jobs")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  daemon->add_option("--listen", daemon_options.listen, "host:port for /metrics and /healthz, or off")
+      ->capture_default_str();
+  daemon->add_option("--port-file", daemon_options.port_file, "Write the bound port here (with --listen host:0)");
+  daemon->add_option("--max-run-time", daemon_max_run,
+                     "A job stops after the page in flight once it has run this long (e.g. 30m); it resumes next round");
+  daemon->add_option("--jobs", daemon_jobs, "Comma-separated jobs (default: all enabled)");
+  std::string run_max_run;
+  run->add_option("--max-run-time", run_max_run,
+                  "A job stops after the page in flight once it has run this long (e.g. 30m); the next run resumes");
   CLI::App* migrate = app.add_subcommand("migrate", "Apply pending schema migrations");
   bool jobs_json = false;
   CLI::App* jobs_cmd = app.add_subcommand("jobs", "Every job: table, mode, key, endpoint, enabled, last result");
@@ -156,6 +175,11 @@ int main(int argc, char** argv) {
         parse_mode(mode, m);
         run_options.mode = m;
       }
+      if (!run_max_run.empty()) {
+        const auto d = parse_duration(run_max_run);
+        if (!d || *d <= 0) throw Error(ErrorKind::config, fmt::format("--max-run-time '{}' is not a duration", run_max_run));
+        run_options.max_run_seconds = *d;
+      }
       RunSummary summary = run_jobs(settings, run_options, real_clock());
       if (!metrics_file.empty()) {
         try {
@@ -179,6 +203,16 @@ int main(int argc, char** argv) {
         if (!stale.empty()) return kExitJobFailed;
       }
       return kExitSuccess;
+    }
+    if (daemon->parsed()) {
+      if (!daemon_max_run.empty()) {
+        const auto d = parse_duration(daemon_max_run);
+        if (!d || *d <= 0)
+          throw Error(ErrorKind::config, fmt::format("--max-run-time '{}' is not a duration", daemon_max_run));
+        daemon_options.run.max_run_seconds = *d;
+      }
+      daemon_options.run.jobs = split_commas(daemon_jobs);
+      return run_daemon(settings, daemon_options);
     }
     if (jobs_cmd->parsed()) {
       fmt::print("{}", render_jobs(settings, jobs_json));

@@ -42,6 +42,13 @@ JobRunner::JobRunner(const Settings& settings, const JobSpec& spec, TenantSessio
   result_.job = spec.name;
 }
 
+void JobRunner::check_run_time(const std::string& where) const {
+  if (options_.max_run_seconds <= 0 || clock_.monotonic() - started_ < options_.max_run_seconds) return;
+  throw Error(ErrorKind::interrupted,
+              fmt::format("{}: --max-run-time of {:.0f} s reached after this page; the next run resumes here", where,
+                          options_.max_run_seconds));
+}
+
 JobStore::RunCounters JobRunner::run_counters() const {
   const auto& c = client_.counters();
   return {c.requests.load(), c.throttled.load(), c.retries.load()};
@@ -59,6 +66,7 @@ JobResult JobRunner::run() {
     return result_;
   }
   std::int64_t run_id = 0;
+  started_ = clock_.monotonic();
   try {
     JobState state = store.load_state();
     run_id = store.begin_run(mode_);
@@ -469,6 +477,7 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
                                 where, committing.records));
       }
       if (!has_more) break;
+      check_run_time(where);
     }
     drain(last_lane);
   } catch (...) {
@@ -561,6 +570,7 @@ std::int64_t JobRunner::read_listing(JobStore& store, JobState& state, std::int6
     position += page_.records + static_cast<std::int64_t>(page_.quarantined.size());
     commit(store, state, run_id, where);
     if (spec_.response != ResponseShape::paged || !page_.has_more) break;
+    check_run_time(where);
     if (page_.records == 0)
       throw Error(ErrorKind::bad_data, fmt::format("{}: hasMore is true on an empty page; stopping instead of looping", where));
     const std::int64_t limit = total ? *total / spec_.page_size + 2 : 1000000;
@@ -771,6 +781,7 @@ Ticks JobRunner::walk_windows(JobStore& store, JobState& state, std::int64_t run
     if (field == "created") state.list_cursor = w_hi;
     else state.complete_through = w_hi;
     commit(store, state, run_id, where);
+    check_run_time(where);
     cur = w_hi;
     unbounded = false;
     width = std::min(width * 2, hi - kEpochFloor);

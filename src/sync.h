@@ -24,6 +24,7 @@ struct RunOptions {
   std::optional<SyncMode> mode;         // override every selected job's mode for this run
   bool reconcile = false;               // sweep list jobs for hard deletes now, due or not
   bool due = false;                     // only jobs whose cadence (`every`) has passed since their last success
+  double max_run_seconds = 0;           // a job stops after the page in flight past this (0: no limit)
 };
 
 // not_permitted: the endpoint answered 403 for a job the user did not name (the app lacks the
@@ -97,6 +98,10 @@ class JobRunner {
               const std::string& where);
   std::string what(const std::string& page) const;
   JobStore::RunCounters run_counters() const;
+  /// Past --max-run-time: throws Error(interrupted) at a page boundary (everything before it is
+  /// committed; the next run resumes there).
+  void check_run_time(const std::string& where) const;
+  double started_ = 0;  // steady seconds when the run began
 
   const Settings& settings_;
   const JobSpec& spec_;

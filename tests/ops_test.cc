@@ -12,6 +12,8 @@
 #include <sstream>
 #include <thread>
 
+#include <httplib.h>
+
 #include "support.h"
 
 using namespace stsync;
@@ -182,4 +184,70 @@ TEST_CASE("tenants come from a tenants directory with secrets in files (as syste
   CHECK(missing.err.find("client_secret_file secret-a cannot be read") != std::string::npos);
   std::filesystem::remove_all(dir);
   std::filesystem::remove_all(creds);
+}
+
+TEST_CASE("the daemon runs due jobs on their cadence, honours --max-run-time, serves /metrics and /healthz, and "
+          "stops on SIGTERM with its runs recorded",
+          "[ops][daemon]") {
+  auto o = TestSandbox::default_options(1000, 20);
+  o.export_batch = 50;
+  o.latency_ms = 100;
+  TestSandbox sandbox(o);
+  TestSchema schema;
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  // employees every 2 s; invoices hourly, but at most 1 s per run: it walks its 20 pages over
+  // several rounds, resuming each time after the last committed page.
+  const std::string config = write_temp_file("[jobs.employees]\nevery = \"2s\"\n");
+  const std::string port_file = fmt::format("/tmp/stsync-daemon-port-{}", getpid());
+  std::filesystem::remove(port_file);
+  Process daemon({STSYNC_BINARY, "--config", config, "daemon", "--interval", "0.5", "--listen", "127.0.0.1:0",
+                  "--port-file", port_file, "--max-run-time", "1s"},
+                 env);
+  int port = 0;
+  for (int i = 0; i < 100 && port == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::ifstream(port_file) >> port;
+  }
+  REQUIRE(port > 0);
+  // Wait (at most 40 s) until invoices completed and employees ran on its cadence a few times.
+  for (int i = 0; i < 400; ++i) {
+    if (schema.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = $1", {schema.name()}) == 1 &&
+        schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'employees' AND outcome = 'succeeded'") >= 3 &&
+        schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'invoices' AND outcome = 'succeeded'") >= 1)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'employees' AND outcome = 'succeeded'") >= 3);
+  // invoices was cut by --max-run-time at page boundaries, resumed, and finished exactly once.
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'invoices' AND outcome = 'interrupted' "
+                      "AND error LIKE '%max-run-time%'") >= 1);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'invoices' AND outcome = 'succeeded'") == 1);
+  // Not yet due again: invoices runs hourly.
+  httplib::Client client("127.0.0.1", port);
+  auto health = client.Get("/healthz");
+  REQUIRE(health);
+  CHECK(health->status == 200);
+  CHECK(health->body.find("\"status\":\"ok\"") != std::string::npos);
+  auto metrics = client.Get("/metrics");
+  REQUIRE(metrics);
+  CHECK(metrics->status == 200);
+  const auto m = parse_prometheus(metrics->body);
+  CHECK(m.count(fmt::format(R"(stsync_last_success_timestamp_seconds{{tenant="{}",job="employees"}})", kTenantA)) == 1);
+
+  daemon.send_signal(SIGTERM);
+  const auto stop_start = std::chrono::steady_clock::now();
+  ProcessResult r = daemon.wait();
+  CHECK(std::chrono::steady_clock::now() - stop_start < std::chrono::seconds(10));
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("daemon: stopped by SIGTERM") != std::string::npos);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE outcome = 'running'") == 0);
+  const auto problems = compare_with_truth(schema, sandbox, builtin_job("invoices"), kTenantA);
+  CHECK(problems.empty());
+  std::filesystem::remove(port_file);
+}
+
+TEST_CASE("--version names the release", "[ops][cli]") {
+  ProcessResult r = run_stsync({"--version"}, {});
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.rfind("stsync 0.", 0) == 0);
 }
