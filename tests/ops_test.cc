@@ -251,3 +251,49 @@ TEST_CASE("--version names the release", "[ops][cli]") {
   CHECK(r.exit_code == 0);
   CHECK(r.out.rfind("stsync 0.", 0) == 0);
 }
+
+TEST_CASE("the deploy files refer only to files in the repository, their configs load, and the systemd units "
+          "pass systemd-analyze verify",
+          "[ops][deploy]") {
+  const std::string root = STSYNC_SOURCE_DIR;
+  namespace fs = std::filesystem;
+  // Every file a manifest or the Dockerfile names is in the repository.
+  for (const char* f : {"deploy/kubernetes/stsync.toml", "deploy/kubernetes/daemon.yaml", "deploy/kubernetes/cronjob.yaml",
+                        "deploy/package/postinst", "deploy/systemd/stsync.sysusers.conf", "deploy/stsync.toml.example",
+                        "deploy/systemd/stsync.env.example", "CMakeLists.txt", "cmake", "src", "schema", "jobs"})
+    CHECK(fs::exists(root + "/" + f));
+  const std::string kustomization = read_text(root + "/deploy/kubernetes/kustomization.yaml");
+  for (const char* f : {"daemon.yaml", "stsync.toml"}) CHECK(kustomization.find(f) != std::string::npos);
+  // The configurations load: the Kubernetes one with its secrets as files in CREDENTIALS_DIRECTORY.
+  const std::string creds = fmt::format("/tmp/stsync-deploy-creds-{}", getpid());
+  fs::create_directories(creds);
+  for (const char* s : {"client-secret-1234567", "client-secret-7654321"}) std::ofstream(creds + "/" + s) << "x-secret\n";
+  for (const char* config : {"deploy/kubernetes/stsync.toml", "deploy/stsync.toml.example"}) {
+    INFO(config);
+    ProcessResult r = run_stsync({"--config", root + "/" + config, "jobs"},
+                                 {{"CREDENTIALS_DIRECTORY", creds}, {"DATABASE_URL", "host=127.0.0.1 port=1"}});
+    CHECK(r.exit_code == 0);
+  }
+  fs::remove_all(creds);
+  if (std::system("command -v systemd-analyze >/dev/null 2>&1") != 0) {
+    WARN("systemd-analyze is not installed: the units were not verified");
+    return;
+  }
+  // The units as installed, but starting this build's binary (verify checks that it exists).
+  const std::string dir = fmt::format("/tmp/stsync-units-{}", getpid());
+  fs::create_directories(dir);
+  std::string names;
+  for (const char* unit : {"stsync.service", "stsync-daemon.service", "stsync.timer"}) {
+    std::string text = read_text(root + "/deploy/systemd/" + unit);
+    for (size_t pos; (pos = text.find("/usr/bin/stsync ")) != std::string::npos;)
+      text.replace(pos, 16, std::string(STSYNC_BINARY) + " ");
+    std::ofstream(dir + "/" + unit) << text;
+    names += " " + dir + "/" + unit;
+  }
+  const std::string out = dir + "/verify.out";
+  const int rc = std::system(("systemd-analyze verify" + names + " >" + out + " 2>&1").c_str());
+  INFO(read_text(out));
+  CHECK(rc == 0);
+  CHECK(read_text(out).find(".service") == std::string::npos);  // no warnings about the units
+  fs::remove_all(dir);
+}
