@@ -18,6 +18,20 @@ const char* const kNames[] = {"debug", "info", "warn", "error"};
 
 void set_level(Level level) { g_level = level; }
 void set_json(bool json) { g_json = json; }
+bool json() { return g_json; }
+
+namespace {
+bool g_progress_shown = false;  // a progress line is on the terminal (log lines erase it first)
+}
+
+void progress(std::string_view line) {
+  std::lock_guard lock(g_mutex);
+  std::string out = "\r\033[K";
+  out += line;
+  std::fwrite(out.data(), 1, out.size(), stderr);
+  std::fflush(stderr);
+  g_progress_shown = !line.empty();
+}
 
 bool parse_level(std::string_view text, Level& out) {
   for (int i = 0; i < 4; ++i)
@@ -58,6 +72,10 @@ void write(Level level, std::string_view message) {
                        redact(message));
   }
   std::lock_guard lock(g_mutex);
+  if (g_progress_shown) {
+    std::fwrite("\r\033[K", 1, 4, stderr);  // the progress line gives way; the painter redraws it
+    g_progress_shown = false;
+  }
   std::fwrite(line.data(), 1, line.size(), stderr);
 }
 

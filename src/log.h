@@ -13,6 +13,9 @@ enum class Level { debug = 0, info = 1, warn = 2, error = 3 };
 void set_level(Level level);
 /// One JSON object per line ({"time","level","message"}) instead of text.
 void set_json(bool json);
+bool json();
+/// Redraws the terminal's progress line (an empty one erases it). Only for a terminal.
+void progress(std::string_view line);
 /// Parses "debug", "info", "warn", "error"; returns false for anything else.
 bool parse_level(std::string_view text, Level& out);
 /// Registers a secret (client secret, token, app key, password). Empty strings are ignored.

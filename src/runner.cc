@@ -253,6 +253,7 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
     return w;
   };
 
+  RunOptions job_options = options;  // with the progress reporter, when there is a terminal
   RunSummary summary;
   std::mutex mutex;
   std::condition_variable changed;
@@ -312,7 +313,7 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
       } else {
         try {
           if (!db || !db->healthy()) db = std::make_unique<PgConnection>(settings.database_url, session_options(settings));
-          JobRunner runner(settings, *task->spec, *w.session, transport, *db, clock, options);
+          JobRunner runner(settings, *task->spec, *w.session, transport, *db, clock, job_options);
           result = runner.run();
         } catch (const Error& e) {
           result.outcome = JobOutcome::failed;
@@ -333,11 +334,49 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
     }
     changed.notify_all();
   };
+  // On a terminal, a line of progress (pages, rows, rows/s of the running jobs), redrawn every
+  // second and erased at the end; never when stderr is a file, a pipe or a journal.
+  struct Progress {
+    std::int64_t pages = 0, rows = 0;
+    double started = 0;
+  };
+  std::map<std::pair<std::int64_t, std::string>, Progress> progress;
+  std::mutex progress_mutex;
+  std::atomic<bool> done{false};
+  std::thread painter;
+  if (isatty(STDERR_FILENO) && !log::json() && !options.on_page) {
+    job_options.on_page = [&](std::int64_t tenant, const std::string& job, std::int64_t pages, std::int64_t rows) {
+      std::lock_guard lock(progress_mutex);
+      Progress& p = progress[{tenant, job}];
+      if (p.started == 0) p.started = real_clock().monotonic();
+      p.pages = pages;
+      p.rows = rows;
+    };
+    painter = std::thread([&] {
+      while (!done.load()) {
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+        std::string line;
+        {
+          std::lock_guard lock(progress_mutex);
+          const double now = real_clock().monotonic();
+          for (const auto& [key, p] : progress)
+            line += fmt::format("  {} {}: {} pages, {} rows, {:.0f} rows/s", key.second, key.first, p.pages, p.rows,
+                                p.rows / std::max(0.001, now - p.started));
+          progress.clear();  // finished jobs leave the line; running ones report again
+        }
+        if (line.size() > 200) line = line.substr(0, 197) + "...";
+        if (!line.empty()) log::progress(line);
+      }
+      log::progress("");
+    });
+  }
   const size_t n_workers = std::max<size_t>(1, static_cast<size_t>(settings.parallel));
   std::vector<std::thread> threads;
   for (size_t i = 1; i < n_workers; ++i) threads.emplace_back(worker);
   worker();
   for (std::thread& t : threads) t.join();
+  done = true;
+  if (painter.joinable()) painter.join();
 
   // A tenant for which every job answered 403 has a wrong app key or an app without any of these
   // scopes: that is a failure, not a list of jobs it may skip.

@@ -178,6 +178,13 @@ void JobRunner::commit(JobStore& store, const ParsedPage& page, const JobState& 
   if (result_.counts.updated > 0 && result_.pages % 4 == 0) store.refresh_statistics_if_stale();
   result_.counts += commit_on(store, db_, page, state, run_id, where, nullptr);
   ++result_.pages;
+  report_progress();
+}
+
+void JobRunner::report_progress() const {
+  if (options_.on_page)
+    options_.on_page(session_.tenant().id, spec_.name, result_.pages, result_.counts.inserted + result_.counts.updated +
+                                                                           result_.counts.unchanged);
 }
 
 MergeCounts JobRunner::commit_on(JobStore& store, PgConnection& db, const ParsedPage& page, const JobState& state,
@@ -308,6 +315,7 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
     lane_buffer[l] = -1;
     result_.counts += lane[l].get();
     ++result_.pages;
+    report_progress();
   };
   // Waits for the pages in flight, the older lane first, so that the first failure is the one
   // reported.

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <array>
 #include <atomic>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -25,6 +26,8 @@ struct RunOptions {
   bool reconcile = false;               // sweep list jobs for hard deletes now, due or not
   bool due = false;                     // only jobs whose cadence (`every`) has passed since their last success
   double max_run_seconds = 0;           // a job stops after the page in flight past this (0: no limit)
+  /// Called after each committed page (from the job's thread): tenant, job, pages, rows so far.
+  std::function<void(std::int64_t, const std::string&, std::int64_t, std::int64_t)> on_page;
 };
 
 // not_permitted: the endpoint answered 403 for a job the user did not name (the app lacks the
@@ -98,6 +101,7 @@ class JobRunner {
               const std::string& where);
   std::string what(const std::string& page) const;
   JobStore::RunCounters run_counters() const;
+  void report_progress() const;
   /// Past --max-run-time: throws Error(interrupted) at a page boundary (everything before it is
   /// committed; the next run resumes there).
   void check_run_time(const std::string& where) const;

@@ -297,3 +297,42 @@ TEST_CASE("the deploy files refer only to files in the repository, their configs
   CHECK(read_text(out).find(".service") == std::string::npos);  // no warnings about the units
   fs::remove_all(dir);
 }
+
+TEST_CASE("500 tenants cost neither 500 connections nor 500 threads", "[ops][tenants]") {
+  sandbox::ServerOptions o = TestSandbox::default_options(0, 0);
+  o.data.tenants.clear();
+  std::string tenants;
+  for (int i = 0; i < 500; ++i) {
+    o.data.tenants.push_back({20000 + i, {}});
+    tenants += fmt::format("[[tenants]]\nid = {}\nclient_id = \"{}\"\nclient_secret = \"{}\"\n", 20000 + i,
+                           sandbox::sandbox_client_id(20000 + i), sandbox::sandbox_client_secret(20000 + i));
+  }
+  TestSandbox sandbox(o);
+  TestSchema schema;
+  const std::string tenants_file = write_temp_file(tenants);
+  const std::string app = fmt::format("stsync-many-{}", getpid());
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  for (const char* k : {"ST_TENANT_ID", "ST_CLIENT_ID", "ST_CLIENT_SECRET"}) env.erase(k);
+  env["STSYNC_TENANTS_FILE"] = tenants_file;
+  env["DATABASE_URL"] = database_url() + " application_name=" + app;
+  env["STSYNC_PARALLEL"] = "2";
+  Process p({STSYNC_BINARY, "run", "--jobs", "employees"}, env);
+  std::int64_t max_connections = 0, max_threads = 0;
+  for (int i = 0; i < 600; ++i) {
+    max_connections = std::max(max_connections,
+                               schema.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", {app}));
+    std::ifstream status("/proc/" + std::to_string(p.pid()) + "/status");
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("Threads:", 0) == 0) max_threads = std::max<std::int64_t>(max_threads, std::stoll(line.substr(8)));
+    if (schema.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = $1", {schema.name()}) == 1 &&
+        schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE outcome <> 'running'") == 500)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ProcessResult r = p.wait();
+  CHECK(r.exit_code == 0);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE outcome = 'succeeded'") == 500);
+  // Two workers' connections, the fleet's and the due-check's (and the migration's, briefly).
+  CHECK(max_connections <= 5);
+  CHECK(max_threads <= 6);
+}

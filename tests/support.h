@@ -81,6 +81,7 @@ class Process {
   Process(const std::vector<std::string>& args, const std::map<std::string, std::string>& env);
   ~Process();
   void kill_hard();  // SIGKILL
+  pid_t pid() const { return pid_; }
   void send_signal(int signo);
   /// Waits for the exit. With `peak_kb`, polls the child's VmHWM (its own peak resident
   /// memory, which exec resets) until it exits.
