@@ -114,7 +114,7 @@ TEST_CASE("status shows lag and stale jobs, and --fail-if-stale exits 1 naming t
   CHECK(run_stsync({"status", "--fail-if-stale", "soon"}, env).exit_code == 2);
 }
 
-TEST_CASE("--log-format json writes one JSON object per line with time, level and message", "[ops][logs]") {
+TEST_CASE("logs in JSON format (--log-format json) are one object per line with time, level and message", "[ops][logs]") {
   TestSandbox sandbox;
   TestSchema schema;
   ProcessResult r = run_stsync({"run", "--log-format", "json"}, stsync_env(sandbox, schema, kTenantA));
@@ -246,7 +246,7 @@ TEST_CASE("the daemon runs due jobs on their cadence, honours --max-run-time, se
   std::filesystem::remove(port_file);
 }
 
-TEST_CASE("--version names the release", "[ops][cli]") {
+TEST_CASE("the version flag names the release", "[ops][cli]") {
   ProcessResult r = run_stsync({"--version"}, {});
   CHECK(r.exit_code == 0);
   CHECK(r.out.rfind("stsync 0.", 0) == 0);
