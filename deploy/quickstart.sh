@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quick start: build stsync, start a private PostgreSQL and the ServiceTitan sandbox inside the
-# checkout (.stsync-local/), sync two sandbox tenants, and print the status table.
+# checkout (.stsync-local/), sync every resource of two sandbox tenants, and print the status
+# table.
 #   deploy/quickstart.sh         run (again: the second sync is incremental)
 #   deploy/quickstart.sh stop    stop the sandbox and PostgreSQL
 set -euo pipefail
@@ -52,6 +53,9 @@ auth_url = "$sandbox_url"
 api_url = "$sandbox_url"
 requests_per_second = 20
 
+[run]
+parallel = 4
+
 [database]
 url = "host=127.0.0.1 port=$STSYNC_PG_PORT user=stsync dbname=stsync"
 schema = "servicetitan"
@@ -78,6 +82,7 @@ cat <<TXT
 
 stsync run exited with $rc.
 Query the data:   psql "host=127.0.0.1 port=$STSYNC_PG_PORT user=stsync dbname=stsync" -c 'SELECT count(*) FROM servicetitan.invoices'
+Every job:        build/stsync --config $config jobs
 Run again:        build/stsync --config $config run     (incremental; or rerun this script)
 Make changes:     curl -d '' '$sandbox_url/_sandbox/changes?tenant=1001&resource=invoices&n=50'
                   curl -d '' '$sandbox_url/_sandbox/clock?advance_seconds=960'
