@@ -75,13 +75,37 @@ struct TenantWork {
 // started was done by another process.
 class Fleet {
  public:
-  Fleet(const Settings& settings) : db_(settings.database_url, session_options(settings)) {
+  /// `rounds`: a plain `stsync run` syncs each tenant once per round of the fleet. A round lasts
+  /// while any of its processes lives (each holds a shared advisory lock for its lifetime): a
+  /// process that starts while others of a round still run joins it, however late it started
+  /// (cron, a Kubernetes Job's pods, a slow start); one that starts when none runs opens a new
+  /// round. Without rounds (--due, the daemon) only the tenant locks apply: cadence prevents repeats.
+  Fleet(const Settings& settings, bool rounds) : db_(settings.database_url, session_options(settings)) {
     schema_q_ = db_.quote_ident(settings.schema);
     schema_ = settings.schema;
-    started_ = db_.exec("SELECT now()").get(0, 0);
     char host[256] = "";
     gethostname(host, sizeof host - 1);
     holder_ = fmt::format("{}:{}", host, getpid());
+    started_ = "infinity";
+    if (!rounds) return;
+    const std::string mutex = "stsync-round-decision:" + schema_, round = "stsync-round:" + schema_;
+    db_.exec("BEGIN");
+    try {
+      db_.exec("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", {mutex});  // one decision at a time
+      const bool alone = db_.exec("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", {round}).get(0, 0) == "t";
+      if (alone) {
+        db_.exec(fmt::format("INSERT INTO {0}.fleet_round (id, started_at) VALUES (1, now()) "
+                             "ON CONFLICT (id) DO UPDATE SET started_at = now()",
+                             schema_q_));
+        db_.exec("SELECT pg_advisory_unlock(hashtextextended($1, 0))", {round});
+      }
+      started_ = db_.exec(fmt::format("SELECT started_at FROM {}.fleet_round", schema_q_)).get(0, 0);
+      db_.exec("SELECT pg_advisory_lock_shared(hashtextextended($1, 0))", {round});  // until this process ends
+      db_.exec("COMMIT");
+    } catch (...) {
+      db_.rollback_quietly();
+      throw;
+    }
   }
   /// Tenants in the order to take them: never-finished first, then the longest since a round.
   std::vector<std::int64_t> order(const std::vector<TenantConfig>& tenants) {
@@ -214,7 +238,7 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
     sessions[t.id] = std::make_unique<TenantSession>(t, settings.requests_per_second, clock);
     config_of[t.id] = &t;
   }
-  Fleet fleet(settings);
+  Fleet fleet(settings, !options.due);
   PgConnection state_db(settings.database_url, session_options(settings));
   const std::string schema_q = state_db.quote_ident(settings.schema);
   // A claimed tenant's jobs for this run (with --due, only those due now).
