@@ -46,6 +46,10 @@ struct MergeCounts {
 std::vector<std::string> parse_pg_array(std::string_view text);
 std::string pg_array_literal(const std::vector<std::string>& elements);
 
+/// The statement that counts how many of the keys $2 (an array) the job table `table` (quoted)
+/// holds for tenant $1: one index probe per key, whatever the statistics say.
+std::string stored_keys_sql(const std::string& table, ColumnType key_type);
+
 class JobStore {
  public:
   /// `rewrite_children`: rebuild the child rows of every parent in a page, not only of parents
@@ -84,6 +88,8 @@ class JobStore {
   void end_listing();
   /// False when the connection was re-opened during the listing (its keys are lost).
   bool listing_intact() const { return listing_ && !listing_lost_; }
+  /// Whether the last page committed went straight into the job table (no staging, no merge).
+  bool last_page_direct() const { return page_went_direct_; }
   /// The tenant's live rows (of one parent, for a per-parent job) the listing did not return.
   std::vector<std::string> unseen_rows(const std::optional<std::string>& parent = std::nullopt);
   std::int64_t live_rows(const std::optional<std::string>& parent = std::nullopt);
@@ -115,6 +121,9 @@ class JobStore {
   /// parents it wrote; returns the counts.
   /// `single`: `rows` is one record (no duplicate ids possible).
   MergeCounts merge_rows(const ParsedPage& page, std::string_view rows, bool single);
+  /// When no key of `page` is stored yet: copies its rows straight into the job table and
+  /// returns true. Otherwise writes nothing and returns false.
+  bool copy_direct(const ParsedPage& page);
   /// The record-by-record commit, inside the open transaction; quarantines or throws.
   MergeCounts merge_by_record(const ParsedPage& page, const std::string& where);
   void quarantine_record(std::optional<std::string> id, const std::string& where, const std::string& error,
@@ -130,6 +139,14 @@ class JobStore {
   std::string schema_q_, table_q_, stage_q_, seen_q_, lock_key_;
   bool listing_ = false, listing_lost_ = false;
   std::string copy_sql_, merge_sql_, merge_unique_sql_;
+  // Pages of keys the table does not hold yet (a first load) are copied straight into it: the
+  // rows are written once, not staged and then inserted. Tried while the pages before were all
+  // new; a page that met a stored key, or whose direct copy collided with a row written
+  // meanwhile, goes through the staging table and the guarded merge.
+  std::string copy_direct_sql_, any_stored_sql_;
+  bool direct_hopeful_ = true;   // the last merged page held only new keys
+  bool page_went_direct_ = false;
+  bool direct_refused_ = false;  // the page's direct copy collided: commit it again by the merge
   bool delete_for_inserted_ = false;  // children without a parent were met: clear for every written parent
   struct ChildSql {
     std::string table, delete_sql, copy_sql;

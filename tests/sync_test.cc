@@ -34,6 +34,35 @@ std::int64_t last_run_writes(TestSchema& schema, std::int64_t tenant, const std:
                        {std::to_string(tenant), job});
 }
 
+// A run of a job driven by hand, page by page, for tenant 5.
+struct HandRun {
+  HandRun(PgConnection& db, const std::string& schema, const JobSpec& spec) : store(db, schema, spec, 5), parser(spec) {
+    REQUIRE(store.try_lock());  // as every run: the lock ties the job to one server session
+    state = store.load_state();
+    run = store.begin_run(SyncMode::list_windows);
+  }
+  MergeCounts commit(std::string body) {
+    parser.parse(body, 5, page);
+    return store.commit_page(page, state, run);
+  }
+  JobStore store;
+  PageParser parser;
+  ParsedPage page;
+  JobState state;
+  std::int64_t run = 0;
+};
+
+// A list job of its own ("things", an amount column), plus `more` of the job file.
+JobSpec things_spec(const std::string& more = "") {
+  return parse_job_spec(R"(
+name = "things"
+table = "things"
+list_path = "x/v2/tenant/{tenant}/things"
+mode = "list"
+columns = [ { path = "amount", type = "numeric" } ]
+)" + more, "things.toml");
+}
+
 }  // namespace
 
 TEST_CASE("a full sync of several tenants equals the sandbox's ground truth exactly", "[sync][export]") {
@@ -197,28 +226,16 @@ TEST_CASE("a full refresh re-reads everything and drops nothing", "[sync][export
 TEST_CASE("a replayed page never overwrites a newer row", "[sync][store]") {
   TestSchema schema;
   PgConnection& db = schema.db();
-  JobSpec spec = parse_job_spec(R"(
-name = "things"
-table = "things"
-list_path = "x/v2/tenant/{tenant}/things"
-mode = "list"
-columns = [ { path = "amount", type = "numeric" } ]
-)", "things.toml");
+  JobSpec spec = things_spec();
   const std::string s = db.quote_ident(schema.name());
   db.exec(fmt::format("CREATE SCHEMA {0}; CREATE TABLE {0}.things (tenant_id bigint, id bigint, amount numeric, "
                       "modified_on timestamptz, active boolean NOT NULL, raw jsonb NOT NULL, synced_at timestamptz, deleted_at timestamptz, "
                       "PRIMARY KEY (tenant_id, id))", s));
   apply_migrations(db, schema.name());  // the state tables, as every run has them
-  JobStore store(db, schema.name(), spec, 5);
-  REQUIRE(store.try_lock());  // as every run: the lock ties the job to one server session
-  JobState state = store.load_state();
-  const std::int64_t run = store.begin_run(SyncMode::list_windows);
-  PageParser parser(spec);
-  ParsedPage page;
-  auto commit = [&](std::string body) {
-    parser.parse(body, 5, page);
-    return store.commit_page(page, state, run);
-  };
+  HandRun hand(db, schema.name(), spec);
+  JobStore& store = hand.store;
+  const std::int64_t run = hand.run;
+  auto commit = [&](std::string body) { return hand.commit(std::move(body)); };
   const std::string old_page = R"({"data":[{"id":1,"amount":"1.00","modifiedOn":"2024-01-01T00:00:00Z"},
                                           {"id":2,"amount":"2.00","modifiedOn":"2024-01-01T00:00:00Z"}]})";
   const std::string new_page = R"({"data":[{"id":1,"amount":"1.50","modifiedOn":"2024-02-01T00:00:00.1234567Z","active":false}]})";
@@ -238,6 +255,140 @@ columns = [ { path = "amount", type = "numeric" } ]
   CHECK(both.updated == 1);
   CHECK(schema.scalar("SELECT amount::bigint FROM {s}.things WHERE id = 2") == 9);
   CHECK(schema.scalar("SELECT pages FROM {s}.sync_runs WHERE run_id = $1", {std::to_string(run)}) == 4);
+}
+
+TEST_CASE("pages of new keys go straight into the table, and keys stored meanwhile by someone else go through the guard",
+          "[sync][store]") {
+  TestSchema schema;
+  PgConnection& db = schema.db();
+  JobSpec spec = things_spec(R"(
+[[children]]
+path = "parts"
+table = "thing_parts"
+columns = [ { path = "n", type = "integer" } ]
+)");
+  apply_migrations(db, schema.name());
+  ensure_job_tables(db, schema.name(), {spec});
+  HandRun hand(db, schema.name(), spec);
+  JobStore& store = hand.store;
+  const std::int64_t run = hand.run;
+  auto commit = [&](std::string body) { return hand.commit(std::move(body)); };
+  auto thing = [](int id, const char* amount, const char* modified) {
+    return fmt::format(R"({{"id":{},"amount":"{}","modifiedOn":"{}","parts":[{{"n":{}}},{{"n":{}}}]}})", id, amount,
+                       modified, id * 10, id * 10 + 1);
+  };
+  // A first load: nothing of the page is stored, so it is copied in as it is.
+  MergeCounts first = commit("{\"data\":[" + thing(1, "1.00", "2024-01-01T00:00:00Z") + "," +
+                             thing(2, "2.00", "2024-01-01T00:00:00Z") + "]}");
+  CHECK(store.last_page_direct());
+  CHECK(first.inserted == 2);
+  // Someone else writes keys 4 (newer than the page's) and 5 (older) in a transaction that is
+  // still open when the page is probed: the probe cannot see them, the copy then waits for that
+  // transaction and collides with its keys once it commits. The page is committed again through
+  // the merge, whose guard keeps the newer version of each row.
+  const std::string s = db.quote_ident(schema.name());
+  MergeCounts merge;
+  {
+    // Only what used the merge counts: the page after (all new) may go straight in again.
+    PgConnection other(database_url());
+    other.exec("BEGIN");
+    other.exec(fmt::format("INSERT INTO {}.things (tenant_id, id, amount, modified_on, active, raw) VALUES "
+                           "(5, 4, 40, '2025-01-01', true, '{{\"id\":4,\"by\":\"someone\"}}'), "
+                           "(5, 5, 50, '2020-01-01', true, '{{\"id\":5,\"by\":\"someone\"}}')",
+                           s));
+    std::thread writer([&] {
+      merge = commit("{\"data\":[" + thing(4, "4.00", "2024-01-01T00:00:00Z") + "," +
+                     thing(5, "5.00", "2024-01-01T00:00:00Z") + "," + thing(6, "6.00", "2024-01-01T00:00:00Z") + "]}");
+    });
+    // The page's copy is waiting for the other transaction (seen from a third connection: the
+    // store's is busy in the thread).
+    PgConnection watcher(database_url());
+    bool waiting = false;
+    for (int i = 0; i < 200 && !waiting; ++i) {
+      waiting = watcher.exec("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                             "AND query LIKE 'COPY %things%'").get_int(0, 0) > 0;
+      if (!waiting) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    CHECK(waiting);
+    other.exec("COMMIT");
+    writer.join();
+  }
+  CHECK_FALSE(store.last_page_direct());
+  CHECK(merge.inserted == 1);
+  CHECK(merge.updated == 1);
+  CHECK(merge.unchanged == 1);
+  CHECK(schema.scalar("SELECT amount::bigint FROM {s}.things WHERE tenant_id = 5 AND id = 4") == 40);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.things WHERE tenant_id = 5 AND id = 4 AND raw ->> 'by' = 'someone'") == 1);
+  CHECK(schema.scalar("SELECT amount::bigint FROM {s}.things WHERE tenant_id = 5 AND id = 5") == 5);
+  CHECK(schema.scalar("SELECT amount::bigint FROM {s}.things WHERE tenant_id = 5 AND id = 6") == 6);
+  // Child rows follow the version stored: none for the row someone else wrote, the page's for
+  // the others; every stored parent of the page has exactly its own.
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.thing_parts WHERE tenant_id = 5 AND parent_id = 4") == 0);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.things WHERE tenant_id = 5") == 5);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.thing_parts WHERE tenant_id = 5 AND parent_id = 5 AND n IN (50, 51)") == 2);
+
+  // After a page that was not all new, the next goes through the merge without a probe; once a
+  // page is all new again, probing resumes.
+  CHECK(commit("{\"data\":[" + thing(7, "7.00", "2024-01-01T00:00:00Z") + "]}").inserted == 1);
+  CHECK_FALSE(store.last_page_direct());
+  // A page that meets a stored key goes through staging and the guarded merge.
+  MergeCounts second = commit("{\"data\":[" + thing(2, "2.50", "2024-02-01T00:00:00Z") + "," +
+                              thing(3, "3.00", "2024-01-01T00:00:00Z") + "]}");
+  CHECK_FALSE(store.last_page_direct());
+  CHECK(second.inserted == 1);
+  CHECK(second.updated == 1);
+  CHECK(schema.scalar("SELECT (amount * 100)::bigint FROM {s}.things WHERE tenant_id = 5 AND id = 2") == 250);
+  CHECK(commit("{\"data\":[" + thing(8, "8.00", "2024-01-01T00:00:00Z") + "]}").inserted == 1);
+  CHECK_FALSE(store.last_page_direct());
+  CHECK(commit("{\"data\":[" + thing(9, "9.00", "2024-01-01T00:00:00Z") + "]}").inserted == 1);
+  CHECK(store.last_page_direct());
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.thing_parts WHERE tenant_id = 5") == 16);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.thing_parts p JOIN {s}.things t ON t.tenant_id = p.tenant_id "
+                      "AND t.id = p.parent_id AND p.n / 10 = t.id") == 16);
+  CHECK(schema.scalar("SELECT pages FROM {s}.sync_runs WHERE run_id = $1", {std::to_string(run)}) == 6);
+}
+
+TEST_CASE("the probe for stored keys reads one index entry per key, even where the statistics say the table is empty",
+          "[sync][store][plans]") {
+  TestSchema schema;
+  PgConnection& db = schema.db();
+  const std::string s = db.quote_ident(schema.name());
+  JobSpec spec = builtin_job("invoices");
+  apply_migrations(db, schema.name());
+  ensure_job_tables(db, schema.name(), {spec});
+  const std::string table = s + ".invoices";
+  auto plan_of_probe = [&] {
+    std::vector<std::string> keys;
+    for (int i = 0; i < 2000; ++i) keys.push_back(std::to_string(900000000 + i * 7));
+    PgResult r = db.exec("EXPLAIN " + stored_keys_sql(table, spec.key_type), {"1001", pg_array_literal(keys)});
+    std::string plan;
+    for (int i = 0; i < r.rows(); ++i) plan += r.get(i, 0) + "\n";
+    return plan;
+  };
+  auto fill = [&](int rows) {
+    db.exec(fmt::format("INSERT INTO {} (tenant_id, id, modified_on, active, raw) SELECT 1001, g, "
+                        "'2024-01-01'::timestamptz + g * interval '1 second', true, "
+                        "jsonb_build_object('id', g, 'summary', repeat('x', 1500)) FROM generate_series($1::bigint, $2::bigint) g",
+                        table),
+            {std::to_string(1), std::to_string(rows)});
+  };
+  db.exec(fmt::format("ALTER TABLE {} SET (autovacuum_enabled = off)", table));
+  // A first load: the table was never analysed.
+  fill(30000);
+  std::string plan = plan_of_probe();
+  INFO(plan);
+  CHECK(plan.find("Index") != std::string::npos);
+  CHECK(plan.find("invoices_pkey") != std::string::npos);
+  CHECK(plan.find("Seq Scan on invoices") == std::string::npos);
+  CHECK(plan.find("Bitmap Heap Scan on invoices") == std::string::npos);
+  // Statistics that describe the table empty while it holds 30,000 rows of the tenant.
+  db.exec(fmt::format("TRUNCATE {0}; ANALYZE {0}", table));
+  fill(30000);
+  plan = plan_of_probe();
+  INFO(plan);
+  CHECK(plan.find("invoices_pkey") != std::string::npos);
+  CHECK(plan.find("Seq Scan on invoices") == std::string::npos);
+  CHECK(plan.find("Bitmap Heap Scan on invoices") == std::string::npos);
 }
 
 TEST_CASE("kill -9 at several points of a run, then a rerun, equals the truth", "[sync][crash]") {
