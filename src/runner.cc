@@ -80,7 +80,8 @@ class Fleet {
   /// process that starts while others of a round still run joins it, however late it started
   /// (cron, a Kubernetes Job's pods, a slow start); one that starts when none runs opens a new
   /// round. Without rounds (--due, the daemon) only the tenant locks apply: cadence prevents repeats.
-  Fleet(const Settings& settings, bool rounds) : db_(settings.database_url, session_options(settings)) {
+  /// `db`: the fleet's connection (the one that applied the migrations: one connection less to open).
+  Fleet(std::unique_ptr<PgConnection> db, const Settings& settings, bool rounds) : db_ptr_(std::move(db)) {
     schema_q_ = db_.quote_ident(settings.schema);
     schema_ = settings.schema;
     char host[256] = "";
@@ -185,7 +186,8 @@ class Fleet {
   void unlock(std::int64_t tenant) {
     db_.exec("SELECT pg_advisory_unlock(hashtextextended($1, 0))", {lock_key(tenant)});
   }
-  PgConnection db_;
+  std::unique_ptr<PgConnection> db_ptr_;
+  PgConnection& db_ = *db_ptr_;
   std::string schema_q_, schema_, started_, holder_;
 };
 
@@ -221,11 +223,9 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
   if (!settings.tls_verify)
     log::warn("TLS certificate verification is OFF (tls_verify = false): use only for testing");
   std::map<std::string, std::string> unprepared;  // job → why its table could not be altered
-  {
-    PgConnection db(settings.database_url, session_options(settings));
-    apply_migrations(db, settings.schema);
-    unprepared = ensure_job_tables(db, settings.schema, specs);
-  }
+  auto fleet_db = std::make_unique<PgConnection>(settings.database_url, session_options(settings));
+  apply_migrations(*fleet_db, settings.schema);
+  unprepared = ensure_job_tables(*fleet_db, settings.schema, specs);
   for (const auto& [job, why] : unprepared) log::error("job {}: {}", job, why);
   auto spec_of = [&](const std::string& name) {
     return &*std::find_if(specs.begin(), specs.end(), [&](const JobSpec& j) { return j.name == name; });
@@ -238,9 +238,8 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
     sessions[t.id] = std::make_unique<TenantSession>(t, settings.requests_per_second, clock);
     config_of[t.id] = &t;
   }
-  Fleet fleet(settings, !options.due);
-  PgConnection state_db(settings.database_url, session_options(settings));
-  const std::string schema_q = state_db.quote_ident(settings.schema);
+  Fleet fleet(std::move(fleet_db), settings, !options.due);
+  std::unique_ptr<PgConnection> state_db;  // reads which jobs are due (--due only)
   // A claimed tenant's jobs for this run (with --due, only those due now).
   auto work_for = [&](std::int64_t tenant) {
     TenantWork w;
@@ -258,11 +257,12 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
       std::map<std::string, double> since;  // job → seconds since its last success (or not-permitted)
       PgResult r(nullptr);  // no rows: every job is due
       try {
-        if (!state_db.healthy()) state_db.reconnect();
-        r = state_db.exec(
+        if (!state_db) state_db = std::make_unique<PgConnection>(settings.database_url, session_options(settings));
+        if (!state_db->healthy()) state_db->reconnect();
+        r = state_db->exec(
           fmt::format("SELECT job, extract(epoch FROM now() - greatest(last_success_at, not_permitted_at)) "
                       "FROM {}.sync_state WHERE tenant_id = $1 AND greatest(last_success_at, not_permitted_at) IS NOT NULL",
-                      schema_q),
+                      state_db->quote_ident(settings.schema)),
           {std::to_string(tenant)});
       } catch (const PgError& e) {
         log::warn("tenant {}: cannot read which jobs are due ({}); running all of them", tenant, e.what());
