@@ -69,7 +69,8 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
   const std::string typed_differ =
       stored_row.empty() ? "" : fmt::format(" OR ROW({}) IS DISTINCT FROM ROW({})", stored_row, incoming_row);
   copy_sql_ = fmt::format("COPY {} ({}) FROM STDIN", stage_q_, col_list);
-  // The same columns but the last (ordinal) name the job table's own.
+  // The same columns but the last (ordinal) name the job table's own; synced_at takes its
+  // default, now(), which is what the merge writes, and deleted_at stays NULL.
   copy_direct_sql_ = fmt::format("COPY {} ({}) FROM STDIN", table_q_, col_list.substr(0, col_list.rfind(", ")));
   any_stored_sql_ = stored_keys_sql(table_q_, spec.key_type);
   // The raw column's type as the table has it (raw_type applies when a table is created): json

@@ -313,9 +313,15 @@ TEST_CASE("benchmarks", "[bench]") {
       schema.db().exec("CHECKPOINT");
       return run_stsync_timed({"run", "--jobs", "invoices"}, env).seconds;
     };
-    const double empty_fresh = timed_into(0, true), full_fresh = timed_into(320000, true);
-    const double empty_stale = timed_into(0, false), full_stale = timed_into(320000, false);
-    fmt::print("40,000 new invoices into a table holding 320,000 of the tenant vs an empty one (target <= 1.2):\n"
+    // Best of two each, alternating (the machine is shared).
+    double empty_fresh = 1e9, full_fresh = 1e9, empty_stale = 1e9, full_stale = 1e9;
+    for (int round = 0; round < 2; ++round) {
+      empty_fresh = std::min(empty_fresh, timed_into(0, true));
+      full_fresh = std::min(full_fresh, timed_into(320000, true));
+      empty_stale = std::min(empty_stale, timed_into(0, false));
+      full_stale = std::min(full_stale, timed_into(320000, false));
+    }
+    fmt::print("40,000 new invoices into a table holding 320,000 of the tenant vs an empty one, best of two each (target <= 1.2):\n"
                "  fresh statistics: {:.2f} s vs {:.2f} s = {:.2f}; statistics of an empty table: {:.2f} s vs {:.2f} s = {:.2f}\n\n",
                full_fresh, empty_fresh, full_fresh / empty_fresh, full_stale, empty_stale, full_stale / empty_stale);
   }
