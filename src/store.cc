@@ -31,12 +31,13 @@ std::string micros(std::string_view column) {
 
 std::string stored_keys_sql(const std::string& table, ColumnType key_type) {
   // One index probe per key, whatever the table's size or statistics. The probe is a LATERAL
-  // subquery with a LIMIT, which the planner cannot turn into a join of its choosing. Simpler forms are at the mercy of the statistics: on a table
-  // not analysed yet (a first load, before autovacuum) the planner believes the tenant holds a
-  // few hundred rows and scans all of them for every page, or worse, once per key (seen: 0.1 s
-  // on page 2 of a first load, 0.9 s on page 10). For a key alone it has nothing cheaper than
-  // the primary key (a sequential scan only of a table of a few pages, whose size it reads
-  // from the table itself, not from the statistics).
+  // subquery with a LIMIT, which the planner cannot turn into a join of its choosing. Simpler
+  // forms are at the mercy of the statistics: on a table not analysed yet (a first load, before
+  // autovacuum) the planner believes the tenant holds a few hundred rows and scans all of them
+  // for every page, or worse, once per key (seen: 0.1 s on page 2 of a first load, 0.9 s on
+  // page 10). For a key alone it has nothing cheaper than the primary key (a sequential scan
+  // only of a table of a few pages, whose size it reads from the table itself, not from the
+  // statistics).
   return fmt::format("SELECT count(*) FROM unnest($2::{}[]) AS k(id) CROSS JOIN LATERAL "
                      "(SELECT 1 FROM {} t WHERE t.tenant_id = $1 AND t.id = k.id LIMIT 1) AS stored",
                      column_type_sql(key_type), table);
