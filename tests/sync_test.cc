@@ -296,15 +296,21 @@ columns = [ { path = "n", type = "integer" } ]
                            "(5, 4, 40, '2025-01-01', true, '{{\"id\":4,\"by\":\"someone\"}}'), "
                            "(5, 5, 50, '2020-01-01', true, '{{\"id\":5,\"by\":\"someone\"}}')",
                            s));
+    std::string failure;  // an exception must not leave the thread
     std::thread writer([&] {
-      merge = commit("{\"data\":[" + thing(4, "4.00", "2024-01-01T00:00:00Z") + "," +
-                     thing(5, "5.00", "2024-01-01T00:00:00Z") + "," + thing(6, "6.00", "2024-01-01T00:00:00Z") + "]}");
+      try {
+        merge = commit("{\"data\":[" + thing(4, "4.00", "2024-01-01T00:00:00Z") + "," +
+                       thing(5, "5.00", "2024-01-01T00:00:00Z") + "," + thing(6, "6.00", "2024-01-01T00:00:00Z") + "]}");
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
     });
     // The page's copy is waiting for the other transaction (seen from a third connection: the
     // store's is busy in the thread).
     PgConnection watcher(database_url());
     bool waiting = false;
-    for (int i = 0; i < 200 && !waiting; ++i) {
+    // (At most 8 s: the store's lock_timeout is 10 s; a slow sanitizer build needs more than 1.)
+    for (int i = 0; i < 320 && !waiting; ++i) {
       waiting = watcher.exec("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                              "AND query LIKE 'COPY %things%'").get_int(0, 0) > 0;
       if (!waiting) std::this_thread::sleep_for(std::chrono::milliseconds(25));
@@ -312,6 +318,8 @@ columns = [ { path = "n", type = "integer" } ]
     CHECK(waiting);
     other.exec("COMMIT");
     writer.join();
+    INFO(failure);
+    REQUIRE(failure.empty());
   }
   CHECK_FALSE(store.last_page_direct());
   CHECK(merge.inserted == 1);
