@@ -308,7 +308,7 @@ TEST_CASE("a fleet of four processes with one config syncs every tenant once per
   // ratio is ~0.55; in the Release build ~0.35).
 }
 
-TEST_CASE("a fleet process killed mid-round leaves its tenants to the others and the next round; exact", "[fleet]") {
+TEST_CASE("a fleet process killed mid-round leaves its tenants to the others and the next round, exact", "[fleet]") {
   Fleet50 f(40);
   const auto [seconds, codes] = f.round(4, 700);
   CHECK(codes[0] == 128 + SIGKILL);

@@ -456,7 +456,7 @@ TEST_CASE("two runs started together never write the same job and both exit clea
   require_equal_to_truth(schema, sandbox, kTenantA);
 }
 
-TEST_CASE("check authenticates and connects without writing; wrong credentials exit 3", "[sync][cli]") {
+TEST_CASE("check authenticates and connects without writing", "[sync][cli]") {
   TestSandbox sandbox;
   TestSchema schema;
   auto env = stsync_env(sandbox, schema, kTenantA);
@@ -464,16 +464,41 @@ TEST_CASE("check authenticates and connects without writing; wrong credentials e
   CHECK(ok.exit_code == 0);
   CHECK(ok.out.find("credentials accepted") != std::string::npos);
   CHECK(schema.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = $1", {schema.name()}) == 0);
-  auto bad = with_env(env, {{"ST_CLIENT_SECRET", "wrong-secret-value"}});
-  CHECK(run_stsync({"check"}, bad).exit_code == 3);
+  ProcessResult help = run_stsync({"run", "--help"}, env);
+  CHECK(help.exit_code == 0);
+  CHECK(help.out.find("--full-refresh") != std::string::npos);
+}
+
+TEST_CASE("wrong credentials exit 3 from check and run and the secret is never printed", "[sync][cli]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto bad = with_env(stsync_env(sandbox, schema, kTenantA), {{"ST_CLIENT_SECRET", "wrong-secret-value"}});
+  ProcessResult check = run_stsync({"check"}, bad);
+  CHECK(check.exit_code == 3);
+  CHECK(check.out.find("wrong-secret-value") == std::string::npos);
+  CHECK(check.err.find("wrong-secret-value") == std::string::npos);
   ProcessResult run = run_stsync({"run"}, bad);
   CHECK(run.exit_code == 3);
   CHECK(run.err.find("rejected the client credentials") != std::string::npos);
   CHECK(run.err.find("wrong-secret-value") == std::string::npos);
-  CHECK(run_stsync({"run", "--jobs", "nonsense"}, env).exit_code == 2);
+}
+
+TEST_CASE("an unknown job or an unknown command exits 2", "[sync][cli]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  ProcessResult job = run_stsync({"run", "--jobs", "nonsense"}, env);
+  CHECK(job.exit_code == 2);
+  CHECK(job.err.find("nonsense") != std::string::npos);
   CHECK(run_stsync({"frobnicate"}, env).exit_code == 2);
-  CHECK(run_stsync({"run"}, with_env(env, {{"DATABASE_URL", "host=127.0.0.1 port=1 user=x dbname=x"}})).exit_code == 4);
-  ProcessResult help = run_stsync({"run", "--help"}, env);
-  CHECK(help.exit_code == 0);
-  CHECK(help.out.find("--full-refresh") != std::string::npos);
+}
+
+TEST_CASE("a PostgreSQL that refuses connections exits 4 and names the refusal", "[sync][cli]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA),
+                      {{"DATABASE_URL", "host=127.0.0.1 port=1 user=x dbname=x"}, {"STSYNC_DB_RECONNECT_ATTEMPTS", "0"}});
+  ProcessResult run = run_stsync({"run"}, env);
+  CHECK(run.exit_code == 4);
+  CHECK(run.err.find("refused") != std::string::npos);
 }
