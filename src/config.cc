@@ -110,7 +110,7 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
                {"environment", "auth_url", "api_url", "app_key", "requests_per_second",
                 "timeout_seconds", "connect_timeout_seconds", "max_attempts",
                 "retry_budget_seconds", "max_backoff_seconds", "list_safety_seconds",
-                "tls_verify", "ca_file", "max_response_mb", "max_json_depth"},
+                "tls_verify", "ca_file", "max_response_mb", "max_json_depth", "max_clock_skew_seconds"},
                "[servicetitan]");
     read(*st, "environment", s.environment, "servicetitan");
     read(*st, "auth_url", s.auth_url, "servicetitan");
@@ -123,12 +123,14 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
     read(*st, "retry_budget_seconds", s.retry_budget_seconds, "servicetitan");
     read(*st, "max_backoff_seconds", s.max_backoff_seconds, "servicetitan");
     read(*st, "list_safety_seconds", s.list_safety_seconds, "servicetitan");
+    read(*st, "max_clock_skew_seconds", s.max_clock_skew_seconds, "servicetitan");
     read(*st, "tls_verify", s.tls_verify, "servicetitan");
     read(*st, "ca_file", s.ca_file, "servicetitan");
     std::optional<double> max_mb;
     read_optional(*st, "max_response_mb", max_mb, "servicetitan");
     if (max_mb) {
-      if (*max_mb <= 0 || *max_mb > 1 << 20) fail("config: servicetitan.max_response_mb must be above 0");
+      if (!(*max_mb >= 0.01 && *max_mb <= 4096))
+        fail(fmt::format("config: servicetitan.max_response_mb must be between 0.01 and 4096 (not {})", *max_mb));
       s.max_response_bytes = static_cast<std::int64_t>(*max_mb * (1 << 20));
     }
     read(*st, "max_json_depth", s.max_json_depth, "servicetitan");
@@ -330,10 +332,14 @@ Settings load_settings(const std::optional<std::string>& path, const EnvLookup& 
     s.db_reconnect_attempts = env_integer(*v, "STSYNC_DB_RECONNECT_ATTEMPTS");
   if (auto v = env("STSYNC_STATEMENT_TIMEOUT_SECONDS"))
     s.statement_timeout_seconds = env_number(*v, "STSYNC_STATEMENT_TIMEOUT_SECONDS");
+  if (auto v = env("STSYNC_MAX_EXPORT_PAGES")) s.max_export_pages = env_integer(*v, "STSYNC_MAX_EXPORT_PAGES");
+  if (auto v = env("STSYNC_MAX_CLOCK_SKEW_SECONDS"))
+    s.max_clock_skew_seconds = env_number(*v, "STSYNC_MAX_CLOCK_SKEW_SECONDS");
   if (auto v = env("STSYNC_LOCK_TIMEOUT_SECONDS")) s.lock_timeout_seconds = env_number(*v, "STSYNC_LOCK_TIMEOUT_SECONDS");
   if (auto v = env("STSYNC_MAX_RESPONSE_MB")) {
     const double mb = env_number(*v, "STSYNC_MAX_RESPONSE_MB");
-    if (mb <= 0) fail("STSYNC_MAX_RESPONSE_MB must be above 0");
+    if (!(mb >= 0.01 && mb <= 4096))
+      fail(fmt::format("STSYNC_MAX_RESPONSE_MB must be between 0.01 and 4096 (not {})", mb));
     s.max_response_bytes = static_cast<std::int64_t>(mb * (1 << 20));
   }
 
@@ -365,8 +371,10 @@ Settings load_settings(const std::optional<std::string>& path, const EnvLookup& 
     s.api_url = production ? "https://api.servicetitan.io" : "https://api-integration.servicetitan.io";
   while (!s.auth_url.empty() && s.auth_url.back() == '/') s.auth_url.pop_back();
   while (!s.api_url.empty() && s.api_url.back() == '/') s.api_url.pop_back();
-  if (s.requests_per_second <= 0 || s.requests_per_second > 60)
-    fail("requests_per_second must be above 0 and at most 60 (ServiceTitan's limit per tenant)");
+  // At least one request every 10 s: a rate far below that (1e-7) would make a run wait for months.
+  if (!(s.requests_per_second >= 0.1 && s.requests_per_second <= 60))
+    fail(fmt::format("requests_per_second must be between 0.1 and 60 (ServiceTitan's limit per tenant), not {}",
+                     s.requests_per_second));
   if (s.parallel < 1 || s.parallel > 64) fail("parallel must be between 1 and 64");
   if (s.page_connections < 1 || s.page_connections > 2) fail("page_connections must be 1 or 2");
   if (s.max_attempts < 1) fail("max_attempts must be at least 1");
@@ -380,8 +388,19 @@ Settings load_settings(const std::optional<std::string>& path, const EnvLookup& 
   if (s.max_backoff_seconds <= 0) fail("max_backoff_seconds must be above 0");
   non_negative(s.list_safety_seconds, "list_safety_seconds");
   non_negative(s.db_reconnect_attempts, "database.reconnect_attempts");
-  non_negative(s.statement_timeout_seconds, "database.statement_timeout_seconds");
-  non_negative(s.lock_timeout_seconds, "database.lock_timeout_seconds");
+  // PostgreSQL takes these in whole milliseconds up to INT_MAX: 0 means "none", anything between 0
+  // and 1 ms would round to "none" and anything above ~24.8 days would overflow.
+  auto pg_timeout = [](double v, const char* name) {
+    if (v == 0) return;
+    if (!(v >= 0.001 && v <= 2147483.0))
+      fail(fmt::format("{} must be 0 (no timeout) or between 0.001 and 2147483 seconds, not {}", name, v));
+  };
+  pg_timeout(s.statement_timeout_seconds, "database.statement_timeout_seconds");
+  pg_timeout(s.lock_timeout_seconds, "database.lock_timeout_seconds");
+  if (s.max_export_pages < 1) fail(fmt::format("STSYNC_MAX_EXPORT_PAGES must be at least 1, not {}", s.max_export_pages));
+  if (!(s.max_clock_skew_seconds >= 1 && s.max_clock_skew_seconds <= 366.0 * 86400))
+    fail(fmt::format("servicetitan.max_clock_skew_seconds must be between 1 and 31622400 (366 days), not {}",
+                     s.max_clock_skew_seconds));
   if (s.max_json_depth < 4 || s.max_json_depth > 1024) fail("max_json_depth must be 4..1024");
   if (s.schema.empty()) fail("the schema name must not be empty");
   return s;
@@ -389,8 +408,9 @@ Settings load_settings(const std::optional<std::string>& path, const EnvLookup& 
 
 SessionOptions session_options(const Settings& settings) {
   SessionOptions o;
-  o.statement_timeout_ms = static_cast<int>(settings.statement_timeout_seconds * 1000);
-  o.lock_timeout_ms = static_cast<int>(settings.lock_timeout_seconds * 1000);
+  // Validated to 0 or 1 ms .. INT_MAX ms by load_settings.
+  o.statement_timeout_ms = static_cast<int>(std::llround(settings.statement_timeout_seconds * 1000));
+  o.lock_timeout_ms = static_cast<int>(std::llround(settings.lock_timeout_seconds * 1000));
   return o;
 }
 

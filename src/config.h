@@ -51,10 +51,18 @@ struct Settings {
   double retry_budget_seconds = 300;  // total backoff one job may spend
   double max_backoff_seconds = 60;
   int list_safety_seconds = 60;    // list windows end this long before the server's clock
+  // How far a response's Date may be from this machine's clock before the response is refused:
+  // list windows, complete-through and watermarks follow the server's clock, so one wrong Date
+  // (a year ahead) would otherwise move them into the future and silently skip a year of changes.
+  double max_clock_skew_seconds = 300;
+  // An export walk that still has more after this many pages stops (a feed that never ends).
+  int max_export_pages = 100000;
   int db_reconnect_attempts = 6;   // per page, when PostgreSQL goes away mid-run (~30 s in all)
   double statement_timeout_seconds = 300;  // one of stsync's SQL statements (0: none)
   double lock_timeout_seconds = 10;        // waiting for a table lock (adding a column)
-  std::int64_t max_response_bytes = 512LL << 20;  // a decompressed response body
+  // A decompressed response body; more is an error while it streams. Peak memory is bounded by
+  // about 3× this (the body, its COPY rows, parser state) plus ~64 MB: see the README.
+  std::int64_t max_response_bytes = 128LL << 20;
   int max_json_depth = 64;                 // nesting of a page's JSON
   bool tls_verify = true;
   std::string ca_file;

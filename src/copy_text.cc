@@ -117,4 +117,12 @@ bool replace_nul_in_json(std::string& json) {
   return replaced;
 }
 
+std::string shorten_utf8(std::string_view text, size_t max_bytes) {
+  if (text.size() <= max_bytes) return std::string(text);
+  size_t n = max_bytes;
+  // Continuation bytes are 10xxxxxx: back up to the lead byte of the character that does not fit.
+  while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
+  return std::string(text.substr(0, n));
+}
+
 }  // namespace stsync

@@ -46,4 +46,8 @@ bool replace_nul_in_text(std::string& value);
 /// `\ufffd`. Escaped backslashes (`\\u0000`) are left alone. Returns true when replaced.
 bool replace_nul_in_json(std::string& json);
 
+/// The longest prefix of `text` of at most `max_bytes` bytes that ends on a UTF-8 character
+/// boundary (a value shortened to a column never ends in half a character).
+std::string shorten_utf8(std::string_view text, size_t max_bytes);
+
 }  // namespace stsync

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <simdjson.h>
 
+#include <algorithm>
 #include <mutex>
 
 #include "errors.h"
@@ -58,9 +59,17 @@ struct CurlTransport::Impl {
       Impl& impl = *static_cast<Impl*>(self);
       std::string& body = impl.current->body;
       // Decompressed bytes: the cap holds whatever the wire size or Content-Length claims.
-      if (static_cast<long long>(body.size() + size * n) > impl.options.max_body_bytes) {
+      const size_t need = body.size() + size * n;
+      if (static_cast<long long>(need) > impl.options.max_body_bytes) {
         impl.too_large = true;
         return 0;
+      }
+      if (body.capacity() < need + simdjson::SIMDJSON_PADDING) {
+        // Grow by doubling, but never past the cap (plus simdjson's padding): a body cut at
+        // max_response_mb never held more than that, and the padding added at the end never
+        // copies the body once more.
+        const size_t cap = static_cast<size_t>(impl.options.max_body_bytes) + simdjson::SIMDJSON_PADDING;
+        body.reserve(std::min(cap, std::max(need + simdjson::SIMDJSON_PADDING, body.capacity() * 2)));
       }
       body.append(data, size * n);
       return size * n;
@@ -112,7 +121,9 @@ HttpResponse CurlTransport::perform(const HttpRequest& request) {
   // Pages of one feed are alike in size: room for the last one's body (and simdjson's padding)
   // up front, instead of growing by doubling and copying a page's worth of bytes on the way.
   if (impl_->last_body_size > (1 << 20))
-    response.body.reserve(impl_->last_body_size + impl_->last_body_size / 8 + simdjson::SIMDJSON_PADDING);
+    response.body.reserve(std::min<size_t>(impl_->last_body_size + impl_->last_body_size / 8,
+                                           static_cast<size_t>(o.max_body_bytes)) +
+                          simdjson::SIMDJSON_PADDING);
   impl_->error_buffer[0] = '\0';
   if (stop_requested()) throw Error(ErrorKind::interrupted, fmt::format("stopped by {}", stop_signal_name()));
   Slist headers;

@@ -40,7 +40,7 @@ struct CurlOptions {
   bool tls_verify = true;
   std::string ca_file;
   bool compressed = true;  // ask for gzip
-  long long max_body_bytes = 512LL << 20;  // decompressed; more is an error (a gzip bomb, an endless body)
+  long long max_body_bytes = 128LL << 20;  // decompressed; more is an error (a gzip bomb, an endless body)
 };
 
 class CurlTransport final : public HttpTransport {

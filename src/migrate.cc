@@ -114,7 +114,13 @@ int apply_migrations(PgConnection& db, const std::string& schema) {
   db.exec("BEGIN");
   try {
     lock_schema(db, schema);
-    db.exec(fmt::format("CREATE SCHEMA IF NOT EXISTS {}", s));
+    // Only when it is missing: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege on the
+    // database even when the schema exists, which a least-privilege role that owns a
+    // pre-created schema does not have.
+    if (db.exec("SELECT count(*) FROM pg_catalog.pg_namespace WHERE nspname = $1", {schema}).get_int(0, 0) == 0)
+      db.exec(fmt::format("CREATE SCHEMA IF NOT EXISTS {}", s));
+    // Migrations that need the schema's name inside a PL/pgSQL block read it from here.
+    db.exec("SELECT set_config('stsync.schema', $1, true)", {schema});
     db.exec(fmt::format(
         "CREATE TABLE IF NOT EXISTS {}.schema_migrations (version integer PRIMARY KEY, "
         "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",

@@ -1,5 +1,7 @@
 #include "pg.h"
 
+#include "copy_text.h"
+
 #include <fmt/format.h>
 
 namespace stsync {
@@ -89,7 +91,12 @@ void PgConnection::fail(const PGresult* result, std::string_view what) {
   const char* detail = result ? PQresultErrorField(result, PG_DIAG_MESSAGE_DETAIL) : nullptr;
   std::string sqlstate = state ? state : "";
   std::string message = primary ? primary : first_line(PQerrorMessage(conn_));
-  if (detail) message += fmt::format(" ({})", first_line(detail));
+  if (detail) {
+    // A DETAIL can quote a whole failing row ("Failing row contains (…)"): a bounded excerpt.
+    std::string d = first_line(detail);
+    if (d.size() > 160) d = shorten_utf8(d, 157) + "...";
+    message += fmt::format(" ({})", d);
+  }
   const ErrorKind kind =
       PQstatus(conn_) != CONNECTION_OK ? ErrorKind::db_unavailable : classify_sqlstate(sqlstate);
   throw PgError(kind,
@@ -119,11 +126,11 @@ PgResult PgConnection::exec(const std::string& sql, const Params& params) {
   return result;
 }
 
-void PgConnection::copy_in(const std::string& copy_sql, std::string_view data) {
-  copy_in(copy_sql, std::vector<std::string_view>{data});
+std::int64_t PgConnection::copy_in(const std::string& copy_sql, std::string_view data) {
+  return copy_in(copy_sql, std::vector<std::string_view>{data});
 }
 
-void PgConnection::copy_in(const std::string& copy_sql, const std::vector<std::string_view>& parts) {
+std::int64_t PgConnection::copy_in(const std::string& copy_sql, const std::vector<std::string_view>& parts) {
   {
     PGresult* r = PQexec(conn_, copy_sql.c_str());
     std::unique_ptr<PGresult, decltype(&PQclear)> guard(r, &PQclear);
@@ -144,7 +151,10 @@ void PgConnection::copy_in(const std::string& copy_sql, const std::vector<std::s
     while ((rest = PQgetResult(conn_)) != nullptr) PQclear(rest);
     fail(keep.get(), "COPY");
   }
+  // The rows PostgreSQL stored: a BEFORE trigger that returns NULL makes it fewer than were sent.
+  const std::int64_t stored = std::atoll(PQcmdTuples(r.get()));
   while (PGresult* rest = PQgetResult(conn_)) PQclear(rest);
+  return stored;
 }
 
 }  // namespace stsync

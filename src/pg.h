@@ -67,9 +67,10 @@ class PgConnection {
   PgResult exec(const std::string& sql);
   PgResult exec(const std::string& sql, const Params& params);
   /// Runs `COPY … FROM STDIN` and streams `data` (COPY text) in large chunks.
-  void copy_in(const std::string& copy_sql, std::string_view data);
+  /// Returns the number of rows PostgreSQL stored (COPY's own count).
+  std::int64_t copy_in(const std::string& copy_sql, std::string_view data);
   /// The same with the data in parts, sent in order (no buffer to assemble them in).
-  void copy_in(const std::string& copy_sql, const std::vector<std::string_view>& parts);
+  std::int64_t copy_in(const std::string& copy_sql, const std::vector<std::string_view>& parts);
   /// Rolls back the open transaction if the connection still works; never throws.
   void rollback_quietly() noexcept;
   /// True while the connection is usable.

@@ -116,6 +116,25 @@ HttpResponse ServiceTitanClient::get(const std::string& path_and_query, const st
   return perform_with_retries(req, what, true);
 }
 
+void ServiceTitanClient::check_server_clock(const std::string& http_date, const std::string& what) const {
+  const std::optional<Ticks> server = parse_http_date(http_date);
+  if (!server) return;
+  const Ticks local = now_ticks();
+  const Ticks skew = *server - local;
+  const Ticks tolerance = static_cast<Ticks>(settings_.max_clock_skew_seconds * kTicksPerSecond);
+  if (skew <= tolerance && -skew <= tolerance) return;
+  // Refused, not clamped: which clock is wrong cannot be told from here, and either way the
+  // windows and marks that follow the server's clock would be wrong (a Date years ahead would
+  // mark years of changes as read).
+  throw Error(ErrorKind::bad_data,
+              fmt::format("{}: the API's clock (Date: {}) is {} {} this machine's clock ({}), beyond "
+                          "servicetitan.max_clock_skew_seconds = {:g}; nothing of this response is stored. Fix the "
+                          "clock that is wrong (NTP on this machine), or report the API's clock",
+                          what, http_date, describe_duration(skew < 0 ? -skew : skew),
+                          skew > 0 ? "ahead of" : "behind", format_timestamp(local, 0),
+                          settings_.max_clock_skew_seconds));
+}
+
 HttpResponse ServiceTitanClient::perform_with_retries(const HttpRequest& base,
                                                       const std::string& what, bool authorized) {
   const std::string endpoint = base.url.substr(0, base.url.find('?'));
@@ -134,7 +153,10 @@ HttpResponse ServiceTitanClient::perform_with_retries(const HttpRequest& base,
     try {
       ++counters_.requests;
       HttpResponse r = transport_.perform(req);
-      if (r.date) session_.note_server_date(*r.date);
+      if (r.date) {
+        check_server_clock(*r.date, what);
+        session_.note_server_date(*r.date);
+      }
       if (r.status == 429) ++counters_.throttled;
       if (r.status >= 200 && r.status < 300) return r;
       if (!authorized && (r.status == 400 || r.status == 401)) {

@@ -66,6 +66,9 @@ class ServiceTitanClient {
   HttpResponse perform_with_retries(const HttpRequest& request, const std::string& what,
                                     bool authorized);
   std::string fetch_token();
+  /// Throws Error(bad_data) when a response's Date is further from this machine's clock than
+  /// servicetitan.max_clock_skew_seconds.
+  void check_server_clock(const std::string& http_date, const std::string& what) const;
 
   const Settings& settings_;
   TenantSession& session_;

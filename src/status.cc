@@ -58,14 +58,19 @@ std::string render_status(const Settings& settings, bool json) {
       "  coalesce(to_char(st.last_success_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), "
       "  coalesce(st.last_error, ''), "
       "  coalesce(extract(epoch FROM now() - coalesce(st.complete_through, st.watermark))::bigint, -1), "
-      "  coalesce(extract(epoch FROM now() - st.last_success_at)::bigint, -1) "
+      "  coalesce(extract(epoch FROM now() - st.last_success_at)::bigint, -1), "
+      // A mark ahead of the clock: written under a wrong API clock (the next run repairs it).
+      "  coalesce(greatest(st.complete_through, st.reconciled_at, st.watermark) > now() + make_interval(secs => $1), "
+      "           false) "
       "FROM {0}.sync_state st LEFT JOIN {0}.sync_runs r ON r.run_id = st.last_run_id "
       "ORDER BY st.tenant_id, st.job",
-      s));
+      s), {fmt::format("{}", settings.max_clock_skew_seconds)});
+  auto future = [&](int i) { return r.get(i, 13) == "t"; };
   // Stale: no success within twice the job's cadence (not-permitted jobs are not stale).
   std::map<std::string, int> every;
   for (const JobSpec& j : resolve_jobs(settings)) every[j.name] = j.every_seconds;
   auto stale = [&](int i) {
+    if (future(i)) return true;
     if (r.get(i, 4) == "not_permitted") return false;
     const std::int64_t since = r.get_int(i, 12);
     auto it = every.find(r.get(i, 1));
@@ -98,8 +103,9 @@ std::string render_status(const Settings& settings, bool json) {
       out += ",\"last_error\":";
       if (r.get(i, 10).empty()) out += "null";
       else append_json_string(out, r.get(i, 10));
-      out += fmt::format(",\"lag_seconds\":{},\"stale\":{}}}", r.get(i, 11) == "-1" ? "null" : r.get(i, 11),
-                         stale(i) ? "true" : "false");
+      out += fmt::format(",\"lag_seconds\":{},\"stale\":{},\"state_in_future\":{}}}",
+                         r.get(i, 11) == "-1" || future(i) ? "null" : r.get(i, 11), stale(i) ? "true" : "false",
+                         future(i) ? "true" : "false");
     }
     out += "\n]\n";
     return out;
@@ -109,8 +115,9 @@ std::string render_status(const Settings& settings, bool json) {
                     "LAST RUN", "PAGES", "INSERTED", "UPDATED", "LAST SUCCESS / LAST ERROR");
   for (int i = 0; i < r.rows(); ++i) {
     std::string tail = r.get(i, 10).empty() ? r.get(i, 9) : "ERROR: " + r.get(i, 10);
-    if (tail.size() > 120) tail = tail.substr(0, 117) + "...";
+    if (tail.size() > 120) tail = shorten_utf8(tail, 117) + "...";
     if (stale(i)) tail = "STALE " + tail;
+    if (future(i)) tail = "STATE IN THE FUTURE (a wrong API clock; the next run repairs it) " + tail;
     out += fmt::format(fmt::runtime(row_format), r.get(i, 0), r.get(i, 1), lookup(rows, r.get(i, 1), r.get(i, 0)),
                        lookup(quarantined, r.get(i, 1), r.get(i, 0)), r.get(i, 2) == "t" ? "yes" : "no",
                        r.get(i, 3), human(r.get_int(i, 11)), r.get(i, 4), r.get(i, 6), r.get(i, 7), r.get(i, 8),
@@ -186,10 +193,11 @@ namespace {
 struct JobFigures {
   std::string tenant, job, last_outcome;
   double last_success = 0, lag = -1, last_duration = 0, now = 0;
+  bool future_state = false;  // a mark ahead of the clock (written under a wrong API clock)
   std::int64_t inserted = 0, updated = 0, pages = 0, requests = 0, throttled = 0, retries = 0, failed = 0;
 };
 
-std::vector<JobFigures> read_figures(PgConnection& db, const std::string& schema) {
+std::vector<JobFigures> read_figures(PgConnection& db, const std::string& schema, double max_clock_skew) {
   const std::string s = db.quote_ident(schema);
   std::vector<JobFigures> out;
   if (db.exec("SELECT to_regclass($1) IS NOT NULL", {s + ".sync_state"}).get(0, 0) != "t") return out;
@@ -203,7 +211,9 @@ std::vector<JobFigures> read_figures(PgConnection& db, const std::string& schema
       "  coalesce(extract(epoch FROM now() - coalesce(st.complete_through, st.watermark)), -1), "
       "  coalesce(extract(epoch FROM lr.finished_at - lr.started_at), 0), "
       "  coalesce(agg.inserted, 0), coalesce(agg.updated, 0), coalesce(agg.pages, 0), {1}, "
-      "  coalesce(agg.failed, 0), extract(epoch FROM now()) "
+      "  coalesce(agg.failed, 0), extract(epoch FROM now()), "
+      "  coalesce(greatest(st.complete_through, st.reconciled_at, st.watermark) > now() + make_interval(secs => {3}), "
+      "           false) "
       "FROM {0}.sync_state st LEFT JOIN {0}.sync_runs lr ON lr.run_id = st.last_run_id "
       "LEFT JOIN (SELECT tenant_id, job, sum(rows_inserted) AS inserted, sum(rows_updated) AS updated, "
       "  sum(pages) AS pages, {2} count(*) FILTER (WHERE outcome = 'failed') AS failed "
@@ -211,7 +221,8 @@ std::vector<JobFigures> read_figures(PgConnection& db, const std::string& schema
       "ORDER BY 1, 2",
       s,
       counters ? "coalesce(agg.requests, 0), coalesce(agg.throttled, 0), coalesce(agg.retries, 0)" : "0, 0, 0",
-      counters ? "sum(requests) AS requests, sum(throttled) AS throttled, sum(retries) AS retries," : ""));
+      counters ? "sum(requests) AS requests, sum(throttled) AS throttled, sum(retries) AS retries," : "",
+      max_clock_skew));
   for (int i = 0; i < r.rows(); ++i) {
     JobFigures f;
     f.tenant = r.get(i, 0);
@@ -228,6 +239,7 @@ std::vector<JobFigures> read_figures(PgConnection& db, const std::string& schema
     f.retries = r.get_int(i, 11);
     f.failed = r.get_int(i, 12);
     f.now = std::atof(r.get(i, 13).c_str());
+    f.future_state = r.get(i, 14) == "t";
     out.push_back(std::move(f));
   }
   return out;
@@ -235,6 +247,7 @@ std::vector<JobFigures> read_figures(PgConnection& db, const std::string& schema
 
 // Stale: no success within twice the job's cadence (a job that is not permitted is not stale).
 bool is_stale(const JobFigures& f, const std::map<std::string, int>& every, double max_age = 0) {
+  if (f.future_state) return true;  // it would read nothing until repaired
   if (f.last_outcome == "not_permitted") return false;
   double limit = max_age;
   if (limit <= 0) {
@@ -254,7 +267,7 @@ std::map<std::string, int> cadences(const Settings& settings) {
 
 std::string render_metrics(const Settings& settings) {
   PgConnection db(settings.database_url, session_options(settings));
-  const std::vector<JobFigures> figures = read_figures(db, settings.schema);
+  const std::vector<JobFigures> figures = read_figures(db, settings.schema, settings.max_clock_skew_seconds);
   const std::map<std::string, int> every = cadences(settings);
   struct Metric {
     const char* name;
@@ -314,10 +327,12 @@ void write_metrics_file(const Settings& settings, const std::string& path) {
 std::vector<std::string> stale_jobs(const Settings& settings, double max_age_seconds) {
   PgConnection db(settings.database_url, session_options(settings));
   std::vector<std::string> out;
-  for (const JobFigures& f : read_figures(db, settings.schema))
+  for (const JobFigures& f : read_figures(db, settings.schema, settings.max_clock_skew_seconds))
     if (is_stale(f, {}, max_age_seconds))
       out.push_back(fmt::format("tenant {} job {}: {}", f.tenant, f.job,
-                                f.last_success <= 0 ? std::string("never succeeded")
+                                f.future_state ? std::string("state in the future (a wrong API clock; the next run "
+                                                             "repairs it)")
+                                : f.last_success <= 0 ? std::string("never succeeded")
                                                     : fmt::format("last success {:.0f} s ago", f.now - f.last_success)));
   return out;
 }

@@ -326,8 +326,30 @@ bool JobStore::copy_direct(const ParsedPage& page) {
     begin = end;
   }
   page_went_direct_ = true;
-  db_.copy_in(copy_direct_sql_, parts);
+  require_stored(spec_.table, db_.copy_in(copy_direct_sql_, parts), static_cast<std::int64_t>(page.row_ends.size()));
   return true;
+}
+
+void JobStore::require_stored(const std::string& table, std::int64_t stored, std::int64_t sent) const {
+  if (stored == sent) return;
+  throw Error(ErrorKind::db,
+              fmt::format("{}table {}: PostgreSQL stored {} of the page's {} rows: a trigger or rule on the table "
+                          "skips rows, so stsync cannot keep it exact; nothing of the page is committed. Remove it "
+                          "(an AFTER trigger is fine), then rerun",
+                          where_.empty() ? "" : where_ + ": ", table, stored, sent));
+}
+
+bool JobStore::table_skips_rows() {
+  // Once per job run: user triggers (BEFORE ones can drop a row by returning NULL) or rules on
+  // the job table make the merge's RETURNING the only word on what was stored, so then every
+  // page is checked against the table (one index probe per row).
+  if (!skips_rows_)
+    skips_rows_ = db_.exec("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = to_regclass($1) AND "
+                           "NOT tgisinternal AND (tgtype & 2) <> 0) OR EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite "
+                           "WHERE ev_class = to_regclass($1) AND rulename <> '_RETURN')",
+                           {table_q_})
+                      .get(0, 0) == "t";
+  return *skips_rows_;
 }
 
 MergeCounts JobStore::merge_rows(const ParsedPage& page, std::string_view rows, bool single) {
@@ -348,6 +370,16 @@ MergeCounts JobStore::merge_rows(const ParsedPage& page, std::string_view rows, 
     counts.updated = merged->get_int(0, 2);
     counts.unchanged = staged - counts.inserted - counts.updated;
     if (!single) direct_hopeful_ = counts.inserted == staged;
+    if (counts.unchanged > 0 && table_skips_rows()) {
+      // "Unchanged" must mean: the table holds this version or a newer one.
+      const std::int64_t missing =
+          db_.exec(fmt::format("SELECT count(*) FROM {} s WHERE NOT EXISTS (SELECT 1 FROM {} t WHERE t.tenant_id = "
+                               "s.tenant_id AND t.id = s.id AND coalesce(t.modified_on, '-infinity') >= "
+                               "coalesce(s.modified_on, '-infinity'))",
+                               stage_q_, table_q_))
+              .get_int(0, 0);
+      require_stored(spec_.table, staged - missing, staged);
+    }
   }
   if (child_sql_.empty()) return counts;
   // The records whose children are written (by their position in the page), and the parents whose
@@ -395,7 +427,11 @@ MergeCounts JobStore::merge_rows(const ParsedPage& page, std::string_view rows, 
     }
     if (run_end > run_begin) parts.push_back(all.substr(run_begin, run_end - run_begin));
     if (!cleared.empty()) db_.exec(child_sql_[k].delete_sql, {std::to_string(tenant_), ids});
-    if (total > 0) db_.copy_in(child_sql_[k].copy_sql, parts);
+    if (total > 0) {
+      std::int64_t sent = 0;
+      for (std::string_view part : parts) sent += static_cast<std::int64_t>(std::count(part.begin(), part.end(), '\n'));
+      require_stored(child_sql_[k].table, db_.copy_in(child_sql_[k].copy_sql, parts), sent);
+    }
   }
   return counts;
 }
@@ -459,6 +495,7 @@ MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState* state,
                                   const std::string& where, const CommitGates* gates) {
   bool by_record = false;
   direct_refused_ = false;
+  where_ = where;
   for (;;) {
     MergeCounts counts;
     page_went_direct_ = false;

@@ -129,6 +129,12 @@ class JobStore {
   void quarantine_record(std::optional<std::string> id, const std::string& where, const std::string& error,
                          std::string_view raw);
   void write_state(const JobState& state, std::int64_t run_id, const MergeCounts& counts);
+  /// Throws Error(db) naming the table when PostgreSQL stored fewer rows than were sent.
+  void require_stored(const std::string& table, std::int64_t stored, std::int64_t sent) const;
+  /// Whether the job table has user triggers or rules that may skip rows (asked once).
+  bool table_skips_rows();
+  std::optional<bool> skips_rows_;
+  std::string where_;  // the page being committed, for messages
   int lock_backend_pid_ = 0;  // the server session that took the lock (a helper: its own session)
   bool helper_ = false;
   std::string raw_type_;  // "jsonb" or "json": the job table's raw column

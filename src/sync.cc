@@ -49,6 +49,38 @@ void JobRunner::check_run_time(const std::string& where) const {
                           options_.max_run_seconds));
 }
 
+void JobRunner::repair_future_state(JobState& state) const {
+  // A state written under a wrong clock (an API Date years ahead, before stsync refused such
+  // Dates) would make list jobs read nothing for years while reporting success. The marks that
+  // come from the API's clock must not be ahead of this machine's by more than the tolerance.
+  const Ticks limit = now_ticks() + static_cast<Ticks>(settings_.max_clock_skew_seconds * kTicksPerSecond);
+  auto future = [&](const std::optional<Ticks>& t) { return t && *t > limit; };
+  std::vector<std::string> found;
+  if (future(state.complete_through)) found.push_back("complete through " + format_timestamp(*state.complete_through, 0));
+  if (future(state.reconciled_at)) found.push_back("reconciled at " + format_timestamp(*state.reconciled_at, 0));
+  if (future(state.list_pass_start)) found.push_back("list pass start " + format_timestamp(*state.list_pass_start, 0));
+  // A per-parent job's cursor is the database's clock, not the API's.
+  if (spec_.parent.empty() && future(state.list_cursor))
+    found.push_back("list cursor " + format_timestamp(*state.list_cursor, 0));
+  if (future(state.watermark)) found.push_back("watermark " + format_timestamp(*state.watermark, 0));
+  if (found.empty()) return;
+  std::string list;
+  for (const std::string& f : found) list += (list.empty() ? "" : ", ") + f;
+  // Where the walk really stood is unknown: the list walk starts over (a first pass over
+  // createdOn, merged through the guard: nothing is lost or duplicated); the export feed keeps
+  // the server's token, which no clock wrote. The watermark only reports lag: capped at now.
+  state.complete_through.reset();
+  state.reconciled_at.reset();
+  state.list_pass_start.reset();
+  state.list_pass_field.reset();
+  if (spec_.parent.empty()) state.list_cursor.reset();
+  if (future(state.watermark)) state.watermark = now_ticks();
+  log::warn("{}: the stored state is in the future ({}), written under a wrong clock; {}", what("state"), list,
+            mode_ == SyncMode::export_feed ? "resuming from the export token, the marks reset"
+                                           : "reading the resource again from the start (rows are merged, nothing is "
+                                             "lost)");
+}
+
 JobStore::RunCounters JobRunner::run_counters() const {
   const auto& c = client_.counters();
   return {c.requests.load(), c.throttled.load(), c.retries.load()};
@@ -70,6 +102,7 @@ JobResult JobRunner::run() {
   try {
     JobState state = store.load_state();
     run_id = store.begin_run(mode_);
+    repair_future_state(state);
     log::info("job {} tenant {}: starting ({} mode{})", spec_.name, session_.tenant().id,
               mode_name(mode_), options_.full_refresh ? ", full refresh" : "");
     if (mode_ == SyncMode::export_feed && spec_.export_path.empty())
@@ -148,6 +181,14 @@ JobResult JobRunner::run() {
     }
     if (e.kind() == ErrorKind::interrupted) log::warn("{}{}", result_.error, advice);
     else log::error("{}{}", result_.error, advice);
+    if (run_id != 0 && !db_.healthy()) {
+      // The connection broke (PostgreSQL went away): one attempt to record the failure as such,
+      // instead of the next run calling it "interrupted: the process ended".
+      try {
+        db_.reconnect();
+      } catch (const Error&) {
+      }
+    }
     if (run_id != 0 && db_.healthy()) {
       try {
         store.finish_run(run_id, e.kind() == ErrorKind::interrupted ? "interrupted" : "failed", result_.error,
@@ -203,7 +244,9 @@ MergeCounts JobRunner::commit_on(JobStore& store, PgConnection& db, const Parsed
         clock_.sleep(0.05 * attempt);
         continue;
       }
-      if (e.kind() != ErrorKind::db_unavailable || attempt > settings_.db_reconnect_attempts) throw;
+      // Every database error names its job, tenant and page, with PostgreSQL's own words.
+      if (e.kind() != ErrorKind::db_unavailable || attempt > settings_.db_reconnect_attempts)
+        throw PgError(e.kind(), fmt::format("{}: {}", where, e.what()), e.sqlstate(), e.context());
       const double wait = std::min(30.0, 0.5 * (1 << std::min(attempt - 1, 6)));
       log::warn("{}: {}; reconnecting in {:.1f} s ({} of {})", where, e.what(), wait, attempt,
                 settings_.db_reconnect_attempts);
@@ -212,6 +255,11 @@ MergeCounts JobRunner::commit_on(JobStore& store, PgConnection& db, const Parsed
         db.reconnect();
       } catch (const PgError& again) {
         log::warn("{}: {}", what("reconnect"), again.what());
+        // PostgreSQL stays away: the refusal itself is the error, not a call on a dead handle.
+        if (attempt >= settings_.db_reconnect_attempts)
+          throw PgError(again.kind(),
+                        fmt::format("{}: {} (gave up after {} reconnect attempts)", where, again.what(), attempt),
+                        again.sqlstate(), again.context());
         continue;
       }
       if (!store.resume_after_reconnect())
@@ -283,6 +331,11 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
   }
   int token_retries = 0;
   bool date_fallback_used = false;
+  // Every token this walk followed: a feed whose continueFrom goes back to any of them cycles.
+  std::unordered_set<std::string> tokens_seen;
+  if (from && from_token) tokens_seen.insert(*from);
+  // A walk bound far above any tenant's size (export pages hold up to 5,000 rows): 100,000 pages.
+  const int max_pages = settings_.max_export_pages;
   auto query_for = [&](const std::optional<std::string>& f) {
     std::string q = base + "?includeRecentChanges=" + (spec_.include_recent_changes ? "true" : "false");
     if (!spec_.export_filter.empty()) q += "&" + spec_.export_filter;
@@ -356,6 +409,7 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
           // First the last committed token once more (a rejection may be passing), then the date.
           ++token_retries;
           from = state.export_token;
+          tokens_seen = {*from};  // the walk restarts there: tokens met again are not a cycle
           log::warn("{}: the continueFrom token was rejected ({}); trying the last committed token again", where,
                     e.what());
           --page_no;
@@ -364,6 +418,7 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
         if (rejected && !date_fallback_used) {
           // Rows re-read from there are merged idempotently: nothing is lost or duplicated.
           date_fallback_used = true;
+          tokens_seen.clear();
           from = date_fallback();
           from_token = false;
           log::warn("{}: the continueFrom token was rejected again ({}); restarting from {}", where, e.what(),
@@ -383,6 +438,26 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
       if (page.has_more && !page.continue_from)
         throw Error(ErrorKind::bad_data, fmt::format("{}: hasMore is true but continueFrom is missing", where));
       const bool same_token = page.has_more && from_token && from && *from == *page.continue_from;
+      if (page.has_more && !same_token && !tokens_seen.insert(*page.continue_from).second) {
+        // A token this walk already followed: the feed goes back (a cycle of two or more pages)
+        // and would be walked forever. Nothing of this page is stored; the state stays at the
+        // last committed page.
+        drain(last_lane);
+        throw Error(ErrorKind::bad_data,
+                    fmt::format("{}: the feed's continueFrom goes back to a token this walk already followed "
+                                "(after {} pages); stopping instead of looping. The stored state stays at the last "
+                                "good page; if it repeats, run this job with --full-refresh or report the feed",
+                                where, page_no - 1));
+      }
+      if (page.has_more && page_no > max_pages) {
+        drain(last_lane);
+        throw Error(ErrorKind::bad_data,
+                    fmt::format("{}: the feed still has more after {} pages ({} rows), far more than any "
+                                "ServiceTitan tenant holds; stopping instead of walking forever (the state stays "
+                                "at the last good page)",
+                                where, page_no - 1, result_.counts.inserted + result_.counts.updated +
+                                                        result_.counts.unchanged));
+      }
       if (same_token && page.records == 0)
         throw Error(ErrorKind::bad_data, fmt::format("{}: the feed returned the same token and no rows; "
                                                      "stopping instead of looping",

@@ -101,6 +101,9 @@ class JobRunner {
               const std::string& where);
   std::string what(const std::string& page) const;
   JobStore::RunCounters run_counters() const;
+  /// Resets the marks of a state written under a wrong clock (ahead of this machine's clock by
+  /// more than the tolerance), with a warning.
+  void repair_future_state(JobState& state) const;
   void report_progress() const;
   /// Past --max-run-time: throws Error(interrupted) at a page boundary (everything before it is
   /// committed; the next run resumes there).

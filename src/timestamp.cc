@@ -166,4 +166,12 @@ std::optional<Ticks> parse_http_date(std::string_view s) {
   return (days_from_civil(y, month, d) * 86400 + h * 3600 + mi * 60 + sec) * kTicksPerSecond;
 }
 
+std::string describe_duration(Ticks span) {
+  const std::int64_t seconds = span / kTicksPerSecond;
+  if (seconds < 120) return std::to_string(seconds) + " s";
+  if (seconds < 7200) return std::to_string(seconds / 60) + " min";
+  if (seconds < 172800) return std::to_string(seconds / 3600) + " h";
+  return std::to_string(seconds / 86400) + " days";
+}
+
 }  // namespace stsync

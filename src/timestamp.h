@@ -22,6 +22,9 @@ std::string format_timestamp(Ticks t, int fraction_digits = 7);
 /// Formats for PostgreSQL timestamptz input: microseconds, truncated (floor) from ticks.
 std::string format_timestamp_pg(Ticks t);
 
+/// A non-negative span for people: "45 s", "12 min", "5 h", "3652 days".
+std::string describe_duration(Ticks span);
+
 /// Wall clock now, in ticks.
 Ticks now_ticks();
 

@@ -7,6 +7,7 @@
 #include "exit_status.h"
 #include "job_spec.h"
 #include "page_parser.h"
+#include "pg.h"
 #include "rate_limiter.h"
 #include "retry.h"
 #include "runner.h"
@@ -168,7 +169,7 @@ TEST_CASE("bad configuration is one clear error", "[unit][config]") {
   CHECK_THROWS_WITH(load_settings(std::nullopt, fake_env({{"ST_ENVIRONMENT", "staging"}}), warnings),
                     Catch::Contains("ST_ENVIRONMENT"));
   CHECK_THROWS_WITH(load_settings(std::nullopt, fake_env({{"STSYNC_REQUESTS_PER_SECOND", "100"}}), warnings),
-                    Catch::Contains("at most 60"));
+                    Catch::Contains("between 0.1 and 60"));
   CHECK_THROWS_WITH(load_settings(std::nullopt, fake_env({{"ST_TENANT_ID", "abc"}}), warnings),
                     Catch::Contains("ST_TENANT_ID"));
 }
@@ -184,7 +185,7 @@ TEST_CASE("numbers in the environment are whole numbers, durations are never neg
   CHECK_THROWS_WITH(load_settings(std::nullopt, fake_env({{"STSYNC_RETRY_BUDGET_SECONDS", "-5"}}), warnings),
                     Catch::Contains("retry_budget_seconds must not be negative"));
   CHECK_THROWS_WITH(load_settings(std::nullopt, fake_env({{"STSYNC_LOCK_TIMEOUT_SECONDS", "-1"}}), warnings),
-                    Catch::Contains("lock_timeout_seconds must not be negative"));
+                    Catch::Contains("lock_timeout_seconds must be 0 (no timeout) or between 0.001 and 2147483"));
   CHECK_THROWS_WITH(load_settings(std::nullopt, fake_env({{"STSYNC_MAX_RESPONSE_MB", "0"}}), warnings),
                     Catch::Contains("STSYNC_MAX_RESPONSE_MB"));
   Settings ok = load_settings(std::nullopt, fake_env({{"STSYNC_STATEMENT_TIMEOUT_SECONDS", "90"},
@@ -641,4 +642,25 @@ TEST_CASE("job files refuse keys, parents and shapes that cannot work", "[unit][
              Catch::Contains("reserved"));
   CHECK(err("name='x'\nlist_path='p'\nmode='created'\ncreated_field='submittedOn'\n"
             "created_params=['submittedOnOrAfter','submittedBefore']\ncolumns=[]\n") == "accepted");
+}
+
+TEST_CASE("settings at the edges of their real ranges are refused with the range", "[unit][config]") {
+  std::vector<std::string> warnings;
+  // 2,147,484 s overflows PostgreSQL's milliseconds; 0.0001 s would round to "no timeout".
+  CHECK_THROWS_WITH(load_settings(std::nullopt, fake_env({{"STSYNC_STATEMENT_TIMEOUT_SECONDS", "2147484"}}), warnings),
+                    Catch::Contains("between 0.001 and 2147483 seconds"));
+  CHECK_THROWS_WITH(load_settings(std::nullopt, fake_env({{"STSYNC_LOCK_TIMEOUT_SECONDS", "0.0001"}}), warnings),
+                    Catch::Contains("between 0.001 and 2147483 seconds"));
+  CHECK_THROWS_WITH(load_settings(std::nullopt, fake_env({{"STSYNC_REQUESTS_PER_SECOND", "1e-7"}}), warnings),
+                    Catch::Contains("between 0.1 and 60"));
+  CHECK_THROWS_WITH(load_settings(std::nullopt, fake_env({{"STSYNC_MAX_CLOCK_SKEW_SECONDS", "0"}}), warnings),
+                    Catch::Contains("max_clock_skew_seconds must be between 1 and"));
+  CHECK_THROWS_WITH(load_settings(std::nullopt, fake_env({{"STSYNC_MAX_RESPONSE_MB", "5000"}}), warnings),
+                    Catch::Contains("between 0.01 and 4096"));
+  Settings edge = load_settings(std::nullopt, fake_env({{"STSYNC_STATEMENT_TIMEOUT_SECONDS", "2147483"},
+                                                        {"STSYNC_LOCK_TIMEOUT_SECONDS", "0.001"}}),
+                                warnings);
+  CHECK(session_options(edge).statement_timeout_ms == 2147483000);
+  CHECK(session_options(edge).lock_timeout_ms == 1);
+  CHECK(load_settings(std::nullopt, fake_env({}), warnings).max_clock_skew_seconds == 300);
 }

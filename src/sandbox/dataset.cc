@@ -21,7 +21,6 @@ std::uint64_t mix_seed(std::uint64_t a, std::uint64_t b) {
 namespace {
 
 constexpr Ticks kDay = 86400 * kTicksPerSecond;
-constexpr Ticks kDefaultStart = 1767225600LL * kTicksPerSecond;  // 2026-01-01T00:00:00Z
 
 // Ids above 2^53 (where a double loses integers) for every 40th row: they must survive exactly.
 constexpr std::int64_t kBigIdBase = 9007199254740993LL;
@@ -47,7 +46,9 @@ void append_rows(PageRows& out, const Row& row) {
 }  // namespace
 
 Dataset::Dataset(DatasetOptions options) : options_(std::move(options)) {
-  if (options_.clock_start == 0) options_.clock_start = kDefaultStart;
+  // The real API's clock is the real time: so is the sandbox's at start (whole seconds), so that a
+  // client's check of the server's Date against its own clock meets what it would in production.
+  if (options_.clock_start == 0) options_.clock_start = now_ticks() / kTicksPerSecond * kTicksPerSecond;
   reset();
 }
 

@@ -94,7 +94,7 @@ struct TenantSetup {
 struct DatasetOptions {
   std::uint64_t seed = 42;
   std::vector<TenantSetup> tenants;
-  Ticks clock_start = 0;        // sandbox time at start; 0 = a fixed 2026-01-01T00:00:00Z
+  Ticks clock_start = 0;        // sandbox time at start; 0 = the real time when it starts
   bool clock_frozen = true;     // false: sandbox time also flows with real time
   Quirks quirks;                // build-time ones (disorder, styles, future) apply at reset
 };

@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
   app.add_option("--employees", employees, "Employees per tenant")->capture_default_str();
   app.add_option("--rows", rows, "Rows per tenant of every other catalogued resource")->capture_default_str();
   app.add_option("--seed", o.data.seed, "Data seed")->capture_default_str();
-  app.add_option("--clock-start", clock_start, "Sandbox time at start (RFC 3339; default 2026-01-01T00:00:00Z)");
+  app.add_option("--clock-start", clock_start, "Sandbox time at start (RFC 3339; default: the real time)");
   app.add_flag("--flowing-clock", flowing_clock, "Let sandbox time flow with real time (default: frozen, moved by /_sandbox/clock)");
   app.add_option("--app-key", o.app_key, "The ST-App-Key clients must send")->capture_default_str();
   app.add_option("--token-ttl", o.token_ttl_seconds, "Access token lifetime, seconds")->capture_default_str();

@@ -17,7 +17,8 @@ namespace {
 const char* const kFaultNames[] = {"http500", "http502", "http503", "http504", "maintenance409",
                                    "throttle", "reset", "truncate", "slow", "html", "empty",
                                    "throttle_bare", "slow_body", "bad_json", "no_data", "no_id", "wrong_type", "bad_timestamp",
-                                   "huge_number", "refused_values", "deep_json", "stuck_token", "none"};
+                                   "huge_number", "refused_values", "deep_json", "stuck_token", "cycle_token",
+                                   "endless_body", "huge_page", "none"};
 constexpr int kFaultCount = static_cast<int>(std::size(kFaultNames));
 // Random faults (a rate with no kinds given) are drawn from the transient ones only: the data
 // faults would fail every run that meets them, which is what a test asks for by name.
@@ -517,10 +518,21 @@ void Server::handle_resource(const httplib::Request& req, httplib::Response& res
     served = page->rows.count;
     body.reserve(page->rows.data.size() + 200);
     // stuck_token: a broken feed that hands back the token it was given, with hasMore=true.
+    // cycle_token: one that goes back to the token the client sent before this one (a cycle of
+    // two pages), with hasMore=true.
+    const std::string from_now = param("from").value_or("");
+    std::string from_before;
+    {
+      std::lock_guard lock(mutex_);
+      std::string& last = last_export_from_[{*tenant, resource}];
+      from_before = last;
+      last = from_now;
+    }
     const bool stuck = data_fault == FaultKind::stuck_token && q.after_seq;
+    const bool cycle = data_fault == FaultKind::cycle_token && q.after_seq && !from_before.empty();
     body = fmt::format(R"({{"hasMore":{},"continueFrom":"{}","data":[)",
-                       page->has_more || stuck ? "true" : "false",
-                       stuck ? *param("from") : encode_export_token(*tenant, resource, page->continue_seq));
+                       page->has_more || stuck || cycle ? "true" : "false",
+                       stuck ? from_now : cycle ? from_before : encode_export_token(*tenant, resource, page->continue_seq));
     body += page->rows.data;
     body += "]}";
   } else {
@@ -647,6 +659,36 @@ void Server::handle_resource(const httplib::Request& req, httplib::Response& res
     });
     return;
   }
+  if (data_fault == FaultKind::endless_body) {
+    // A 200 whose body never ends (a broken proxy, a server bug): valid JSON records, chunk after
+    // chunk, until the client hangs up (or 64 GB).
+    auto chunk = std::make_shared<std::string>();
+    while (chunk->size() < (1 << 20))
+      *chunk += R"({"id":1,"name":"endless","modifiedOn":"2025-01-01T00:00:00Z","active":true},)";
+    res.set_chunked_content_provider(kJson, [chunk](size_t offset, httplib::DataSink& sink) {
+      if (offset == 0) {
+        const std::string head = R"({"hasMore":false,"continueFrom":"x","data":[)";
+        return sink.write(head.data(), head.size());
+      }
+      if (offset > (64ULL << 30)) {
+        sink.done();
+        return true;
+      }
+      return sink.write(chunk->data(), chunk->size());
+    });
+    return;
+  }
+  if (data_fault == FaultKind::huge_page) {
+    // A valid page of about huge_page_bytes: the first record carries a long string.
+    std::int64_t bytes;
+    {
+      std::lock_guard lock(mutex_);
+      bytes = options_.faults.huge_page_bytes;
+    }
+    const size_t pos = body.find("\"data\":[{");
+    if (pos != std::string::npos && bytes > static_cast<std::int64_t>(body.size()))
+      body.insert(pos + 9, "\"padding\":\"" + std::string(static_cast<size_t>(bytes) - body.size(), 'p') + "\",");
+  }
   if (data_fault) corrupt_page(*data_fault, resource, body);
   send_page(req, res, std::move(body));
 }
@@ -763,6 +805,7 @@ void Server::handle_admin(const httplib::Request& req, httplib::Response& res) {
     if (req.has_param("rate")) options_.faults.rate = std::atof(param("rate").c_str());
     if (auto s = parse_int(param("seed"))) fault_rng_ = Rng(static_cast<std::uint64_t>(*s));
     if (auto s = parse_int(param("slow_ms"))) options_.faults.slow_ms = static_cast<int>(*s);
+    if (auto s = parse_int(param("huge_page_bytes"))) options_.faults.huge_page_bytes = *s;
     auto parse_list = [&](const std::string& list, std::vector<FaultKind>& out) {
       size_t start = 0;
       while (start < list.size()) {

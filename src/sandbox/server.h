@@ -26,7 +26,8 @@ namespace stsync::sandbox {
 // placeholder in a queue of faults: this call goes through).
 enum class FaultKind { http500, http502, http503, http504, maintenance409, throttle, reset, truncate,
                        slow, html, empty, throttle_bare, slow_body, bad_json, no_data, no_id, wrong_type, bad_timestamp,
-                       huge_number, refused_values, deep_json, stuck_token, none };
+                       huge_number, refused_values, deep_json, stuck_token, cycle_token, endless_body, huge_page,
+                       none };
 std::string_view fault_name(FaultKind kind);
 std::optional<FaultKind> parse_fault(std::string_view name);
 
@@ -35,6 +36,7 @@ struct FaultOptions {
   std::vector<FaultKind> kinds;    // drawn from uniformly; empty = every kind
   std::uint64_t seed = 1;
   int slow_ms = 3000;
+  std::int64_t huge_page_bytes = 64LL << 20;  // huge_page: the page padded to about this size
 };
 
 struct ServerOptions {
@@ -112,6 +114,7 @@ class Server {
   std::map<std::string, TokenInfo> tokens_;
   std::map<std::int64_t, TenantStats> stats_;
   std::deque<FaultKind> queued_faults_;
+  std::map<std::pair<std::int64_t, std::string>, std::string> last_export_from_;  // for cycle_token
   std::map<std::int64_t, std::set<std::string>> denied_;  // tenant → resources or modules answering 403
   Rng fault_rng_{1};
   std::int64_t faults_injected_ = 0;

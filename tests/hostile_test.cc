@@ -1,0 +1,216 @@
+// A hostile world (issue 23): an API clock that is wrong, a feed whose token goes back, bodies
+// that never end or are huge. Each must end in a clear failure or an exact result, never in a
+// silent "succeeded" with rows missing, and never in a walk without end.
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include "support.h"
+
+using namespace stsync;
+using namespace stsync::test;
+
+namespace {
+
+constexpr const char* kTenYears = "315360000";
+
+void require_exact(TestSchema& schema, TestSandbox& sandbox, const std::vector<std::string>& jobs) {
+  for (const std::string& job : jobs) {
+    std::vector<std::string> problems = compare_with_truth(schema, sandbox, builtin_job(job), kTenantA);
+    INFO("job " << job);
+    for (const std::string& p : problems) UNSCOPED_INFO(p);
+    CHECK(problems.empty());
+  }
+}
+
+// The environment of a production run: the clock check at its default tolerance.
+std::map<std::string, std::string> strict_clock_env(TestSandbox& sandbox, TestSchema& schema) {
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  env.erase("STSYNC_MAX_CLOCK_SKEW_SECONDS");
+  return env;
+}
+
+std::int64_t marks_in_future(TestSchema& schema) {
+  return schema.scalar(
+      "SELECT count(*) FROM {s}.sync_state WHERE greatest(complete_through, reconciled_at, watermark, list_cursor, "
+      "list_pass_start) > now() + interval '300 seconds'");
+}
+
+}  // namespace
+
+TEST_CASE("an API clock ten years ahead fails the run, moves no mark into the future, and a run after it is fixed is exact",
+          "[hostile][clock]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = strict_clock_env(sandbox, schema);
+  REQUIRE(run_stsync({"run", "--mode", "list"}, env).exit_code == 0);
+  sandbox.admin("changes", fmt::format("tenant={}&resource=invoices&n=30", kTenantA));
+  sandbox.admin("clock", fmt::format("advance_seconds={}", kTenYears));
+  ProcessResult wrong = run_stsync({"run", "--mode", "list"}, env);
+  CHECK(wrong.exit_code != 0);
+  CHECK(wrong.err.find("ahead of this machine's clock") != std::string::npos);
+  CHECK(marks_in_future(schema) == 0);
+  // The API's clock is right again: the changes made before are read, nothing was skipped.
+  sandbox.admin("clock", fmt::format("advance_seconds=-{}", kTenYears));
+  sandbox.admin("clock", "advance_seconds=120");
+  REQUIRE(run_stsync({"run", "--mode", "list"}, env).exit_code == 0);
+  require_exact(schema, sandbox, {"invoices", "employees"});
+  CHECK(marks_in_future(schema) == 0);
+}
+
+TEST_CASE("an API clock ten years behind fails the run instead of reading nothing", "[hostile][clock]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = strict_clock_env(sandbox, schema);
+  sandbox.admin("clock", fmt::format("advance_seconds=-{}", kTenYears));
+  ProcessResult r = run_stsync({"run", "--mode", "list"}, env);
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find("behind this machine's clock") != std::string::npos);
+  CHECK(r.err.find("max_clock_skew_seconds") != std::string::npos);
+}
+
+TEST_CASE("a state left in the future by a wrong clock shows in status and the next run repairs it, exact",
+          "[hostile][clock]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = strict_clock_env(sandbox, schema);
+  REQUIRE(run_stsync({"run", "--mode", "list"}, env).exit_code == 0);
+  // What an older version wrote when one response's Date said 2036.
+  schema.db().exec(fmt::format("UPDATE {}.sync_state SET complete_through = '2035-12-31', reconciled_at = '2035-12-31', "
+                               "watermark = '2035-12-31'",
+                               schema.db().quote_ident(schema.name())));
+  sandbox.admin("changes", fmt::format("tenant={}&resource=invoices&n=30", kTenantA));
+  sandbox.admin("clock", "advance_seconds=120");
+  ProcessResult status = run_stsync({"status"}, env);
+  CHECK(status.out.find("STATE IN THE FUTURE") != std::string::npos);
+  CHECK(run_stsync({"status", "--fail-if-stale", "2h"}, env).exit_code != 0);
+  ProcessResult repair = run_stsync({"run", "--mode", "list"}, env);
+  CHECK(repair.exit_code == 0);
+  CHECK(repair.err.find("the stored state is in the future") != std::string::npos);
+  require_exact(schema, sandbox, {"invoices", "employees"});
+  CHECK(marks_in_future(schema) == 0);
+  CHECK(run_stsync({"status"}, env).out.find("STATE IN THE FUTURE") == std::string::npos);
+}
+
+TEST_CASE("a continueFrom that goes back to an earlier token stops the job at the last good page, and the next run is exact",
+          "[hostile][export]") {
+  auto o = TestSandbox::default_options();
+  o.export_batch = 100;  // 600 invoices: six pages
+  TestSandbox sandbox(o);
+  TestSchema schema;
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  // Every page goes back to the token sent before: page 3 points at page 2's token, forever.
+  sandbox.admin("faults", "rate=1&kinds=cycle_token");
+  ProcessResult cycled = run_stsync({"run", "--jobs", "invoices"}, env);
+  CHECK(cycled.exit_code == 1);
+  CHECK(cycled.err.find("goes back to a token this walk already followed") != std::string::npos);
+  // Two good pages were committed with their token; the cycling page was not.
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices") == 200);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_state WHERE job = 'invoices' AND export_token IS NOT NULL") == 1);
+  sandbox.admin("faults", "clear=1");
+  REQUIRE(run_stsync({"run", "--jobs", "invoices"}, env).exit_code == 0);
+  require_exact(schema, sandbox, {"invoices"});
+}
+
+TEST_CASE("an endless response body is cut at max_response_mb while it streams, within the documented memory bound",
+          "[hostile][memory]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_MAX_RESPONSE_MB", "16"}});
+  sandbox.admin("faults", "next=endless_body");
+  Process p({STSYNC_BINARY, "run", "--jobs", "invoices"}, env);
+  long peak_kb = 0;
+  ProcessResult r = p.wait(&peak_kb);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("exceeds max_response_mb") != std::string::npos);
+  // The README's bound: 3 x max_response_mb + 64 MB.
+  WARN(fmt::format("endless body, max_response_mb 16: peak RSS {} MB", peak_kb / 1024));
+  CHECK(peak_kb <= (3 * 16 + 64) * 1024);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices") == 0);
+}
+
+TEST_CASE("a valid page just under max_response_mb is stored within the memory bound, one above fails before it is parsed",
+          "[hostile][memory]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_MAX_RESPONSE_MB", "16"}});
+  sandbox.admin("faults", fmt::format("next=huge_page&huge_page_bytes={}", 15 << 20));
+  Process p({STSYNC_BINARY, "run", "--jobs", "invoices"}, env);
+  long peak_kb = 0;
+  ProcessResult at_bound = p.wait(&peak_kb);
+  CHECK(at_bound.exit_code == 0);
+  WARN(fmt::format("a 15 MB page, max_response_mb 16: peak RSS {} MB", peak_kb / 1024));
+  CHECK(peak_kb <= (3 * 16 + 64) * 1024);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices WHERE raw ? 'padding'") == 1);
+
+  TestSchema other;
+  auto env2 = with_env(stsync_env(sandbox, other, kTenantA), {{"STSYNC_MAX_RESPONSE_MB", "16"}});
+  sandbox.admin("faults", fmt::format("next=huge_page&huge_page_bytes={}", 20 << 20));
+  ProcessResult above = run_stsync({"run", "--jobs", "invoices"}, env2);
+  CHECK(above.exit_code == 1);
+  CHECK(above.err.find("exceeds max_response_mb (16 MB") != std::string::npos);
+  CHECK(other.scalar("SELECT count(*) FROM {s}.invoices") == 0);
+}
+
+TEST_CASE("a trigger that silently skips rows fails the page naming the table, and the run after it is removed is exact",
+          "[hostile][store]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  REQUIRE(run_stsync({"migrate"}, env).exit_code == 0);
+  REQUIRE(run_stsync({"run", "--jobs", "employees"}, env).exit_code == 0);  // creates every job table
+  const std::string s = schema.db().quote_ident(schema.name());
+  schema.db().exec(fmt::format(
+      "CREATE FUNCTION {0}.skip_some() RETURNS trigger LANGUAGE plpgsql AS "
+      "'BEGIN IF NEW.id % 7 = 0 THEN RETURN NULL; END IF; RETURN NEW; END'; "
+      "CREATE TRIGGER skip_some BEFORE INSERT OR UPDATE ON {0}.invoices FOR EACH ROW EXECUTE FUNCTION {0}.skip_some()",
+      s));
+  // A first load (rows copied straight in): refused, nothing of the page stored.
+  ProcessResult first = run_stsync({"run", "--jobs", "invoices"}, env);
+  CHECK(first.exit_code == 1);
+  CHECK(first.err.find("table invoices: PostgreSQL stored") != std::string::npos);
+  CHECK(first.err.find("page 1") != std::string::npos);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices") == 0);
+  // Updates through the guarded merge: refused too.
+  schema.db().exec(fmt::format("ALTER TABLE {}.invoices DISABLE TRIGGER skip_some", s));
+  REQUIRE(run_stsync({"run", "--jobs", "invoices"}, env).exit_code == 0);
+  schema.db().exec(fmt::format("ALTER TABLE {}.invoices ENABLE TRIGGER skip_some", s));
+  sandbox.admin("changes", fmt::format("tenant={}&resource=invoices&n=60", kTenantA));
+  sandbox.admin("clock", "advance_seconds=960");
+  ProcessResult update = run_stsync({"run", "--jobs", "invoices"}, env);
+  CHECK(update.exit_code == 1);
+  CHECK(update.err.find("skips rows") != std::string::npos);
+  // A trigger on a child table.
+  schema.db().exec(fmt::format("DROP TRIGGER skip_some ON {0}.invoices; "
+                               "CREATE FUNCTION {0}.skip_items() RETURNS trigger LANGUAGE plpgsql AS "
+                               "'BEGIN IF NEW.position = 1 THEN RETURN NULL; END IF; RETURN NEW; END'; "
+                               "CREATE TRIGGER skip_items BEFORE INSERT ON {0}.invoices_items FOR EACH ROW "
+                               "EXECUTE FUNCTION {0}.skip_items()",
+                               s));
+  ProcessResult child = run_stsync({"run", "--jobs", "invoices"}, env);
+  CHECK(child.exit_code == 1);
+  CHECK(child.err.find("table invoices_items: PostgreSQL stored") != std::string::npos);
+  schema.db().exec(fmt::format("DROP TRIGGER skip_items ON {}.invoices_items", s));
+  REQUIRE(run_stsync({"run", "--jobs", "invoices"}, env).exit_code == 0);
+  require_exact(schema, sandbox, {"invoices"});
+}
+
+TEST_CASE("a role that owns a pre-created schema but may not create schemas runs, and a hostile schema name is just a name",
+          "[hostile][privilege]") {
+  TestSandbox sandbox;
+  TestSchema schema;  // for the admin connection; the run uses schemas of its own
+  PgConnection& db = schema.db();
+  const std::string role = fmt::format("stsync_least_{}", getpid());
+  const std::string hostile = fmt::format("o'brien $$ \"x\" {}", getpid());
+  db.exec(fmt::format("DROP ROLE IF EXISTS {0}; CREATE ROLE {0} LOGIN; CREATE SCHEMA {1} AUTHORIZATION {0}", role,
+                      db.quote_ident(hostile)));
+  CHECK(db.exec(fmt::format("SELECT has_database_privilege('{}', current_database(), 'CREATE')", role)).get(0, 0) == "f");
+  auto url = database_url() + " user=" + role;
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA), {{"DATABASE_URL", url}, {"STSYNC_SCHEMA", hostile}});
+  ProcessResult r = run_stsync({"run"}, env);
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("permission denied") == std::string::npos);
+  CHECK(db.exec(fmt::format("SELECT count(*) FROM {}.invoices", db.quote_ident(hostile))).get_int(0, 0) == 600);
+  CHECK(run_stsync({"run"}, env).exit_code == 0);  // and a routine run after it
+  db.exec(fmt::format("DROP SCHEMA {} CASCADE; DROP ROLE {}", db.quote_ident(hostile), role));
+}
