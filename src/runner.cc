@@ -22,15 +22,6 @@
 namespace stsync {
 namespace {
 
-CurlOptions curl_options(const Settings& s) {
-  CurlOptions o;
-  o.timeout_seconds = s.timeout_seconds;
-  o.connect_timeout_seconds = s.connect_timeout_seconds;
-  o.tls_verify = s.tls_verify;
-  o.ca_file = s.ca_file;
-  o.max_body_bytes = s.max_response_bytes;
-  return o;
-}
 
 std::vector<TenantConfig> selected_tenants(const Settings& s, const RunOptions& o) {
   if (s.tenants.empty())
@@ -192,6 +183,16 @@ class Fleet {
 };
 
 }  // namespace
+
+CurlOptions curl_options(const Settings& s) {
+  CurlOptions o;
+  o.timeout_seconds = s.timeout_seconds;
+  o.connect_timeout_seconds = s.connect_timeout_seconds;
+  o.tls_verify = s.tls_verify;
+  o.ca_file = s.ca_file;
+  o.max_body_bytes = s.max_response_bytes;
+  return o;
+}
 
 RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& clock) {
   std::vector<JobSpec> all = resolve_jobs(settings);

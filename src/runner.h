@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "config.h"
+#include "http.h"
 #include "retry.h"
 #include "sync.h"
 
@@ -18,6 +19,9 @@ struct RunSummary {
 /// database connection; tenants share a request budget and a token across workers.
 /// Throws Error(config) for a bad selection; PgError when PostgreSQL is unreachable.
 RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& clock);
+
+/// The HTTP transport's options that follow from `settings`.
+CurlOptions curl_options(const Settings& settings);
 
 /// The exit code for a set of job results (see exit_status.h).
 int exit_code_for(const std::vector<JobResult>& results);

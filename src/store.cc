@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "copy_text.h"
 #include "errors.h"
@@ -233,6 +234,12 @@ void JobStore::begin_page() {
   }
 }
 
+void JobStore::drop_temporary_tables() {
+  if (!db_.healthy()) return;
+  db_.exec(fmt::format("DROP TABLE IF EXISTS pg_temp.{}, pg_temp.{}", stage_q_, seen_q_));
+  staging_ready_ = false;
+}
+
 JobState JobStore::load_state() {
   db_.exec(fmt::format("INSERT INTO {}.sync_state (tenant_id, job) VALUES ($1, $2) "
                        "ON CONFLICT DO NOTHING",
@@ -401,7 +408,16 @@ MergeCounts JobStore::merge_rows(const ParsedPage& page, std::string_view rows, 
   }
   std::vector<size_t> written = inserted, cleared = updated;
   written.insert(written.end(), updated.begin(), updated.end());
-  if (rewrite_children_) written = cleared = ordinals(merged->get(0, 5));
+  if (rewrite_children_) {
+    // A full refresh rebuilds the children of every parent it wrote or found the same, but a
+    // parent the merge has just inserted has no children to delete (a first full refresh deletes
+    // nothing): the delete's plan, which stale statistics can spoil, runs only where it must.
+    written = ordinals(merged->get(0, 5));
+    const std::unordered_set<size_t> fresh(inserted.begin(), inserted.end());
+    cleared.clear();
+    for (size_t i : written)
+      if (!fresh.count(i)) cleared.push_back(i);
+  }
   if (delete_for_inserted_) cleared = written;
   if (written.empty()) return counts;
   std::sort(written.begin(), written.end());

@@ -65,6 +65,10 @@ class JobStore {
   /// Takes the session advisory lock of (schema, job, tenant); false when another session has it.
   bool try_lock();
   void unlock();
+  /// Drops this job's temporary tables (staging, seen keys) from the session, outside any
+  /// transaction: at the end of a job run, so that a reused connection holds only the tables of
+  /// the job running on it.
+  void drop_temporary_tables();
   /// The job's state (a fresh row is created on first use).
   JobState load_state();
   /// Marks runs left 'running' by a crashed process as 'interrupted'; opens a run record.

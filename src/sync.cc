@@ -97,6 +97,23 @@ JobResult JobRunner::run() {
     result_.outcome = JobOutcome::skipped;
     return result_;
   }
+  // Whatever ends the run (a result, an Error, any other exception): the job's temporary tables
+  // are dropped and its lock released. The connection serves the next job: a session that kept
+  // every job's ON COMMIT DELETE ROWS staging table would truncate all of them at every COMMIT.
+  struct EndOfRun {
+    JobStore& store;
+    ~EndOfRun() {
+      try {
+        store.drop_temporary_tables();
+      } catch (const std::exception&) {
+      }
+      try {
+        store.unlock();
+      } catch (const std::exception&) {
+        // The session is gone, and its lock and temporary tables with it.
+      }
+    }
+  } end_of_run{store};
   std::int64_t run_id = 0;
   started_ = clock_.monotonic();
   try {
@@ -146,10 +163,6 @@ JobResult JobRunner::run() {
         } catch (const Error&) {
         }
       }
-      try {
-        store.unlock();
-      } catch (const Error&) {
-      }
       return result_;
     }
     result_.outcome = e.kind() == ErrorKind::interrupted ? JobOutcome::interrupted : JobOutcome::failed;
@@ -198,11 +211,6 @@ JobResult JobRunner::run() {
                   session_.tenant().id, e2.what());
       }
     }
-  }
-  try {
-    store.unlock();
-  } catch (const Error&) {
-    // The session is gone, and its lock with it.
   }
   return result_;
 }
