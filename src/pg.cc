@@ -43,6 +43,7 @@ void PgConnection::open() {
     std::string message = conn_ ? first_line(PQerrorMessage(conn_)) : "out of memory";
     if (conn_) PQfinish(conn_);
     conn_ = nullptr;
+    last_connect_error_ = message;
     throw PgError(ErrorKind::db_unavailable,
                   fmt::format("cannot connect to PostgreSQL: {} (check DATABASE_URL or PG* "
                               "variables)",
@@ -105,7 +106,17 @@ void PgConnection::fail(const PGresult* result, std::string_view what) {
                 sqlstate, first_line(context));
 }
 
+void PgConnection::require_open() const {
+  // After a failed reconnect there is no connection: say why, not libpq's "connection pointer
+  // is NULL".
+  if (conn_ == nullptr)
+    throw PgError(ErrorKind::db_unavailable,
+                  fmt::format("not connected to PostgreSQL (the last attempt failed: {})", last_connect_error_), "08003",
+                  "");
+}
+
 PgResult PgConnection::exec(const std::string& sql) {
+  require_open();
   // The simple protocol: several statements in one string are allowed (migrations need that).
   PGresult* raw = PQexec(conn_, sql.c_str());
   PgResult result(raw);
@@ -115,6 +126,7 @@ PgResult PgConnection::exec(const std::string& sql) {
 }
 
 PgResult PgConnection::exec(const std::string& sql, const Params& params) {
+  require_open();
   std::vector<const char*> values;
   values.reserve(params.size());
   for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
@@ -131,6 +143,7 @@ std::int64_t PgConnection::copy_in(const std::string& copy_sql, std::string_view
 }
 
 std::int64_t PgConnection::copy_in(const std::string& copy_sql, const std::vector<std::string_view>& parts) {
+  require_open();
   {
     PGresult* r = PQexec(conn_, copy_sql.c_str());
     std::unique_ptr<PGresult, decltype(&PQclear)> guard(r, &PQclear);

@@ -78,6 +78,8 @@ class PgConnection {
   /// Drops the connection and opens a new one with the same parameters. Session state (temporary
   /// tables, advisory locks) is gone afterwards. Throws PgError(db_unavailable) on failure.
   void reconnect();
+  /// Throws PgError(db_unavailable) naming the last connection failure when not connected.
+  void require_open() const;
   /// A safely quoted identifier.
   std::string quote_ident(std::string_view name) const;
   /// A safely quoted string literal (for the few statements sent as text with several parts).
@@ -93,6 +95,7 @@ class PgConnection {
   std::string conninfo_;
   SessionOptions options_;
   PGconn* conn_ = nullptr;
+  std::string last_connect_error_;  // why the last open() failed
 };
 
 }  // namespace stsync

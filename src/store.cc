@@ -241,16 +241,24 @@ void JobStore::drop_temporary_tables() {
 }
 
 JobState JobStore::load_state() {
-  db_.exec(fmt::format("INSERT INTO {}.sync_state (tenant_id, job) VALUES ($1, $2) "
-                       "ON CONFLICT DO NOTHING",
-                       schema_q_),
-           {std::to_string(tenant_), spec_.name});
+  const bool fresh = db_.exec(fmt::format("INSERT INTO {}.sync_state (tenant_id, job) VALUES ($1, $2) "
+                                          "ON CONFLICT DO NOTHING RETURNING 1",
+                                          schema_q_),
+                              {std::to_string(tenant_), spec_.name})
+                         .rows() == 1;
+  Params params = {std::to_string(tenant_), spec_.name};
+  std::string current = "ARRAY[";
+  for (size_t i = 0; i < analyzable_.size(); ++i) {
+    params.push_back(analyzable_[i]);
+    current += fmt::format("{}to_regclass(${})::oid", i ? ", " : "", params.size());
+  }
+  current += "]::oid[]::text";
   PgResult r = db_.exec(
-      fmt::format("SELECT export_token, {}, {}, {}, list_pass_field, {}, {} FROM {}.sync_state "
+      fmt::format("SELECT export_token, {}, {}, {}, list_pass_field, {}, {}, table_oids::text, {} FROM {}.sync_state "
                   "WHERE tenant_id = $1 AND job = $2",
                   micros("watermark"), micros("list_cursor"), micros("list_pass_start"),
-                  micros("complete_through"), micros("reconciled_at"), schema_q_),
-      {std::to_string(tenant_), spec_.name});
+                  micros("complete_through"), micros("reconciled_at"), current, schema_q_),
+      params);
   JobState s;
   s.export_token = r.get_optional(0, 0);
   s.watermark = ts_from_micros(r, 0, 1);
@@ -259,9 +267,58 @@ JobState JobStore::load_state() {
   s.list_pass_field = r.get_optional(0, 4);
   s.complete_through = ts_from_micros(r, 0, 5);
   s.reconciled_at = ts_from_micros(r, 0, 6);
+  stored_oids_ = r.get_optional(0, 7);
+  current_oids_ = r.get(0, 8);
+  fresh_state_ = fresh;
   return s;
 }
 
+std::optional<std::string> JobStore::tables_problem(const JobState& state) {
+  const bool progress = state.export_token || state.watermark || state.complete_through || state.list_cursor;
+  if (fresh_state_) {
+    // No state row, yet the table holds rows of the tenant: the state table was emptied (or the
+    // table came from elsewhere). Reading everything again is exact (rows are merged); say so.
+    if (db_.exec(fmt::format("SELECT EXISTS (SELECT 1 FROM {} WHERE tenant_id = $1)", table_q_),
+                 {std::to_string(tenant_)})
+            .get(0, 0) == "t")
+      log::warn("job {} tenant {}: no stored state, but table {} holds rows of the tenant: the state table was "
+                "emptied (or the table comes from another installation); reading everything again (rows are "
+                "merged, nothing is lost)",
+                spec_.name, tenant_, spec_.table);
+    return std::nullopt;
+  }
+  if (!progress) return std::nullopt;
+  if (stored_oids_ && *stored_oids_ != current_oids_) {
+    const std::vector<std::string> stored = parse_pg_array(*stored_oids_), now = parse_pg_array(current_oids_);
+    std::vector<std::string> names = {spec_.table};
+    for (const ChildSpec& c : spec_.children) names.push_back(c.table);
+    std::string which;
+    for (size_t i = 0; i < names.size(); ++i)
+      if (i >= stored.size() || i >= now.size() || stored[i] != now[i]) which += (which.empty() ? "" : ", ") + names[i];
+    return fmt::format("table(s) {} are not the ones this job's state was written for (dropped, renamed or re-created "
+                       "since, or a child table added to the job file): the stored position covers rows they do not "
+                       "hold",
+                       which);
+  }
+  // A child table emptied behind stsync's back (TRUNCATE keeps its OID): parents whose records
+  // list children, none of which are stored. A sample of 50 parents, one index probe each.
+  for (size_t k = 0; k < spec_.children.size(); ++k) {
+    const std::string path = pg_array_literal(spec_.children[k].path);
+    PgResult r = db_.exec(
+        fmt::format("SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM {} c WHERE c.tenant_id = "
+                    "p.tenant_id AND c.parent_id = p.id)) FROM (SELECT t.tenant_id, t.id FROM {} t WHERE t.tenant_id "
+                    "= $1 AND jsonb_array_length(CASE WHEN jsonb_typeof(t.raw::jsonb #> $2::text[]) = 'array' THEN "
+                    "t.raw::jsonb #> $2::text[] END) > 0 LIMIT 50) p",
+                    analyzable_[k + 1], table_q_),
+        {std::to_string(tenant_), path});
+    const std::int64_t sampled = r.get_int(0, 0), missing = r.get_int(0, 1);
+    if (sampled > 0 && missing == sampled)
+      return fmt::format("child table {} holds none of the rows of {} parent(s) whose records list them (emptied "
+                         "behind stsync's back?)",
+                         spec_.children[k].table, sampled);
+  }
+  return std::nullopt;
+}
 std::int64_t JobStore::begin_run(SyncMode mode) {
   const Params key = {std::to_string(tenant_), spec_.name};
   db_.exec(fmt::format("UPDATE {}.sync_runs SET outcome = 'interrupted', finished_at = now(), "
@@ -495,7 +552,7 @@ void JobStore::write_state(const JobState& state, std::int64_t run_id, const Mer
   // One statement, one round trip: the state and the run's counts.
   db_.exec(fmt::format("WITH state AS (UPDATE {0}.sync_state SET export_token = $3, watermark = $4, "
                        "complete_through = $5, list_cursor = $6, list_pass_start = $7, list_pass_field = $8, "
-                       "reconciled_at = $13, "
+                       "reconciled_at = $13, table_oids = $14::oid[], "
                        "rows_total = rows_total + $9 + $10, pages_total = pages_total + 1, updated_at = now() "
                        "WHERE tenant_id = $1 AND job = $2) "
                        "UPDATE {0}.sync_runs SET pages = pages + 1, rows_inserted = rows_inserted + $9, "
@@ -504,7 +561,8 @@ void JobStore::write_state(const JobState& state, std::int64_t run_id, const Mer
            {std::to_string(tenant_), spec_.name, state.export_token, ts_param(state.watermark),
             ts_param(state.complete_through), ts_param(state.list_cursor), ts_param(state.list_pass_start),
             state.list_pass_field, std::to_string(counts.inserted), std::to_string(counts.updated),
-            std::to_string(counts.unchanged), std::to_string(run_id), ts_param(state.reconciled_at)});
+            std::to_string(counts.unchanged), std::to_string(run_id), ts_param(state.reconciled_at),
+            current_oids_.empty() ? std::nullopt : std::optional<std::string>(current_oids_)});
 }
 
 MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState* state, std::int64_t run_id,

@@ -71,6 +71,11 @@ class JobStore {
   void drop_temporary_tables();
   /// The job's state (a fresh row is created on first use).
   JobState load_state();
+  /// After load_state: why the job's tables cannot be trusted to hold what the state says (a
+  /// table dropped, renamed or re-created since the state last moved; a child table emptied),
+  /// or nullopt. Logs a warning when the state row is new but the table holds rows of the
+  /// tenant (an emptied state table: everything is read again).
+  std::optional<std::string> tables_problem(const JobState& state);
   /// Marks runs left 'running' by a crashed process as 'interrupted'; opens a run record.
   std::int64_t begin_run(SyncMode mode);
   /// One transaction: COPY the page into staging, merge it (an older row never replaces a newer
@@ -139,6 +144,9 @@ class JobStore {
   bool table_skips_rows();
   std::optional<bool> skips_rows_;
   std::string where_;  // the page being committed, for messages
+  std::optional<std::string> stored_oids_;  // sync_state.table_oids as text
+  std::string current_oids_;                // the tables' OIDs now (0 = missing), as text
+  bool fresh_state_ = false;                // load_state created the state row
   int lock_backend_pid_ = 0;  // the server session that took the lock (a helper: its own session)
   bool helper_ = false;
   std::string raw_type_;  // "jsonb" or "json": the job table's raw column

@@ -120,6 +120,12 @@ JobResult JobRunner::run() {
     JobState state = store.load_state();
     run_id = store.begin_run(mode_);
     repair_future_state(state);
+    if (!options_.full_refresh)
+      if (std::optional<std::string> problem = store.tables_problem(state))
+        throw Error(ErrorKind::db, fmt::format("job {} tenant {}: {}. Nothing was read. Run this job once with "
+                                               "--full-refresh (stsync run --jobs {} --full-refresh): it reads "
+                                               "everything again and merges it",
+                                               spec_.name, session_.tenant().id, *problem, spec_.name));
     log::info("job {} tenant {}: starting ({} mode{})", spec_.name, session_.tenant().id,
               mode_name(mode_), options_.full_refresh ? ", full refresh" : "");
     if (mode_ == SyncMode::export_feed && spec_.export_path.empty())
@@ -168,6 +174,9 @@ JobResult JobRunner::run() {
     result_.outcome = e.kind() == ErrorKind::interrupted ? JobOutcome::interrupted : JobOutcome::failed;
     result_.error_kind = e.kind();
     result_.error = log::redact(e.what());
+    // Every error names its job and tenant, also one raised outside a page (the state's read).
+    if (result_.error.find(fmt::format("job {} tenant {}", spec_.name, session_.tenant().id)) == std::string::npos)
+      result_.error = fmt::format("job {} tenant {}: {}", spec_.name, session_.tenant().id, result_.error);
     std::string advice;
     switch (e.kind()) {
       case ErrorKind::interrupted:

@@ -5,6 +5,9 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "support.h"
 
 using namespace stsync;
@@ -213,4 +216,93 @@ TEST_CASE("a role that owns a pre-created schema but may not create schemas runs
   CHECK(db.exec(fmt::format("SELECT count(*) FROM {}.invoices", db.quote_ident(hostile))).get_int(0, 0) == 600);
   CHECK(run_stsync({"run"}, env).exit_code == 0);  // and a routine run after it
   db.exec(fmt::format("DROP SCHEMA {} CASCADE; DROP ROLE {}", db.quote_ident(hostile), role));
+}
+
+TEST_CASE("a job table renamed away or dropped makes the next run refuse instead of resuming, and --full-refresh repairs it",
+          "[hostile][tables]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  REQUIRE(run_stsync({"run"}, env).exit_code == 0);
+  const std::string s = schema.db().quote_ident(schema.name());
+  // Renamed: the next run would create an empty invoices table and go on from the stored token.
+  schema.db().exec(fmt::format("ALTER TABLE {0}.invoices RENAME TO invoices_old", s));
+  ProcessResult renamed = run_stsync({"run"}, env);
+  CHECK(renamed.exit_code == 1);
+  CHECK(renamed.err.find("table(s) invoices are not the ones this job's state was written for") != std::string::npos);
+  CHECK(renamed.err.find("--full-refresh") != std::string::npos);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices") == 0);
+  REQUIRE(run_stsync({"run", "--jobs", "invoices", "--full-refresh"}, env).exit_code == 0);
+  require_exact(schema, sandbox, {"invoices"});
+  REQUIRE(run_stsync({"run"}, env).exit_code == 0);  // and routine runs go on
+  // A child table dropped: re-created empty, refused the same way.
+  schema.db().exec(fmt::format("DROP TABLE {0}.invoices_items", s));
+  ProcessResult dropped = run_stsync({"run"}, env);
+  CHECK(dropped.exit_code == 1);
+  CHECK(dropped.err.find("invoices_items are not the ones") != std::string::npos);
+  REQUIRE(run_stsync({"run", "--jobs", "invoices", "--full-refresh"}, env).exit_code == 0);
+  require_exact(schema, sandbox, {"invoices"});
+}
+
+TEST_CASE("a child table emptied behind stsync's back is refused, an emptied state table is said, both end exact",
+          "[hostile][tables]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  REQUIRE(run_stsync({"run"}, env).exit_code == 0);
+  const std::string s = schema.db().quote_ident(schema.name());
+  schema.db().exec(fmt::format("TRUNCATE {}.invoices_items", s));
+  ProcessResult emptied = run_stsync({"run"}, env);
+  CHECK(emptied.exit_code == 1);
+  CHECK(emptied.err.find("child table invoices_items holds none of the rows") != std::string::npos);
+  REQUIRE(run_stsync({"run", "--jobs", "invoices", "--full-refresh"}, env).exit_code == 0);
+  require_exact(schema, sandbox, {"invoices"});
+  // The state table emptied: noticed and said; everything is read again, exactly.
+  schema.db().exec(fmt::format("TRUNCATE {}.sync_state", s));
+  sandbox.admin("changes", fmt::format("tenant={}&resource=invoices&n=20", kTenantA));
+  sandbox.admin("clock", "advance_seconds=960");
+  ProcessResult again = run_stsync({"run"}, env);
+  CHECK(again.exit_code == 0);
+  CHECK(again.err.find("no stored state, but table invoices holds rows of the tenant") != std::string::npos);
+  require_exact(schema, sandbox, {"invoices", "employees"});
+}
+
+TEST_CASE("PostgreSQL gone for good mid-run ends the job with the refusal, naming job, tenant and page", "[hostile][db]") {
+  const std::string dir = fmt::format("/tmp/stsync-away-pg-{}", getpid());
+  const std::string script = std::string(STSYNC_SOURCE_DIR) + "/tests/pg_cluster.sh";
+  auto start = [&] {
+    FILE* f = popen((script + " start " + dir + " 26300 2>/dev/null").c_str(), "r");
+    REQUIRE(f);
+    char buf[32] = {};
+    const bool started = std::fgets(buf, sizeof buf, f) != nullptr;
+    pclose(f);
+    REQUIRE(started);
+    return fmt::format("host=127.0.0.1 port={} user=stsync dbname=stsync", std::atoi(buf));
+  };
+  const std::string url = start();
+  struct Cleanup {
+    std::string cmd;
+    ~Cleanup() { std::system(cmd.c_str()); }
+  } cleanup{script + " stop " + dir};
+  auto o = TestSandbox::default_options(2000, 20);
+  o.export_batch = 25;
+  TestSandbox sandbox(o);
+  TestSchema naming;  // only for its unique name; the data lives in the private cluster
+  auto env = with_env(stsync_env(sandbox, naming, kTenantA),
+                      {{"DATABASE_URL", url}, {"STSYNC_DB_RECONNECT_ATTEMPTS", "2"}, {"STSYNC_REQUESTS_PER_SECOND", "40"}});
+  Process p({STSYNC_BINARY, "run", "--jobs", "invoices"}, env);
+  REQUIRE(sandbox.wait_for_records_served(kTenantA, 400));
+  REQUIRE(std::system((script + " halt " + dir).c_str()) == 0);
+  ProcessResult r = p.wait();
+  INFO(r.err);
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find("connection pointer is NULL") == std::string::npos);
+  CHECK(r.err.find("job invoices tenant 1001 export page") != std::string::npos);
+  CHECK(r.err.find("gave up after 2 reconnect attempts") != std::string::npos);
+  CHECK(r.err.find("cannot connect to PostgreSQL") != std::string::npos);
+  // Back again: the next run finishes from the last committed page.
+  REQUIRE(start() == url);
+  REQUIRE(run_stsync({"run", "--jobs", "invoices"}, env).exit_code == 0);
+  PgConnection db(url);
+  CHECK(db.exec(fmt::format("SELECT count(*) FROM {}.invoices", db.quote_ident(naming.name()))).get_int(0, 0) == 2000);
 }
