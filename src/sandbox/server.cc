@@ -18,7 +18,7 @@ const char* const kFaultNames[] = {"http500", "http502", "http503", "http504", "
                                    "throttle", "reset", "truncate", "slow", "html", "empty",
                                    "throttle_bare", "slow_body", "bad_json", "no_data", "no_id", "wrong_type", "bad_timestamp",
                                    "huge_number", "refused_values", "deep_json", "stuck_token", "cycle_token",
-                                   "endless_body", "huge_page", "none"};
+                                   "endless_body", "huge_page", "stale_record", "none"};
 constexpr int kFaultCount = static_cast<int>(std::size(kFaultNames));
 // Random faults (a rate with no kinds given) are drawn from the transient ones only: the data
 // faults would fail every run that meets them, which is what a test asks for by name.
@@ -421,6 +421,34 @@ void Server::corrupt_page(FaultKind kind, const std::string& resource, std::stri
       const size_t pos = body.find("\"data\":[{");
       if (pos != std::string::npos)
         body.insert(pos + 9, "\"deep\":" + std::string(200, '[') + std::string(200, ']') + ",");
+      break;
+    }
+    case FaultKind::stale_record: {
+      // An older version of the page's first record re-served (a replica behind, a cache): its
+      // modifiedOn a year earlier and its content different. A client must keep the newer row.
+      // The first record's own modifiedOn: the key at depth 1 of that object, not a nested one's.
+      const std::string key = "\"modifiedOn\":\"";
+      size_t i = body.find("\"data\":[{");
+      if (i == std::string::npos) break;
+      i += 9;
+      int depth = 1;
+      bool in_string = false;
+      for (; i < body.size() && depth > 0; ++i) {
+        const char c = body[i];
+        if (in_string) {
+          if (c == '\\') ++i;
+          else if (c == '"') in_string = false;
+          continue;
+        }
+        if (depth == 1 && body.compare(i, key.size(), key) == 0) {
+          const size_t end = body.find('"', i + key.size());
+          body.replace(i, end - i + 1, key + "2000-01-01T00:00:00Z\",\"staleCopy\":true");
+          break;
+        }
+        if (c == '"') in_string = true;
+        else if (c == '{' || c == '[') ++depth;
+        else if (c == '}' || c == ']') --depth;
+      }
       break;
     }
     case FaultKind::huge_number:

@@ -27,7 +27,7 @@ namespace stsync::sandbox {
 enum class FaultKind { http500, http502, http503, http504, maintenance409, throttle, reset, truncate,
                        slow, html, empty, throttle_bare, slow_body, bad_json, no_data, no_id, wrong_type, bad_timestamp,
                        huge_number, refused_values, deep_json, stuck_token, cycle_token, endless_body, huge_page,
-                       none };
+                       stale_record, none };
 std::string_view fault_name(FaultKind kind);
 std::optional<FaultKind> parse_fault(std::string_view name);
 
