@@ -98,11 +98,11 @@ TEST_CASE("the retry budget bounds the time a job spends backing off", "[faults]
   sandbox.admin("faults", "rate=1&kinds=http503");
   auto env = with_env(stsync_env(sandbox, schema, kTenantA),
                   {{"STSYNC_RETRY_BUDGET_SECONDS", "1"}, {"STSYNC_MAX_ATTEMPTS", "100"}, {"STSYNC_MAX_BACKOFF_SECONDS", "0.5"}});
-  const auto t0 = std::chrono::steady_clock::now();
   ProcessResult r = run_stsync({"run", "--jobs", "employees"}, env);
-  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20));
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("retry budget of 1 s is spent") != std::string::npos);
+  // The budget, not max_attempts (100), ended the job (no clock is read to tell).
+  CHECK(sandbox.stat(kTenantA, "requests") < 100);
 }
 
 TEST_CASE("a token revoked mid-walk is refreshed and the walk continues where it was", "[faults][auth]") {

@@ -109,13 +109,10 @@ TEST_CASE("a column a job file gains waits at most lock_timeout behind a reader 
   PgConnection report(database_url());
   report.exec("BEGIN");
   report.exec(fmt::format("SELECT count(*) FROM {}.employees", report.quote_ident(schema.name())));
-  const auto t0 = std::chrono::steady_clock::now();
   ProcessResult r = run_stsync({"run"}, with_env(env, {{"STSYNC_JOBS_DIR", dir}}));
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("cannot add column home_city to table") != std::string::npos);
   CHECK(r.err.find("holds a lock") != std::string::npos);
-  CHECK(seconds < 60);  // a bound against hanging, not a timing assertion
   // The other job ran; the busy one did not touch its table.
   check_equal(schema, sandbox, {"invoices"});
   CHECK(schema.scalar("SELECT count(*) FROM information_schema.columns WHERE table_schema = $1 "
@@ -275,8 +272,7 @@ TEST_CASE("continuation tokens that expire between runs fall back to complete-th
   CHECK(through > 0);
   sandbox.admin("clock", "advance_seconds=86400");
   sandbox.admin("changes", "tenant=1001&resource=invoices&n=30");
-  sandbox.admin("clock", "advance_seconds=3600");
-  std::this_thread::sleep_for(std::chrono::milliseconds(1300));
+  sandbox.admin("clock", "advance_seconds=3600");  // the stored token is long expired now
   ProcessResult r = run_stsync({"run", "--jobs", "invoices"}, env);
   CHECK(r.exit_code == 0);
   CHECK(r.err.find("(complete through − overlap)") != std::string::npos);
@@ -468,9 +464,7 @@ TEST_CASE("a statement that outlives statement_timeout fails the job as a server
                                "PERFORM pg_sleep(30); RETURN NEW; END $$; CREATE TRIGGER stall BEFORE INSERT ON "
                                "{0}.employees FOR EACH ROW EXECUTE FUNCTION {0}.stall()",
                                s));
-  const auto t0 = std::chrono::steady_clock::now();
   ProcessResult r = run_stsync({"run", "--jobs", "employees"}, env);
-  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20));
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("SQLSTATE 57014") != std::string::npos);
   CHECK(r.err.find("not of the data") != std::string::npos);
@@ -482,7 +476,7 @@ TEST_CASE("a statement that outlives statement_timeout fails the job as a server
 // ---------------------------------------------------------------------------------------------
 // Stop signals and limits
 
-TEST_CASE("SIGTERM mid-page stops the run within 10 s, records it as interrupted, and the next run completes",
+TEST_CASE("SIGTERM mid-page stops the run without waiting for the page, records it as interrupted, and the next run completes",
           "[hardening][signals]") {
   auto o = TestSandbox::default_options(2000, 20);
   o.export_batch = 100;
@@ -492,14 +486,12 @@ TEST_CASE("SIGTERM mid-page stops the run within 10 s, records it as interrupted
   auto env = env_for(sandbox, schema, {{"STSYNC_PARALLEL", "1"}});
   sandbox.admin("faults", "next=none,none,slow_body,slow_body,slow_body");
   Process p({STSYNC_BINARY, "run", "--jobs", "invoices"}, env);
-  REQUIRE(sandbox.wait_for_records_served(kTenantA, 200));
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the third page is trickling in
-  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(sandbox.wait_for_stat(kTenantA, "slow_bodies_started", 1));  // the third page is trickling in
   p.send_signal(SIGTERM);
   ProcessResult r = p.wait();
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   INFO(r.err);
-  CHECK(seconds < 10);
+  // The page takes 20 s to arrive: the run ended before it did (no clock is read to tell).
+  CHECK(sandbox.stat(kTenantA, "slow_bodies_finished") == 0);
   CHECK(r.exit_code == 143);
   CHECK(r.err.find("stopped by SIGTERM") != std::string::npos);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'invoices' AND outcome = 'interrupted' "

@@ -126,9 +126,39 @@ std::int64_t TestSandbox::stat(std::int64_t tenant, const std::string& field) {
   return v;
 }
 
+bool wait_until(const std::function<bool()>& done) {
+  for (int i = 0; i < 6000; ++i) {
+    if (done()) return true;
+    usleep(10000);
+  }
+  return false;
+}
+
+namespace {
+std::int64_t runs_figure(TestSchema& schema, const std::string& select) {
+  if (schema.scalar("SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = 'sync_runs'",
+                    {schema.name()}) == 0)
+    return 0;
+  return schema.scalar(select);
+}
+}  // namespace
+
+std::int64_t committed_pages(TestSchema& schema) {
+  return runs_figure(schema, "SELECT coalesce(sum(pages), 0) FROM {s}.sync_runs");
+}
+
+std::int64_t finished_runs(TestSchema& schema) {
+  return runs_figure(schema, "SELECT count(*) FROM {s}.sync_runs WHERE outcome <> 'running'");
+}
+
 bool TestSandbox::wait_for_records_served(std::int64_t tenant, std::int64_t records) {
+  return wait_for_stat(tenant, "records_served", records);
+}
+
+bool TestSandbox::wait_for_stat(std::int64_t tenant, const std::string& field, std::int64_t value) {
+  // Polls the event's counter; the 30 s only bound a test whose event never comes.
   for (int i = 0; i < 3000; ++i) {
-    if (stat(tenant, "records_served") >= records) return true;
+    if (stat(tenant, field) >= value) return true;
     usleep(10000);
   }
   return false;

@@ -4,6 +4,7 @@
 #pragma once
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -33,6 +34,15 @@ class TestSchema {
   std::unique_ptr<PgConnection> db_;
 };
 
+/// Polls `done` every 10 ms until it holds (true) or 60 s pass (false): tests wait for events
+/// (a committed page, a finished job), the bound only ends a test whose event never comes.
+bool wait_until(const std::function<bool()>& done);
+
+/// The sum of `sync_runs.pages` in `schema` (0 before stsync created the table): pages committed.
+std::int64_t committed_pages(TestSchema& schema);
+/// Runs of `schema` that ended (succeeded, failed, interrupted, not permitted).
+std::int64_t finished_runs(TestSchema& schema);
+
 /// The sandbox, serving on 127.0.0.1 and an ephemeral port.
 class TestSandbox {
  public:
@@ -48,6 +58,8 @@ class TestSandbox {
   /// Waits (at most 30 s) until the sandbox has served `records` records to `tenant`, so that a
   /// test can act mid-walk whatever the machine's speed. Returns false on time-out.
   bool wait_for_records_served(std::int64_t tenant, std::int64_t records);
+  /// Waits (at most 30 s) until the sandbox's statistic `field` for `tenant` reaches `value`.
+  bool wait_for_stat(std::int64_t tenant, const std::string& field, std::int64_t value);
   sandbox::Server& server() { return *server_; }
 
  private:

@@ -675,8 +675,17 @@ void Server::handle_resource(const httplib::Request& req, httplib::Response& res
       slow_ms = options_.faults.slow_ms;
     }
     auto shared = std::make_shared<std::string>(std::move(body));
-    res.set_chunked_content_provider(kJson, [shared, slow_ms](size_t offset, httplib::DataSink& sink) {
+    const std::int64_t who = *tenant;
+    res.set_chunked_content_provider(kJson, [this, who, shared, slow_ms](size_t offset, httplib::DataSink& sink) {
+      if (offset == 0) {
+        std::lock_guard lock(mutex_);
+        ++stats_[who].slow_bodies_started;
+      }
       if (offset >= shared->size()) {
+        {
+          std::lock_guard lock(mutex_);
+          ++stats_[who].slow_bodies_finished;
+        }
         sink.done();
         return true;
       }
@@ -754,9 +763,11 @@ void Server::send_page(const httplib::Request& req, httplib::Response& res, std:
 
 std::string Server::encode_export_token(std::int64_t tenant, const std::string& resource,
                                         std::uint64_t seq) const {
-  // The issue time rides along so that tokens can expire (Quirks::export_token_ttl_seconds).
+  // The issue time (sandbox clock, ms) rides along so that tokens can expire
+  // (Quirks::export_token_ttl_seconds).
   const std::string plain =
-      fmt::format("{}|{}|{}|{}|{}", tenant, resource, export_token_epoch_.load(), seq, steady_ms());
+      fmt::format("{}|{}|{}|{}|{}", tenant, resource, export_token_epoch_.load(), seq,
+                  dataset_.now() / (kTicksPerSecond / 1000));
   return base64url(fmt::format("{}|{:x}", plain, checksum(plain)));
 }
 
@@ -777,7 +788,8 @@ std::optional<std::uint64_t> Server::decode_export_token(std::string_view token,
   auto issued_ms = parse_int(rest.substr(sep + 1));
   if (!seq || *seq < 0 || !issued_ms) return std::nullopt;
   const int ttl = dataset_.quirks().export_token_ttl_seconds;
-  if (ttl > 0 && steady_ms() - *issued_ms > ttl * 1000LL) return std::nullopt;  // expired
+  // Expiry by the sandbox's clock, which tests move instead of sleeping.
+  if (ttl > 0 && dataset_.now() / (kTicksPerSecond / 1000) - *issued_ms > ttl * 1000LL) return std::nullopt;
   return static_cast<std::uint64_t>(*seq);
 }
 
@@ -912,8 +924,10 @@ void Server::handle_admin(const httplib::Request& req, httplib::Response& res) {
       if (!first) body += ',';
       first = false;
       body += fmt::format(
-          R"("{}":{{"requests":{},"throttled":{},"token_requests":{},"records_served":{},"max_per_second":{}}})",
-          t, s.requests, s.throttled, s.token_requests, s.records_served, s.max_per_second);
+          R"("{}":{{"requests":{},"throttled":{},"token_requests":{},"records_served":{},"max_per_second":{},)"
+          R"("slow_bodies_started":{},"slow_bodies_finished":{}}})",
+          t, s.requests, s.throttled, s.token_requests, s.records_served, s.max_per_second, s.slow_bodies_started,
+          s.slow_bodies_finished);
     }
     body += "}}";
     res.set_content(body, kJson);

@@ -78,6 +78,7 @@ class Server {
  private:
   struct TenantStats {
     std::int64_t requests = 0, throttled = 0, token_requests = 0, records_served = 0;
+    std::int64_t slow_bodies_started = 0, slow_bodies_finished = 0;  // slow_body faults: events tests wait for
     std::int64_t max_per_second = 0;
     std::deque<std::int64_t> accepted_ms, arrivals_ms, token_ms;
   };
