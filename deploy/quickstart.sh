@@ -31,7 +31,8 @@ stsync_build "$STSYNC_ROOT/build" -DCMAKE_BUILD_TYPE=Release
 mkdir -p "$local_dir"
 stsync_pg_start "$pg_data" 25433
 
-# A sandbox left running by an older build is replaced (the data is the same: it comes from the seed).
+# A sandbox left running by an older build is replaced (its data comes again from the seed, dated
+# from its clock, which starts at the real time: the next run merges the new versions).
 if [ -f "$sandbox_pid" ] && [ "$STSYNC_ROOT/build/stsync-sandbox" -nt "$sandbox_pid" ]; then stop_sandbox; fi
 if ! { [ -f "$sandbox_pid" ] && kill -0 "$(cat "$sandbox_pid")" 2>/dev/null; }; then
   port=8400

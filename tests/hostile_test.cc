@@ -17,6 +17,16 @@ namespace {
 
 constexpr const char* kTenYears = "315360000";
 
+// The documented memory bound holds for the release build; under AddressSanitizer (shadow memory,
+// redzones, a quarantine of freed blocks) the same run takes several times as much, so there the
+// figure is only reported.
+#ifdef __SANITIZE_ADDRESS__
+constexpr bool kMemoryIsMeasured = false;
+#else
+constexpr bool kMemoryIsMeasured = true;
+#endif
+constexpr long kBoundKb = (3 * 16 + 64) * 1024;  // 3 x max_response_mb (16) + 64 MB
+
 void require_exact(TestSchema& schema, TestSandbox& sandbox, const std::vector<std::string>& jobs) {
   for (const std::string& job : jobs) {
     std::vector<std::string> problems = compare_with_truth(schema, sandbox, builtin_job(job), kTenantA);
@@ -128,7 +138,7 @@ TEST_CASE("an endless response body is cut at max_response_mb while it streams, 
   CHECK(r.err.find("exceeds max_response_mb") != std::string::npos);
   // The README's bound: 3 x max_response_mb + 64 MB.
   WARN(fmt::format("endless body, max_response_mb 16: peak RSS {} MB", peak_kb / 1024));
-  CHECK(peak_kb <= (3 * 16 + 64) * 1024);
+  if (kMemoryIsMeasured) CHECK(peak_kb <= kBoundKb);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices") == 0);
 }
 
@@ -143,7 +153,7 @@ TEST_CASE("a valid page just under max_response_mb is stored within the memory b
   ProcessResult at_bound = p.wait(&peak_kb);
   CHECK(at_bound.exit_code == 0);
   WARN(fmt::format("a 15 MB page, max_response_mb 16: peak RSS {} MB", peak_kb / 1024));
-  CHECK(peak_kb <= (3 * 16 + 64) * 1024);
+  if (kMemoryIsMeasured) CHECK(peak_kb <= kBoundKb);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices WHERE raw ? 'padding'") == 1);
 
   TestSchema other;
