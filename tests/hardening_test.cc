@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <simdjson.h>
 #include <chrono>
 #include <filesystem>
 #include <fmt/format.h>
@@ -62,12 +63,13 @@ std::vector<std::string> first_export_page_ids(TestSandbox& sandbox, int batch) 
   q.batch_size = batch;
   auto page = sandbox.server().dataset().export_page(kTenantA, "invoices", q);
   REQUIRE(page);
-  std::string body = "{\"data\":[" + page->rows.data + "]}";
-  JobSpec spec = builtin_job("invoices");
-  PageParser parser(spec);
-  ParsedPage parsed;
-  parser.parse(body, kTenantA, parsed);
-  return parsed.ids;
+  // Read with simdjson's DOM here, not the product's PageParser: the test's expectation must
+  // not share the code it judges.
+  simdjson::dom::parser parser;
+  std::vector<std::string> ids;
+  for (simdjson::dom::element record : parser.parse("[" + page->rows.data + "]").get_array())
+    ids.push_back(std::to_string(record["id"].get_int64().value()));
+  return ids;
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include "support.h"
+#include "timestamp.h"
 
 using namespace stsync;
 using namespace stsync::test;

@@ -19,7 +19,6 @@
 #include <httplib.h>
 #include <sstream>
 
-#include "copy_text.h"
 
 namespace stsync::test {
 namespace {
@@ -288,24 +287,30 @@ std::vector<std::string> compare_with_truth(TestSchema& schema, TestSandbox& san
   std::string truth = sandbox.truth(tenant, spec.name);
   const bool by_id = spec.key.size() == 1 && spec.key[0] == std::vector<std::string>{"id"} &&
                      spec.key_type == ColumnType::bigint;
-  // The records' own text (a DOM round trip would print 20-digit decimals through a double).
-  simdjson::ondemand::parser parser;
-  simdjson::padded_string padded(truth);
-  simdjson::ondemand::document doc = parser.iterate(padded);
-  std::string copy;
-  for (auto element : doc.get_array()) {
-    simdjson::ondemand::object rec = element.get_object();
-    std::string raw(rec.raw_json().value());
-    rec.reset();
-    replace_nul_in_json(raw);  // the documented NUL policy
-    copy += by_id ? std::to_string(rec["id"].get_int64().value()) : std::string("0");
-    copy += '\t';
-    append_copy_field(copy, raw);
-    copy += '\n';
+  // The oracle's own code, not the product's parser or COPY encoder: PostgreSQL splits the truth
+  // (jsonb keeps 20-digit decimals exact) after the documented NUL policy, applied here by a scan
+  // of this file's own (a JSON \u0000 escape, not an escaped backslash before "u0000", becomes
+  // \ufffd: PostgreSQL's jsonb cannot hold NUL).
+  std::string json;
+  json.reserve(truth.size());
+  for (size_t i = 0; i < truth.size(); ++i) {
+    if (truth[i] != '\\' || i + 1 >= truth.size()) {
+      json += truth[i];
+      continue;
+    }
+    if (truth.compare(i, 6, "\\u0000") == 0) {
+      json += "\\ufffd";
+      i += 5;
+    } else {
+      json += truth[i];
+      json += truth[++i];
+    }
   }
   db.exec("DROP TABLE IF EXISTS pg_temp.truth");
   db.exec("CREATE TEMP TABLE truth (id bigint, raw jsonb NOT NULL)");
-  db.copy_in("COPY pg_temp.truth (id, raw) FROM STDIN", copy);
+  db.exec(by_id ? "INSERT INTO pg_temp.truth SELECT (e ->> 'id')::bigint, e FROM jsonb_array_elements($1::jsonb) e"
+                : "INSERT INTO pg_temp.truth SELECT 0, e FROM jsonb_array_elements($1::jsonb) e",
+          {json});
   std::vector<std::string> problems;
   if (by_id) {
     PgResult diff = db.exec(

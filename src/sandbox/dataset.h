@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "sandbox/catalogue.h"
-#include "timestamp.h"
+#include "sandbox/wire_text.h"
 
 namespace stsync::sandbox {
 

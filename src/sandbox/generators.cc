@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <string>
 
-#include "copy_text.h"
 #include "sandbox/dataset.h"
 
 namespace stsync::sandbox {

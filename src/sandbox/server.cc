@@ -7,7 +7,6 @@
 #include <regex>
 #include <stdexcept>
 
-#include "copy_text.h"
 #include <zlib.h>
 #include <cstring>
 
