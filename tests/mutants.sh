@@ -13,8 +13,8 @@ mkdir -p "$scratch/src"
 # The checkout's tracked files as they are now (uncommitted edits included).
 (cd "$STSYNC_ROOT" && git ls-files -z | xargs -0 tar cf -) | tar xf - -C "$scratch/src"
 stsync_install_deps
-cmake -S "$scratch/src" -B "$scratch/build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$scratch/build" -j"$(nproc)" >/dev/null
+cmake -S "$scratch/src" -B "$scratch/build" -DCMAKE_BUILD_TYPE=Release >"$scratch/build.log" 2>&1
+cmake --build "$scratch/build" -j"$(nproc)" >>"$scratch/build.log" 2>&1
 
 pg_data="$STSYNC_ROOT/.stsync-local/mutants-pg-$$"
 cleanup() { stsync_pg_stop "$pg_data"; rm -rf "$pg_data"; }
@@ -44,11 +44,11 @@ while IFS=$'\t' read -r name file find replace tests; do
     printf '%-44s MISSED by: %s\n' "$name" "$tests"
     missed=$((missed + 1))
   else
-    printf '%-44s caught (%s)\n' "$name" "$(grep -c 'Failed\|Timeout' "$scratch/$name.log") failing test(s))"
+    printf '%-44s caught (%s failing)\n' "$name" "$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .*(Failed|Timeout)' "$scratch/$name.log")"
     caught=$((caught + 1))
   fi
   printf '%s' "$original" >"$target"
 done <"$STSYNC_ROOT/tests/mutants.txt"
-cmake --build "$scratch/build" -j"$(nproc)" >/dev/null  # back to the unmutated code
+cmake --build "$scratch/build" -j"$(nproc)" >"$scratch/build.log" 2>&1  # back to the unmutated code
 echo "mutants: $caught caught, $missed missed, $invalid invalid"
 [ "$missed" -eq 0 ] && [ "$invalid" -eq 0 ]

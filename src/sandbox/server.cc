@@ -423,13 +423,14 @@ void Server::corrupt_page(FaultKind kind, const std::string& resource, std::stri
       break;
     }
     case FaultKind::stale_record: {
-      // An older version of the page's first record re-served (a replica behind, a cache): its
-      // modifiedOn a year earlier and its content different. A client must keep the newer row.
-      // The first record's own modifiedOn: the key at depth 1 of that object, not a nested one's.
+      // An older version of a record re-served (a replica behind, a cache): its modifiedOn in 2000
+      // and its content different; a client must keep the newer row. The page's first record with
+      // a modifiedOn of its own (a key at depth 2: inside the data array, inside the record, not in
+      // a nested object; some invoices have none).
       const std::string key = "\"modifiedOn\":\"";
-      size_t i = body.find("\"data\":[{");
+      size_t i = body.find("\"data\":[");
       if (i == std::string::npos) break;
-      i += 9;
+      i += 8;
       int depth = 1;
       bool in_string = false;
       for (; i < body.size() && depth > 0; ++i) {
@@ -439,7 +440,7 @@ void Server::corrupt_page(FaultKind kind, const std::string& resource, std::stri
           else if (c == '"') in_string = false;
           continue;
         }
-        if (depth == 1 && body.compare(i, key.size(), key) == 0) {
+        if (depth == 2 && body.compare(i, key.size(), key) == 0) {
           const size_t end = body.find('"', i + key.size());
           body.replace(i, end - i + 1, key + "2000-01-01T00:00:00Z\",\"staleCopy\":true");
           break;
