@@ -305,7 +305,7 @@ TEST_CASE("PostgreSQL gone for good mid-run ends the job with the refusal, namin
   REQUIRE(std::system((script + " halt " + dir).c_str()) == 0);
   ProcessResult r = p.wait();
   INFO(r.err);
-  CHECK(r.exit_code != 0);
+  CHECK(r.exit_code == 4);
   CHECK(r.err.find("connection pointer is NULL") == std::string::npos);
   CHECK(r.err.find("job invoices tenant 1001 export page") != std::string::npos);
   CHECK(r.err.find("gave up after 2 reconnect attempts") != std::string::npos);

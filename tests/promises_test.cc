@@ -4,6 +4,11 @@
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
 #include <signal.h>
+#include <simdjson.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 
 #include "support.h"
 #include "timestamp.h"
@@ -202,4 +207,104 @@ TEST_CASE("an incremental run writes the children of the parents it wrote once, 
   std::vector<std::string> problems = compare_with_truth(schema, sandbox, builtin_job("invoices"), kTenantA);
   for (const std::string& p : problems) UNSCOPED_INFO(p);
   CHECK(problems.empty());
+}
+
+TEST_CASE("a migration that fails exits 4 naming the migration, and no job runs", "[promises][db]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  // Something of the user's in the way of migration 001's table.
+  schema.db().exec(fmt::format("CREATE SCHEMA {0}; CREATE VIEW {0}.sync_state AS SELECT 1 AS x",
+                               schema.db().quote_ident(schema.name())));
+  ProcessResult r = run_stsync({"run"}, env);
+  CHECK(r.exit_code == 4);
+  CHECK(r.err.find("migration 001_state.sql failed") != std::string::npos);
+  CHECK(schema.scalar("SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = $1", {schema.name()}) == 0);
+}
+
+TEST_CASE("a page rolled back by a serialization failure is committed again and the run succeeds", "[promises][db]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  REQUIRE(run_stsync({"migrate"}, env).exit_code == 0);
+  const std::string s = schema.db().quote_ident(schema.name());
+  // The first insert into employees fails with 40001, once (a sequence is not rolled back).
+  schema.db().exec(fmt::format(
+      "CREATE SEQUENCE {0}.conflicts; CREATE FUNCTION {0}.conflict_once() RETURNS trigger LANGUAGE plpgsql AS "
+      "'BEGIN IF nextval(''{1}.conflicts'') = 1 THEN RAISE EXCEPTION ''could not serialize'' USING ERRCODE = "
+      "''40001''; END IF; RETURN NEW; END'; CREATE TRIGGER conflict_once AFTER INSERT ON {0}.employees FOR EACH ROW "
+      "EXECUTE FUNCTION {0}.conflict_once()",
+      s, schema.name()));
+  ProcessResult r = run_stsync({"run", "--jobs", "employees"}, env);
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("SQLSTATE 40001") != std::string::npos);
+  CHECK(r.err.find("committing the page again (1 of 5)") != std::string::npos);
+  schema.db().exec(fmt::format("DROP TRIGGER conflict_once ON {}.employees", s));
+  require_exact(schema, sandbox, {"employees"});
+}
+
+TEST_CASE("a client_secret_file named relative to its config file is read from beside it", "[promises][config]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  const std::string dir = fmt::format("/tmp/stsync-beside-{}", getpid());
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/stsync.toml") << fmt::format(
+      "[[tenants]]\nid = {}\nclient_id = \"{}\"\nclient_secret_file = \"tenant.secret\"\n", kTenantA,
+      sandbox::sandbox_client_id(kTenantA));
+  std::ofstream(dir + "/tenant.secret") << sandbox::sandbox_client_secret(kTenantA) << "\n";
+  std::filesystem::permissions(dir + "/tenant.secret", std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  for (const char* k : {"ST_TENANT_ID", "ST_CLIENT_ID", "ST_CLIENT_SECRET"}) env.erase(k);
+  env["STSYNC_CONFIG"] = dir + "/stsync.toml";
+  ProcessResult r = run_stsync({"run", "--jobs", "employees"}, env);
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find(sandbox::sandbox_client_secret(kTenantA)) == std::string::npos);
+  require_exact(schema, sandbox, {"employees"});
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a database password never appears in an error, from DATABASE_URL or PGPASSWORD", "[promises][secrets]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA),
+                      {{"DATABASE_URL", "postgresql://someone:url-pw-4711@127.0.0.1:1/x"},
+                       {"STSYNC_DB_RECONNECT_ATTEMPTS", "0"}});
+  ProcessResult r = run_stsync({"run"}, env);
+  CHECK(r.exit_code == 4);
+  CHECK(r.err.find("url-pw-4711") == std::string::npos);
+  CHECK(r.out.find("url-pw-4711") == std::string::npos);
+  auto env2 = with_env(stsync_env(sandbox, schema, kTenantA),
+                       {{"DATABASE_URL", "host=127.0.0.1 port=1 user=x dbname=x"}, {"PGPASSWORD", "env-pw-4712"}});
+  ProcessResult r2 = run_stsync({"check"}, env2);
+  CHECK(r2.exit_code != 0);
+  CHECK(r2.err.find("env-pw-4712") == std::string::npos);
+  CHECK(r2.out.find("env-pw-4712") == std::string::npos);
+}
+
+TEST_CASE("quarantine lists by job and tenant, as text or JSON", "[promises][quarantine]") {
+  auto o = TestSandbox::default_options(400, 20);
+  o.export_batch = 100;
+  TestSandbox sandbox(o);
+  TestSchema schema;
+  const std::string config = write_temp_file("[jobs.invoices]\nquarantine = true\n");
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_CONFIG", config}});
+  sandbox.admin("faults", "next=none,refused_values");
+  REQUIRE(run_stsync({"run", "--jobs", "invoices"}, env).exit_code == 0);
+  REQUIRE(schema.scalar("SELECT count(*) FROM {s}.quarantine") == 3);
+  CHECK(run_stsync({"quarantine", "--job", "invoices"}, env).out.find("3 record(s)") != std::string::npos);
+  CHECK(run_stsync({"quarantine", "--job", "employees"}, env).out.find("3 record(s)") == std::string::npos);
+  CHECK(run_stsync({"quarantine", "--tenant", "999"}, env).out.find("3 record(s)") == std::string::npos);
+  ProcessResult json = run_stsync({"quarantine", "--json", "--tenant", std::to_string(kTenantA)}, env);
+  CHECK(json.exit_code == 0);
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  REQUIRE(parser.parse(json.out).get(doc) == simdjson::SUCCESS);
+  simdjson::dom::array records;
+  REQUIRE(doc.get_array().get(records) == simdjson::SUCCESS);
+  CHECK(records.size() == 3);
+  for (simdjson::dom::element rec : records) {
+    std::string_view job;
+    CHECK(rec["job"].get_string().get(job) == simdjson::SUCCESS);
+    CHECK(job == "invoices");
+  }
 }
