@@ -5,13 +5,16 @@
 STSYNC_PACKAGES=(build-essential cmake pkg-config libcurl4-openssl-dev libsimdjson-dev libpq-dev
                  libfmt-dev catch2 libcpp-httplib-dev libcli11-dev libtomlplusplus-dev zlib1g-dev
                  libssl-dev postgresql postgresql-client openssl ca-certificates)
+# Only the tests need these: systemd-analyze checks the shipped units.
+STSYNC_TEST_PACKAGES=(systemd)
 
 stsync_log() { printf '[stsync] %s\n' "$*" >&2; }
 
 # Installs the Debian packages that are missing (apt-get; as root, or through sudo).
+# stsync_install_deps [more packages…]
 stsync_install_deps() {
   local missing=()
-  for p in "${STSYNC_PACKAGES[@]}"; do
+  for p in "${STSYNC_PACKAGES[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0

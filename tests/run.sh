@@ -18,7 +18,7 @@ if [ "${1:-}" = "--sanitize" ]; then
   export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
 fi
 
-stsync_install_deps
+stsync_install_deps "${STSYNC_TEST_PACKAGES[@]}"
 stsync_build "$build_dir" "${cmake_args[@]}"
 
 pg_data="$STSYNC_ROOT/.stsync-local/test-pg-$$"
