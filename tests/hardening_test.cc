@@ -432,6 +432,13 @@ TEST_CASE("without quarantine a refused value fails the job naming the right rec
         std::string::npos);
   CHECK(r.err.find("fix or report the record") != std::string::npos);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices") == 100);  // page 1 only
+  // The token and watermark are page 1's: the next run reads pages 2 to 4 once, and is exact.
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_state WHERE job = 'invoices' AND export_token IS NOT NULL AND "
+                      "watermark IS NOT NULL") == 1);
+  const std::int64_t served = sandbox.stat(kTenantA, "records_served");
+  REQUIRE(run_stsync({"run", "--jobs", "invoices"}, env_for(sandbox, schema)).exit_code == 0);
+  CHECK(sandbox.stat(kTenantA, "records_served") - served == 300);
+  check_equal(schema, sandbox, {"invoices"});
 }
 
 TEST_CASE("disk full is a fault of the server: the job fails without blaming a record and the next run resumes",

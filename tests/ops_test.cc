@@ -233,6 +233,13 @@ TEST_CASE("the daemon runs due jobs on their cadence, honours --max-run-time, se
   CHECK(metrics->status == 200);
   const auto m = parse_prometheus(metrics->body);
   CHECK(m.count(fmt::format(R"(stsync_last_success_timestamp_seconds{{tenant="{}",job="employees"}})", kTenantA)) == 1);
+  // The figures agree with what the runs recorded: invoices is not stale, it committed its pages,
+  // and the requests it sent are counted.
+  CHECK(m.at(fmt::format(R"(stsync_stale{{tenant="{}",job="invoices"}})", kTenantA)) == 0);
+  CHECK(m.at(fmt::format(R"(stsync_pages_total{{tenant="{}",job="invoices"}})", kTenantA)) ==
+        schema.scalar("SELECT sum(pages) FROM {s}.sync_runs WHERE job = 'invoices'"));
+  CHECK(m.at(fmt::format(R"(stsync_requests_total{{tenant="{}",job="invoices"}})", kTenantA)) >=
+        m.at(fmt::format(R"(stsync_pages_total{{tenant="{}",job="invoices"}})", kTenantA)));
 
   daemon.send_signal(SIGTERM);
   ProcessResult r = daemon.wait();
