@@ -338,3 +338,41 @@ TEST_CASE("--mode full and --mode created read a job exactly through its list en
   CHECK(created.err.find("(created mode") != std::string::npos);
   require_exact(schema, sandbox, {"invoices"});
 }
+
+TEST_CASE("a second stop signal ends the process at once, without waiting for the statement in flight",
+          "[promises][signals]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA),
+                      {{"STSYNC_STATEMENT_TIMEOUT_SECONDS", "120"}, {"STSYNC_PARALLEL", "1"}});
+  REQUIRE(run_stsync({"migrate"}, env).exit_code == 0);
+  const std::string s = schema.db().quote_ident(schema.name());
+  // The first page's merge stalls for 60 s in the database.
+  schema.db().exec(fmt::format("CREATE FUNCTION {0}.stall() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN PERFORM "
+                               "pg_sleep(60); RETURN NEW; END'; CREATE TRIGGER stall BEFORE INSERT ON {0}.employees "
+                               "FOR EACH STATEMENT EXECUTE FUNCTION {0}.stall()",
+                               s));
+  Process p({STSYNC_BINARY, "run", "--jobs", "employees"}, env);
+  REQUIRE(wait_until([&] {
+    return schema.scalar("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE application_name = 'stsync' AND "
+                         "wait_event = 'PgSleep'") > 0;
+  }));
+  p.send_signal(SIGTERM);  // the first: finish or roll back the page in flight, then stop
+  // Two signals pending at once merge into one: the second is sent once the first was handled
+  // (no longer pending for the process, /proc/PID/status ShdPnd).
+  auto sigterm_pending = [&] {
+    std::ifstream status("/proc/" + std::to_string(p.pid()) + "/status");
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("ShdPnd:", 0) == 0) return (std::stoull(line.substr(7), nullptr, 16) >> (SIGTERM - 1)) & 1;
+    return 0ULL;
+  };
+  REQUIRE(wait_until([&] { return sigterm_pending() == 0; }));
+  p.send_signal(SIGTERM);  // the second: now
+  ProcessResult r = p.wait();
+  CHECK(r.exit_code == 143);
+  // It did not wait for the statement: the run could not even be recorded as interrupted.
+  INFO(r.err);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'employees' AND outcome = 'running'") == 1);
+  schema.db().exec(fmt::format("SELECT pg_cancel_backend(pid) FROM pg_catalog.pg_stat_activity WHERE "
+                               "application_name = 'stsync' AND wait_event = 'PgSleep'"));
+}
