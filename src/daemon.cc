@@ -37,8 +37,10 @@ int run_daemon(const Settings& settings, const DaemonOptions& options) {
     });
     http.Get("/healthz", [&](const httplib::Request&, httplib::Response& res) {
       const double age = real_clock().monotonic() - heartbeat.load();
-      const double limit = std::max(300.0, 3 * options.interval_seconds) +
-                           (options.run.max_run_seconds > 0 ? 2 * options.run.max_run_seconds : 3600);
+      const double limit = options.health_timeout_seconds > 0
+                               ? options.health_timeout_seconds
+                               : std::max(300.0, 3 * options.interval_seconds) +
+                                     (options.run.max_run_seconds > 0 ? 2 * options.run.max_run_seconds : 3600);
       res.status = age <= limit ? 200 : 503;
       res.set_content(fmt::format("{{\"status\":\"{}\",\"rounds\":{},\"seconds_since_heartbeat\":{:.0f}}}\n",
                                   age <= limit ? "ok" : "stuck", rounds.load(), age),

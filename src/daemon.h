@@ -12,6 +12,8 @@ struct DaemonOptions {
   double interval_seconds = 30;  // between rounds of due jobs
   std::string listen = "127.0.0.1:9464";  // /metrics and /healthz ("" or "off": none)
   std::string port_file;         // the bound port is written here (tests, port 0)
+  double health_timeout_seconds = 0;  // /healthz is 503 when no round started or ended for this
+                                      // long (0: max(300, 3 x interval) + 2 x max-run-time or 1 h)
   RunOptions run;                // jobs, tenant, max_run_seconds; `due` is always on
 };
 

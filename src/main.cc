@@ -127,6 +127,10 @@ int main(int argc, char** argv) {
   daemon->add_option("--max-run-time", daemon_max_run,
                      "A job stops after the page in flight once it has run this long (e.g. 30m); it resumes next round");
   daemon->add_option("--jobs", daemon_jobs, "Comma-separated jobs (default: all enabled)");
+  std::string daemon_health_timeout;
+  daemon->add_option("--health-timeout", daemon_health_timeout,
+                     "/healthz answers 503 when no round started or ended for this long (e.g. 2h; default: "
+                     "max(5m, 3 x interval) + 2 x --max-run-time, or + 1h)");
   std::string run_max_run;
   run->add_option("--max-run-time", run_max_run,
                   "A job stops after the page in flight once it has run this long (e.g. 30m); the next run resumes");
@@ -210,6 +214,12 @@ int main(int argc, char** argv) {
         if (!d || *d <= 0)
           throw Error(ErrorKind::config, fmt::format("--max-run-time '{}' is not a duration", daemon_max_run));
         daemon_options.run.max_run_seconds = *d;
+      }
+      if (!daemon_health_timeout.empty()) {
+        const auto d = parse_duration(daemon_health_timeout);
+        if (!d || *d <= 0)
+          throw Error(ErrorKind::config, fmt::format("--health-timeout '{}' is not a duration", daemon_health_timeout));
+        daemon_options.health_timeout_seconds = *d;
       }
       daemon_options.run.jobs = split_commas(daemon_jobs);
       return run_daemon(settings, daemon_options);

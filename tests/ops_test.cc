@@ -88,6 +88,21 @@ TEST_CASE("the metrics file parses as Prometheus text format and its figures mat
     CHECK(m.at("stsync_freshness_lag_seconds" + labels) >= 0);
   }
   CHECK(m.at(fmt::format(R"(stsync_rows_updated_total{{tenant="{}",job="invoices"}})", kTenantA)) > 0);
+  // 429s and retries are counted where they happened: two throttled answers and two 503s, on
+  // the invoices job alone.
+  sandbox.admin("faults", "next=throttle,http503,throttle,http503");
+  sandbox.admin("clock", "advance_seconds=1000");
+  REQUIRE(run_stsync({"run", "--jobs", "invoices", "--metrics-file", path},
+                     with_env(env, {{"STSYNC_MAX_BACKOFF_SECONDS", "0.2"}}))
+              .exit_code == 0);
+  const std::map<std::string, double> after = parse_prometheus(read_text(path));
+  const std::string invoices = fmt::format(R"({{tenant="{}",job="invoices"}})", kTenantA);
+  CHECK(after.at("stsync_throttled_total" + invoices) - m.at("stsync_throttled_total" + invoices) == 2);
+  CHECK(after.at("stsync_retries_total" + invoices) - m.at("stsync_retries_total" + invoices) == 4);
+  CHECK(after.at("stsync_last_run_duration_seconds" + invoices) ==
+        Approx(schema.scalar_double("SELECT extract(epoch FROM finished_at - started_at) FROM {s}.sync_runs WHERE "
+                                    "job = 'invoices' ORDER BY run_id DESC LIMIT 1"))
+            .margin(0.01));
   std::filesystem::remove(path);
 }
 
@@ -339,4 +354,42 @@ TEST_CASE("500 tenants cost neither 500 connections nor 500 threads", "[ops][ten
   // Two workers' connections, the fleet's and the due-check's (and the migration's, briefly).
   CHECK(max_connections <= 5);
   CHECK(max_threads <= 6);
+}
+
+TEST_CASE("/healthz answers 503 while a round has not come round within --health-timeout", "[ops][daemon]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_STATEMENT_TIMEOUT_SECONDS", "120"}});
+  REQUIRE(run_stsync({"migrate"}, env).exit_code == 0);
+  const std::string s = schema.db().quote_ident(schema.name());
+  // The first round hangs in the database (a stuck statement): the loop does not come round.
+  schema.db().exec(fmt::format("CREATE FUNCTION {0}.stall() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN PERFORM "
+                               "pg_sleep(90); RETURN NEW; END'; CREATE TRIGGER stall BEFORE INSERT ON {0}.employees "
+                               "FOR EACH STATEMENT EXECUTE FUNCTION {0}.stall()",
+                               s));
+  const std::string port_file = fmt::format("/tmp/stsync-health-port-{}", getpid());
+  std::filesystem::remove(port_file);
+  Process daemon({STSYNC_BINARY, "daemon", "--interval", "0.5", "--listen", "127.0.0.1:0", "--port-file", port_file,
+                  "--health-timeout", "2s", "--jobs", "employees"},
+                 env);
+  int port = 0;
+  REQUIRE(wait_until([&] {
+    std::ifstream(port_file) >> port;
+    return port > 0;
+  }));
+  httplib::Client client("127.0.0.1", port);
+  std::string body;
+  CHECK(wait_until([&] {
+    auto r = client.Get("/healthz");
+    if (!r || r->status != 503) return false;
+    body = r->body;
+    return true;
+  }));
+  CHECK(body.find("\"status\":\"stuck\"") != std::string::npos);
+  schema.db().exec("SELECT pg_cancel_backend(pid) FROM pg_catalog.pg_stat_activity WHERE wait_event = 'PgSleep' AND "
+                   "application_name = 'stsync' AND strpos(query, $1) > 0",
+                   {schema.name()});
+  daemon.send_signal(SIGTERM);
+  CHECK(daemon.wait().exit_code == 0);
+  std::filesystem::remove(port_file);
 }

@@ -355,7 +355,8 @@ TEST_CASE("a second stop signal ends the process at once, without waiting for th
   Process p({STSYNC_BINARY, "run", "--jobs", "employees"}, env);
   REQUIRE(wait_until([&] {
     return schema.scalar("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE application_name = 'stsync' AND "
-                         "wait_event = 'PgSleep'") > 0;
+                         "wait_event = 'PgSleep' AND strpos(query, $1) > 0",
+                         {schema.name()}) > 0;
   }));
   p.send_signal(SIGTERM);  // the first: finish or roll back the page in flight, then stop
   // Two signals pending at once merge into one: the second is sent once the first was handled
@@ -373,6 +374,7 @@ TEST_CASE("a second stop signal ends the process at once, without waiting for th
   // It did not wait for the statement: the run could not even be recorded as interrupted.
   INFO(r.err);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'employees' AND outcome = 'running'") == 1);
-  schema.db().exec(fmt::format("SELECT pg_cancel_backend(pid) FROM pg_catalog.pg_stat_activity WHERE "
-                               "application_name = 'stsync' AND wait_event = 'PgSleep'"));
+  schema.db().exec("SELECT pg_cancel_backend(pid) FROM pg_catalog.pg_stat_activity WHERE application_name = 'stsync' "
+                   "AND wait_event = 'PgSleep' AND strpos(query, $1) > 0",
+                   {schema.name()});
 }

@@ -83,6 +83,13 @@ std::int64_t TestSchema::scalar(const std::string& sql, const Params& params) {
   return r.is_null(0, 0) ? 0 : r.get_int(0, 0);
 }
 
+double TestSchema::scalar_double(const std::string& sql, const Params& params) {
+  std::string q = sql;
+  for (size_t pos; (pos = q.find("{s}")) != std::string::npos;) q.replace(pos, 3, db_->quote_ident(name_));
+  PgResult r = db_->exec(q, params);
+  return r.is_null(0, 0) ? 0 : std::stod(r.get(0, 0));
+}
+
 sandbox::ServerOptions TestSandbox::default_options(int invoices, int employees) {
   sandbox::ServerOptions o;
   o.data.seed = 7;

@@ -28,6 +28,7 @@ class TestSchema {
   const std::string& name() const { return name_; }
   PgConnection& db() { return *db_; }
   std::int64_t scalar(const std::string& sql, const Params& params = {});
+  double scalar_double(const std::string& sql, const Params& params = {});
 
  private:
   std::string name_;

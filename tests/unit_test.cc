@@ -458,6 +458,10 @@ TEST_CASE("exit codes follow the worst failure class", "[unit][exit]") {
   CHECK(exit_code_for({result(JobOutcome::failed, ErrorKind::bad_data)}) == kExitJobFailed);
   CHECK(exit_code_for({result(JobOutcome::failed, ErrorKind::network), result(JobOutcome::failed, ErrorKind::db_unavailable)}) == kExitDatabase);
   CHECK(exit_code_for({result(JobOutcome::failed, ErrorKind::bad_data), result(JobOutcome::failed, ErrorKind::auth_rejected)}) == kExitAuthRejected);
+  // The pooler check (a page's transaction on another server session) fails its job as a
+  // configuration error: the run exits 2, whatever else failed.
+  CHECK(exit_code_for({result(JobOutcome::failed, ErrorKind::db_unavailable), result(JobOutcome::failed, ErrorKind::config)}) == kExitUsage);
+  CHECK(exit_code_for({result(JobOutcome::interrupted, ErrorKind::interrupted), result(JobOutcome::not_permitted, {})}) == kExitSuccess);
 }
 
 namespace {
