@@ -27,14 +27,6 @@ constexpr bool kMemoryIsMeasured = true;
 #endif
 constexpr long kBoundKb = (3 * 16 + 64) * 1024;  // 3 x max_response_mb (16) + 64 MB
 
-void require_exact(TestSchema& schema, TestSandbox& sandbox, const std::vector<std::string>& jobs) {
-  for (const std::string& job : jobs) {
-    std::vector<std::string> problems = compare_with_truth(schema, sandbox, builtin_job(job), kTenantA);
-    INFO("job " << job);
-    for (const std::string& p : problems) UNSCOPED_INFO(p);
-    CHECK(problems.empty());
-  }
-}
 
 // The environment of a production run: the clock check at its default tolerance.
 std::map<std::string, std::string> strict_clock_env(TestSandbox& sandbox, TestSchema& schema) {
@@ -67,7 +59,7 @@ TEST_CASE("an API clock ten years ahead fails the run, moves no mark into the fu
   sandbox.admin("clock", fmt::format("advance_seconds=-{}", kTenYears));
   sandbox.admin("clock", "advance_seconds=120");
   REQUIRE(run_stsync({"run", "--mode", "list"}, env).exit_code == 0);
-  require_exact(schema, sandbox, {"invoices", "employees"});
+  check_exact(schema, sandbox, {"invoices", "employees"});
   CHECK(marks_in_future(schema) == 0);
 }
 
@@ -100,7 +92,7 @@ TEST_CASE("a state left in the future by a wrong clock shows in status and the n
   ProcessResult repair = run_stsync({"run", "--mode", "list"}, env);
   CHECK(repair.exit_code == 0);
   CHECK(repair.err.find("the stored state is in the future") != std::string::npos);
-  require_exact(schema, sandbox, {"invoices", "employees"});
+  check_exact(schema, sandbox, {"invoices", "employees"});
   CHECK(marks_in_future(schema) == 0);
   CHECK(run_stsync({"status"}, env).out.find("STATE IN THE FUTURE") == std::string::npos);
 }
@@ -122,7 +114,7 @@ TEST_CASE("a continueFrom that goes back to an earlier token stops the job at th
   CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_state WHERE job = 'invoices' AND export_token IS NOT NULL") == 1);
   sandbox.admin("faults", "clear=1");
   REQUIRE(run_stsync({"run", "--jobs", "invoices"}, env).exit_code == 0);
-  require_exact(schema, sandbox, {"invoices"});
+  check_exact(schema, sandbox, {"invoices"});
 }
 
 TEST_CASE("an endless response body is cut at max_response_mb while it streams, within the documented memory bound",
@@ -205,7 +197,7 @@ TEST_CASE("a trigger that silently skips rows fails the page naming the table, a
   CHECK(child.err.find("table invoices_items: PostgreSQL stored") != std::string::npos);
   schema.db().exec(fmt::format("DROP TRIGGER skip_items ON {}.invoices_items", s));
   REQUIRE(run_stsync({"run", "--jobs", "invoices"}, env).exit_code == 0);
-  require_exact(schema, sandbox, {"invoices"});
+  check_exact(schema, sandbox, {"invoices"});
 }
 
 TEST_CASE("a role that owns a pre-created schema but may not create schemas runs, and a hostile schema name is just a name",
@@ -243,7 +235,7 @@ TEST_CASE("a job table renamed away or dropped makes the next run refuse instead
   CHECK(renamed.err.find("--full-refresh") != std::string::npos);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices") == 0);
   REQUIRE(run_stsync({"run", "--jobs", "invoices", "--full-refresh"}, env).exit_code == 0);
-  require_exact(schema, sandbox, {"invoices"});
+  check_exact(schema, sandbox, {"invoices"});
   REQUIRE(run_stsync({"run"}, env).exit_code == 0);  // and routine runs go on
   // A child table dropped: re-created empty, refused the same way.
   schema.db().exec(fmt::format("DROP TABLE {0}.invoices_items", s));
@@ -251,7 +243,7 @@ TEST_CASE("a job table renamed away or dropped makes the next run refuse instead
   CHECK(dropped.exit_code == 1);
   CHECK(dropped.err.find("invoices_items are not the ones") != std::string::npos);
   REQUIRE(run_stsync({"run", "--jobs", "invoices", "--full-refresh"}, env).exit_code == 0);
-  require_exact(schema, sandbox, {"invoices"});
+  check_exact(schema, sandbox, {"invoices"});
 }
 
 TEST_CASE("a child table emptied behind stsync's back is refused, an emptied state table is said, both end exact",
@@ -266,7 +258,7 @@ TEST_CASE("a child table emptied behind stsync's back is refused, an emptied sta
   CHECK(emptied.exit_code == 1);
   CHECK(emptied.err.find("child table invoices_items holds none of the rows") != std::string::npos);
   REQUIRE(run_stsync({"run", "--jobs", "invoices", "--full-refresh"}, env).exit_code == 0);
-  require_exact(schema, sandbox, {"invoices"});
+  check_exact(schema, sandbox, {"invoices"});
   // The state table emptied: noticed and said; everything is read again, exactly.
   schema.db().exec(fmt::format("TRUNCATE {}.sync_state", s));
   sandbox.admin("changes", fmt::format("tenant={}&resource=invoices&n=20", kTenantA));
@@ -274,7 +266,7 @@ TEST_CASE("a child table emptied behind stsync's back is refused, an emptied sta
   ProcessResult again = run_stsync({"run"}, env);
   CHECK(again.exit_code == 0);
   CHECK(again.err.find("no stored state, but table invoices holds rows of the tenant") != std::string::npos);
-  require_exact(schema, sandbox, {"invoices", "employees"});
+  check_exact(schema, sandbox, {"invoices", "employees"});
 }
 
 TEST_CASE("PostgreSQL gone for good mid-run ends the job with the refusal, naming job, tenant and page", "[hostile][db]") {

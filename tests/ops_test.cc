@@ -361,12 +361,7 @@ TEST_CASE("/healthz answers 503 while a round has not come round within --health
   TestSchema schema;
   auto env = with_env(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_STATEMENT_TIMEOUT_SECONDS", "120"}});
   REQUIRE(run_stsync({"migrate"}, env).exit_code == 0);
-  const std::string s = schema.db().quote_ident(schema.name());
-  // The first round hangs in the database (a stuck statement): the loop does not come round.
-  schema.db().exec(fmt::format("CREATE FUNCTION {0}.stall() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN PERFORM "
-                               "pg_sleep(90); RETURN NEW; END'; CREATE TRIGGER stall BEFORE INSERT ON {0}.employees "
-                               "FOR EACH STATEMENT EXECUTE FUNCTION {0}.stall()",
-                               s));
+  stall_inserts(schema, "employees", 90);  // the first round hangs: the loop does not come round
   const std::string port_file = fmt::format("/tmp/stsync-health-port-{}", getpid());
   std::filesystem::remove(port_file);
   Process daemon({STSYNC_BINARY, "daemon", "--interval", "0.5", "--listen", "127.0.0.1:0", "--port-file", port_file,
@@ -386,9 +381,7 @@ TEST_CASE("/healthz answers 503 while a round has not come round within --health
     return true;
   }));
   CHECK(body.find("\"status\":\"stuck\"") != std::string::npos);
-  schema.db().exec("SELECT pg_cancel_backend(pid) FROM pg_catalog.pg_stat_activity WHERE wait_event = 'PgSleep' AND "
-                   "application_name = 'stsync' AND strpos(query, $1) > 0",
-                   {schema.name()});
+  release_stall(schema);
   daemon.send_signal(SIGTERM);
   CHECK(daemon.wait().exit_code == 0);
   std::filesystem::remove(port_file);

@@ -16,19 +16,6 @@
 using namespace stsync;
 using namespace stsync::test;
 
-namespace {
-
-void require_exact(TestSchema& schema, TestSandbox& sandbox, const std::vector<std::string>& jobs,
-                   std::int64_t tenant = kTenantA) {
-  for (const std::string& job : jobs) {
-    std::vector<std::string> problems = compare_with_truth(schema, sandbox, builtin_job(job), tenant);
-    INFO("job " << job);
-    for (const std::string& p : problems) UNSCOPED_INFO(p);
-    CHECK(problems.empty());
-  }
-}
-
-}  // namespace
 
 TEST_CASE("a job whose lock another session holds is skipped and its table is not written, the others run",
           "[promises][lock]") {
@@ -45,7 +32,7 @@ TEST_CASE("a job whose lock another session holds is skipped and its table is no
   CHECK(schema.scalar("SELECT count(*) FROM {s}.employees") == 120);
   schema.db().exec("SELECT pg_advisory_unlock(hashtextextended($1, 0))", {key});
   REQUIRE(run_stsync({"run"}, env).exit_code == 0);
-  require_exact(schema, sandbox, {"invoices", "employees"});
+  check_exact(schema, sandbox, {"invoices", "employees"});
 }
 
 TEST_CASE("the periodic sweep comes due on the server's clock and marks hard deletes without --reconcile",
@@ -67,7 +54,7 @@ TEST_CASE("the periodic sweep comes due on the server's clock and marks hard del
   sandbox.admin("clock", "advance_seconds=518400");
   REQUIRE(run_stsync(run, env).exit_code == 0);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.zones WHERE deleted_at IS NOT NULL") == 3);
-  require_exact(schema, sandbox, {"zones"});
+  check_exact(schema, sandbox, {"zones"});
 }
 
 TEST_CASE("an older version of a record served again never overwrites the newer row, end to end", "[promises][guard]") {
@@ -80,7 +67,7 @@ TEST_CASE("an older version of a record served again never overwrites the newer 
   sandbox.admin("faults", "next=stale_record");
   REQUIRE(run_stsync({"run", "--jobs", "invoices", "--full-refresh"}, env).exit_code == 0);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices WHERE raw ? 'staleCopy'") == 0);
-  require_exact(schema, sandbox, {"invoices"});
+  check_exact(schema, sandbox, {"invoices"});
 }
 
 TEST_CASE("SIGINT stops a run with exit 130 and records it as interrupted; the next run completes",
@@ -97,7 +84,7 @@ TEST_CASE("SIGINT stops a run with exit 130 and records it as interrupted; the n
   CHECK(r.exit_code == 130);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'invoices' AND outcome = 'interrupted'") == 1);
   REQUIRE(run_stsync({"run", "--jobs", "invoices"}, env).exit_code == 0);
-  require_exact(schema, sandbox, {"invoices"});
+  check_exact(schema, sandbox, {"invoices"});
 }
 
 TEST_CASE("run --tenant syncs only that tenant, and a job disabled in the config does not run", "[promises][cli]") {
@@ -116,7 +103,7 @@ TEST_CASE("run --tenant syncs only that tenant, and a job disabled in the config
   CHECK(schema.scalar("SELECT count(DISTINCT tenant_id) FROM {s}.invoices") == 1);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices WHERE tenant_id = $1", {std::to_string(kTenantBig)}) > 0);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_state WHERE job = 'employees'") == 0);
-  require_exact(schema, sandbox, {"invoices"}, kTenantBig);
+  check_exact(schema, sandbox, {"invoices"}, kTenantBig);
 }
 
 TEST_CASE("a tenant listed twice is a configuration error naming it", "[promises][config]") {
@@ -176,9 +163,7 @@ TEST_CASE("rows on a list window's exact edge are read by the window that starts
   REQUIRE(r.exit_code == 0);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices WHERE modified_on = to_timestamp($1)",
                       {std::to_string(t0 + 440)}) > 0);
-  std::vector<std::string> problems = compare_with_truth(schema, sandbox, builtin_job("invoices"), kTenantA);
-  for (const std::string& p : problems) UNSCOPED_INFO(p);
-  CHECK(problems.empty());
+  check_exact(schema, sandbox, {"invoices"});
 }
 
 TEST_CASE("an incremental run writes the children of the parents it wrote once, in one attempt per page",
@@ -204,9 +189,7 @@ TEST_CASE("an incremental run writes the children of the parents it wrote once, 
       "'invoices' ORDER BY run_id DESC LIMIT 1)");
   CHECK(written > 0);
   CHECK(inserted_children() - before == written);
-  std::vector<std::string> problems = compare_with_truth(schema, sandbox, builtin_job("invoices"), kTenantA);
-  for (const std::string& p : problems) UNSCOPED_INFO(p);
-  CHECK(problems.empty());
+  check_exact(schema, sandbox, {"invoices"});
 }
 
 TEST_CASE("a migration that fails exits 4 naming the migration, and no job runs", "[promises][db]") {
@@ -240,7 +223,7 @@ TEST_CASE("a page rolled back by a serialization failure is committed again and 
   CHECK(r.err.find("SQLSTATE 40001") != std::string::npos);
   CHECK(r.err.find("committing the page again (1 of 5)") != std::string::npos);
   schema.db().exec(fmt::format("DROP TRIGGER conflict_once ON {}.employees", s));
-  require_exact(schema, sandbox, {"employees"});
+  check_exact(schema, sandbox, {"employees"});
 }
 
 TEST_CASE("a client_secret_file named relative to its config file is read from beside it", "[promises][config]") {
@@ -259,7 +242,7 @@ TEST_CASE("a client_secret_file named relative to its config file is read from b
   ProcessResult r = run_stsync({"run", "--jobs", "employees"}, env);
   CHECK(r.exit_code == 0);
   CHECK(r.err.find(sandbox::sandbox_client_secret(kTenantA)) == std::string::npos);
-  require_exact(schema, sandbox, {"employees"});
+  check_exact(schema, sandbox, {"employees"});
   std::filesystem::remove_all(dir);
 }
 
@@ -322,7 +305,7 @@ TEST_CASE("include_recent_changes = true reads changes inside the export's 15-mi
   CHECK_FALSE(compare_with_truth(schema, sandbox, builtin_job("invoices"), kTenantA).empty());
   const std::string config = write_temp_file("[jobs.invoices]\ninclude_recent_changes = true\n");
   REQUIRE(run_stsync({"run", "--jobs", "invoices"}, with_env(env, {{"STSYNC_CONFIG", config}})).exit_code == 0);
-  require_exact(schema, sandbox, {"invoices"});
+  check_exact(schema, sandbox, {"invoices"});
 }
 
 TEST_CASE("--mode full and --mode created read a job exactly through its list endpoint", "[promises][modes]") {
@@ -332,11 +315,11 @@ TEST_CASE("--mode full and --mode created read a job exactly through its list en
   ProcessResult full = run_stsync({"run", "--jobs", "employees", "--mode", "full"}, env);
   REQUIRE(full.exit_code == 0);
   CHECK(full.err.find("(full mode") != std::string::npos);
-  require_exact(schema, sandbox, {"employees"});
+  check_exact(schema, sandbox, {"employees"});
   ProcessResult created = run_stsync({"run", "--jobs", "invoices", "--mode", "created"}, env);
   REQUIRE(created.exit_code == 0);
   CHECK(created.err.find("(created mode") != std::string::npos);
-  require_exact(schema, sandbox, {"invoices"});
+  check_exact(schema, sandbox, {"invoices"});
 }
 
 TEST_CASE("a second stop signal ends the process at once, without waiting for the statement in flight",
@@ -347,17 +330,9 @@ TEST_CASE("a second stop signal ends the process at once, without waiting for th
                       {{"STSYNC_STATEMENT_TIMEOUT_SECONDS", "120"}, {"STSYNC_PARALLEL", "1"}});
   REQUIRE(run_stsync({"migrate"}, env).exit_code == 0);
   const std::string s = schema.db().quote_ident(schema.name());
-  // The first page's merge stalls for 60 s in the database.
-  schema.db().exec(fmt::format("CREATE FUNCTION {0}.stall() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN PERFORM "
-                               "pg_sleep(60); RETURN NEW; END'; CREATE TRIGGER stall BEFORE INSERT ON {0}.employees "
-                               "FOR EACH STATEMENT EXECUTE FUNCTION {0}.stall()",
-                               s));
+  stall_inserts(schema, "employees", 60);  // the first page's merge stalls in the database
   Process p({STSYNC_BINARY, "run", "--jobs", "employees"}, env);
-  REQUIRE(wait_until([&] {
-    return schema.scalar("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE application_name = 'stsync' AND "
-                         "wait_event = 'PgSleep' AND strpos(query, $1) > 0",
-                         {schema.name()}) > 0;
-  }));
+  REQUIRE(wait_until([&] { return stalled(schema); }));
   p.send_signal(SIGTERM);  // the first: finish or roll back the page in flight, then stop
   // Two signals pending at once merge into one: the second is sent once the first was handled
   // (no longer pending for the process, /proc/PID/status ShdPnd).
@@ -374,7 +349,5 @@ TEST_CASE("a second stop signal ends the process at once, without waiting for th
   // It did not wait for the statement: the run could not even be recorded as interrupted.
   INFO(r.err);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'employees' AND outcome = 'running'") == 1);
-  schema.db().exec("SELECT pg_cancel_backend(pid) FROM pg_catalog.pg_stat_activity WHERE application_name = 'stsync' "
-                   "AND wait_event = 'PgSleep' AND strpos(query, $1) > 0",
-                   {schema.name()});
+  release_stall(schema);
 }

@@ -411,4 +411,34 @@ std::string write_temp_file(const std::string& text, const std::string& suffix) 
   return path;
 }
 
+void check_exact(TestSchema& schema, TestSandbox& sandbox, const std::vector<std::string>& jobs,
+                 std::int64_t tenant) {
+  for (const std::string& job : jobs) {
+    const std::vector<std::string> problems = compare_with_truth(schema, sandbox, builtin_job(job), tenant);
+    INFO("job " << job << " tenant " << tenant);
+    for (const std::string& p : problems) UNSCOPED_INFO(p);
+    CHECK(problems.empty());
+  }
+}
+
+void stall_inserts(TestSchema& schema, const std::string& table, int seconds) {
+  const std::string s = schema.db().quote_ident(schema.name());
+  schema.db().exec(fmt::format("CREATE OR REPLACE FUNCTION {0}.stall() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN "
+                               "PERFORM pg_sleep({2}); RETURN NEW; END'; CREATE TRIGGER stall BEFORE INSERT ON {0}.{1} "
+                               "FOR EACH STATEMENT EXECUTE FUNCTION {0}.stall()",
+                               s, schema.db().quote_ident(table), seconds));
+}
+
+void release_stall(TestSchema& schema) {
+  schema.db().exec("SELECT pg_cancel_backend(pid) FROM pg_catalog.pg_stat_activity WHERE application_name = 'stsync' "
+                   "AND wait_event = 'PgSleep' AND strpos(query, $1) > 0",
+                   {schema.name()});
+}
+
+bool stalled(TestSchema& schema) {
+  return schema.scalar("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE application_name = 'stsync' AND "
+                       "wait_event = 'PgSleep' AND strpos(query, $1) > 0",
+                       {schema.name()}) > 0;
+}
+
 }  // namespace stsync::test

@@ -115,6 +115,18 @@ ProcessResult run_stsync(const std::vector<std::string>& args,
 std::vector<std::string> compare_with_truth(TestSchema& schema, TestSandbox& sandbox,
                                             const JobSpec& spec, std::int64_t tenant);
 JobSpec builtin_job(const std::string& name);
+/// CHECKs that each of `jobs` (built-in job files) equals the sandbox's truth for `tenant`,
+/// listing the differences on failure.
+void check_exact(TestSchema& schema, TestSandbox& sandbox, const std::vector<std::string>& jobs,
+                 std::int64_t tenant = kTenantA);
+
+/// A stuck statement: every INSERT into `table` of `schema` first sleeps `seconds` in the
+/// database (a statement-level trigger), until release_stall().
+void stall_inserts(TestSchema& schema, const std::string& table, int seconds);
+/// Cancels the sleeping statements of stsync sessions that write into `schema`.
+void release_stall(TestSchema& schema);
+/// True while an stsync session sleeps in a stalled statement of `schema`.
+bool stalled(TestSchema& schema);
 
 /// Writes `text` to a fresh temporary file (mode 0600) and returns its path.
 std::string write_temp_file(const std::string& text, const std::string& suffix = ".toml");
