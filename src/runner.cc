@@ -225,9 +225,26 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
     log::warn("TLS certificate verification is OFF (tls_verify = false): use only for testing");
   std::map<std::string, std::string> unprepared;  // job → why its table could not be altered
   auto fleet_db = std::make_unique<PgConnection>(settings.database_url, session_options(settings));
-  apply_migrations(*fleet_db, settings.schema);
-  unprepared = ensure_job_tables(*fleet_db, settings.schema, specs);
-  for (const auto& [job, why] : unprepared) log::error("job {}: {}", job, why);
+  // Migrations and the job tables' shapes are checked once per process for a given database,
+  // schema and set of jobs: a daemon's later rounds send no DDL and no migration check. A round
+  // in which a job fails checks again next time (a table dropped or altered meanwhile).
+  std::string prepared_key = settings.database_url + '\n' + settings.schema;
+  for (const JobSpec& j : specs) prepared_key += '\n' + j.name + ':' + std::to_string(j.columns.size()) + ':' +
+                                                 std::to_string(j.children.size());
+  static std::mutex prepared_mutex;
+  static std::string prepared;  // the key of the last preparation that left every job ready
+  bool already_prepared;
+  {
+    std::lock_guard lock(prepared_mutex);
+    already_prepared = prepared == prepared_key;
+  }
+  if (!already_prepared) {
+    apply_migrations(*fleet_db, settings.schema);
+    unprepared = ensure_job_tables(*fleet_db, settings.schema, specs);
+    for (const auto& [job, why] : unprepared) log::error("job {}: {}", job, why);
+    std::lock_guard lock(prepared_mutex);
+    prepared = unprepared.empty() ? prepared_key : std::string();
+  }
   auto spec_of = [&](const std::string& name) {
     return &*std::find_if(specs.begin(), specs.end(), [&](const JobSpec& j) { return j.name == name; });
   };
@@ -423,6 +440,11 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
                  r.tenant);
   }
   summary.exit_code = exit_code_for(summary.results);
+  if (std::any_of(summary.results.begin(), summary.results.end(),
+                  [](const JobResult& r) { return r.outcome == JobOutcome::failed; })) {
+    std::lock_guard lock(prepared_mutex);
+    prepared.clear();  // the next round checks the migrations and tables again
+  }
   if (stop_requested()) {
     log::warn("stopped by {}: pages read so far are committed; the next run resumes from them", stop_signal_name());
     summary.exit_code = 128 + stop_signal();
