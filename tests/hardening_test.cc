@@ -482,6 +482,7 @@ TEST_CASE("a statement that outlives statement_timeout fails the job as a server
   ProcessResult r = run_stsync({"run", "--jobs", "employees"}, env);
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("SQLSTATE 57014") != std::string::npos);
+  CHECK(r.err.find("job employees tenant 1001 export page 1") != std::string::npos);  // where it happened
   CHECK(r.err.find("not of the data") != std::string::npos);
   schema.db().exec(fmt::format("DROP TRIGGER stall ON {}.employees", s));
   REQUIRE(run_stsync({"run", "--jobs", "employees"}, env).exit_code == 0);

@@ -308,3 +308,31 @@ TEST_CASE("PostgreSQL gone for good mid-run ends the job with the refusal, namin
   PgConnection db(url);
   CHECK(db.exec(fmt::format("SELECT count(*) FROM {}.invoices", db.quote_ident(naming.name()))).get_int(0, 0) == 2000);
 }
+
+TEST_CASE("a constraint violation names job, tenant, page and SQLSTATE in one bounded line, without the whole row",
+          "[hostile][db]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  REQUIRE(run_stsync({"migrate"}, env).exit_code == 0);
+  // A rule of the user's that no employee passes (a CHECK constraint): PostgreSQL's DETAIL would
+  // quote the whole failing row, names included.
+  schema.db().exec(fmt::format("ALTER TABLE {}.employees ADD CONSTRAINT no_one CHECK (id < 0)",
+                               schema.db().quote_ident(schema.name())));
+  ProcessResult r = run_stsync({"run", "--jobs", "employees"}, env);
+  CHECK(r.exit_code != 0);
+  std::string line;
+  for (size_t start = 0; start < r.err.size();) {
+    size_t end = r.err.find('\n', start);
+    if (end == std::string::npos) end = r.err.size();
+    const std::string l = r.err.substr(start, end - start);
+    if (l.find("SQLSTATE 23514") != std::string::npos) line = l;
+    start = end + 1;
+  }
+  INFO(r.err);
+  REQUIRE_FALSE(line.empty());
+  CHECK(line.find("job employees tenant 1001 export page 1") != std::string::npos);
+  CHECK(line.find("no_one") != std::string::npos);
+  CHECK(line.size() < 600);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.employees") == 0);
+}
