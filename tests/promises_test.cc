@@ -351,3 +351,64 @@ TEST_CASE("a second stop signal ends the process at once, without waiting for th
   CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'employees' AND outcome = 'running'") == 1);
   release_stall(schema);
 }
+
+TEST_CASE("overlap_seconds re-reads that much before complete-through on every list run, and 0 re-reads nothing",
+          "[promises][list]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  const std::vector<std::string> run = {"run", "--jobs", "invoices", "--mode", "list"};
+  REQUIRE(run_stsync(run, env).exit_code == 0);
+  sandbox.admin("changes", fmt::format("tenant={}&resource=invoices&n=20", kTenantA));
+  sandbox.admin("clock", "advance_seconds=120");  // the changes are now 60 s before complete-through
+  REQUIRE(run_stsync(run, env).exit_code == 0);
+  // Nothing changed since: what a run reads is its overlap alone.
+  auto served_by = [&](int overlap) {
+    const std::string config = write_temp_file(fmt::format("[jobs.invoices]\noverlap_seconds = {}\n", overlap));
+    const std::int64_t before = sandbox.stat(kTenantA, "records_served");
+    REQUIRE(run_stsync(run, with_env(env, {{"STSYNC_CONFIG", config}})).exit_code == 0);
+    return sandbox.stat(kTenantA, "records_served") - before;
+  };
+  CHECK(served_by(0) == 0);
+  CHECK(served_by(300) >= 20);
+  check_exact(schema, sandbox, {"invoices"});
+}
+
+TEST_CASE("two daemons sharing tenants never run the same job of a tenant at once, and every job runs",
+          "[promises][daemon]") {
+  sandbox::ServerOptions o = TestSandbox::default_options(0, 0);
+  o.data.tenants.clear();
+  for (int i = 0; i < 4; ++i) o.data.tenants.push_back({6000 + i, {{"invoices", 30}, {"employees", 10}}});
+  TestSandbox sandbox(o);
+  TestSchema schema;
+  std::string tenants;
+  for (int i = 0; i < 4; ++i)
+    tenants += fmt::format("[[tenants]]\nid = {}\nclient_id = \"{}\"\nclient_secret = \"{}\"\n", 6000 + i,
+                           sandbox::sandbox_client_id(6000 + i), sandbox::sandbox_client_secret(6000 + i));
+  const std::string config = write_temp_file(
+      fmt::format("[servicetitan]\napp_key = \"sandbox-app-key\"\nauth_url = \"{0}\"\napi_url = \"{0}\"\n"
+                  "[database]\nschema = \"{1}\"\n[jobs.employees]\nevery = \"1s\"\n{2}",
+                  sandbox.url(), schema.name(), tenants));
+  const std::map<std::string, std::string> env = {{"DATABASE_URL", database_url()}, {"STSYNC_JOBS_DIR", two_job_dir()},
+                                                  {"STSYNC_MAX_CLOCK_SKEW_SECONDS", "31622400"}};
+  std::vector<std::unique_ptr<Process>> daemons;
+  for (int i = 0; i < 2; ++i)
+    daemons.push_back(std::make_unique<Process>(
+        std::vector<std::string>{STSYNC_BINARY, "--config", config, "daemon", "--interval", "0.2", "--listen", "off"},
+        env));
+  // Every tenant's employees job (every second) ran three times, invoices (hourly) once.
+  REQUIRE(wait_until([&] {
+    return finished_runs(schema) > 0 &&  // (0 until the first daemon created the table)
+           schema.scalar("SELECT count(*) FROM (SELECT tenant_id FROM {s}.sync_runs WHERE job = 'employees' AND outcome "
+                         "= 'succeeded' GROUP BY 1 HAVING count(*) >= 3) t") == 4;
+  }));
+  for (auto& d : daemons) d->send_signal(SIGTERM);
+  for (auto& d : daemons) CHECK(d->wait().exit_code == 0);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'invoices' AND outcome = 'succeeded'") == 4);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE outcome NOT IN ('succeeded', 'interrupted')") == 0);
+  // No two runs of one (tenant, job) overlap in time.
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs a JOIN {s}.sync_runs b ON a.tenant_id = b.tenant_id AND "
+                      "a.job = b.job AND a.run_id < b.run_id AND a.started_at < b.finished_at AND b.started_at < "
+                      "a.finished_at") == 0);
+  for (int i = 0; i < 4; ++i) check_exact(schema, sandbox, {"invoices", "employees"}, 6000 + i);
+}
