@@ -70,7 +70,7 @@ TEST_CASE("an older version of a record served again never overwrites the newer 
   check_exact(schema, sandbox, {"invoices"});
 }
 
-TEST_CASE("SIGINT stops a run with exit 130 and records it as interrupted; the next run completes",
+TEST_CASE("SIGINT stops a run with exit 130 and records it as interrupted, and the next run completes",
           "[promises][signals]") {
   auto o = TestSandbox::default_options(2000, 20);
   o.export_batch = 25;
@@ -308,7 +308,7 @@ TEST_CASE("include_recent_changes = true reads changes inside the export's 15-mi
   check_exact(schema, sandbox, {"invoices"});
 }
 
-TEST_CASE("--mode full and --mode created read a job exactly through its list endpoint", "[promises][modes]") {
+TEST_CASE("the full and created modes (--mode) read a job exactly through its list endpoint", "[promises][modes]") {
   TestSandbox sandbox;
   TestSchema schema;
   auto env = stsync_env(sandbox, schema, kTenantA);
