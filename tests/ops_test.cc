@@ -419,3 +419,67 @@ TEST_CASE("a daemon checks migrations and tables once, and its later rounds send
                       {schema.name()}) == 2);
   std::filesystem::remove(port_file);
 }
+
+TEST_CASE("the shipped deploys work unedited: readable secrets in Kubernetes, no tenant in the units, a cron path "
+          "for the stsync user, a timer that catches up, a lean image context",
+          "[ops][deploy]") {
+  const std::string root = STSYNC_SOURCE_DIR;
+  auto field = [](const std::string& text, const std::string& key) {
+    std::smatch m;
+    const std::regex re(key + R"(:\s*([0-9]+))");
+    return std::regex_search(text, m, re) ? std::optional<long>(std::stol(m[1].str(), nullptr, 0)) : std::nullopt;
+  };
+  for (const char* manifest : {"deploy/kubernetes/daemon.yaml", "deploy/kubernetes/cronjob.yaml"}) {
+    INFO(manifest);
+    const std::string text = read_text(root + "/" + manifest);
+    // The container user must be able to read its client_secret_file: the Secret's files belong to
+    // fsGroup, so the user's group must be it and the mode must let the group read.
+    const auto user = field(text, "runAsUser"), group = field(text, "runAsGroup"), fs_group = field(text, "fsGroup");
+    const auto mode = field(text, "defaultMode");  // octal in the manifest: 0440
+    REQUIRE(user);
+    REQUIRE(group);
+    REQUIRE(fs_group);
+    REQUIRE(mode);
+    CHECK(*fs_group == *group);
+    CHECK((*mode & 040) != 0);   // group-readable
+    CHECK((*mode & 0222) == 0);  // and nobody writes
+    // Every key the manifest takes from the Secret is one the example Secret has.
+    const std::string secret = read_text(root + "/deploy/kubernetes/secret.example.yaml");
+    const std::regex key_re(R"(secretKeyRef:\s*\{name:\s*stsync-secrets,\s*key:\s*([A-Z_]+)\})");
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), key_re); it != std::sregex_iterator(); ++it)
+      CHECK(secret.find((*it)[1].str() + ":") != std::string::npos);
+  }
+  // The client_secret_file names of the Kubernetes config are keys of the example Secret.
+  const std::string k8s_config = read_text(root + "/deploy/kubernetes/stsync.toml");
+  const std::string secret = read_text(root + "/deploy/kubernetes/secret.example.yaml");
+  const std::regex file_re(R"re(client_secret_file\s*=\s*"([^"]+)")re");
+  for (auto it = std::sregex_iterator(k8s_config.begin(), k8s_config.end(), file_re); it != std::sregex_iterator(); ++it)
+    CHECK(secret.find((*it)[1].str() + ":") != std::string::npos);
+  // No packaged unit names a tenant: credentials come from the config's files or a drop-in.
+  for (const char* unit : {"deploy/systemd/stsync.service", "deploy/systemd/stsync-daemon.service"}) {
+    INFO(unit);
+    const std::string text = read_text(root + "/" + unit);
+    CHECK(text.find("\nLoadCredential") == std::string::npos);
+  }
+  // Persistent= only means something with calendar times.
+  const std::string timer = read_text(root + "/deploy/systemd/stsync.timer");
+  CHECK(timer.find("Persistent=true") != std::string::npos);
+  CHECK(timer.find("OnCalendar=") != std::string::npos);
+  CHECK(timer.find("OnUnitInactiveSec=") == std::string::npos);
+  // The cron line runs as stsync: what it writes is in directories the package gives that user.
+  const std::string cron = read_text(root + "/deploy/cron/stsync.cron");
+  const std::string postinst = read_text(root + "/deploy/package/postinst");
+  CHECK(cron.find(" stsync flock") != std::string::npos);
+  CHECK(postinst.find("-o stsync -g stsync /var/lib/stsync /var/log/stsync") != std::string::npos);
+  for (const char* path : {"/var/lib/stsync/", "/var/log/stsync/"}) CHECK(cron.find(path) != std::string::npos);
+  CHECK(cron.find("/tmp/") == std::string::npos);
+  CHECK(cron.find(">>/var/log/stsync.log") == std::string::npos);
+  CHECK(read_text(root + "/deploy/systemd/stsync.env.example").find("640") != std::string::npos);
+  // The image's build context leaves the local database and the build folders out.
+  const std::string ignore = read_text(root + "/.dockerignore");
+  for (const char* entry : {".stsync-local", "build", ".git"}) CHECK(ignore.find(entry) != std::string::npos);
+  // build.sh tells a docker CLI without a daemon apart, and goes on (the .deb is built).
+  const std::string build = read_text(root + "/deploy/package/build.sh");
+  CHECK(build.find("docker info") != std::string::npos);
+  CHECK(build.find("no docker daemon: image skipped") != std::string::npos);
+}

@@ -9,8 +9,12 @@ cmake --build build-pkg -j"$(nproc)" --target stsync
 (cd build-pkg && cpack -G DEB)
 ls -l build-pkg/*.deb
 VERSION=$(sed -n 's/^project(stsync VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
-if command -v docker >/dev/null 2>&1 && [ "${SKIP_DOCKER:-}" != 1 ]; then
-  docker build -f deploy/Dockerfile -t "stsync:$VERSION" .
+if [ "${SKIP_DOCKER:-}" = 1 ]; then
+  echo "SKIP_DOCKER=1: image skipped"
+elif ! command -v docker >/dev/null 2>&1; then
+  echo "docker not found: image skipped"
+elif ! docker info >/dev/null 2>&1; then
+  echo "no docker daemon: image skipped"
 else
-  echo "docker not found (or SKIP_DOCKER=1): image not built"
+  docker build -f deploy/Dockerfile -t "stsync:$VERSION" .
 fi
