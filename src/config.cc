@@ -1,5 +1,7 @@
 #include "config.h"
 
+#include "suggest.h"
+
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -315,7 +317,11 @@ Settings load_settings(const std::optional<std::string>& path, const EnvLookup& 
   if (auto v = env("ST_AUTH_URL")) s.auth_url = *v;
   if (auto v = env("ST_API_URL")) s.api_url = *v;
   if (auto v = env("ST_APP_KEY")) s.app_key = *v;
-  if (auto v = env("DATABASE_URL")) s.database_url = *v;
+  std::string database_url_from = "database.url";
+  if (auto v = env("DATABASE_URL")) {
+    s.database_url = *v;
+    database_url_from = "DATABASE_URL";
+  }
   if (auto v = env("STSYNC_SCHEMA")) s.schema = *v;
   if (auto v = env("STSYNC_JOBS_DIR")) s.jobs_dir = *v;
   if (auto v = env("STSYNC_LOG_LEVEL")) s.log_level = *v;
@@ -403,6 +409,13 @@ Settings load_settings(const std::optional<std::string>& path, const EnvLookup& 
                      s.max_clock_skew_seconds));
   if (s.max_json_depth < 4 || s.max_json_depth > 1024) fail("max_json_depth must be 4..1024");
   if (s.schema.empty()) fail("the schema name must not be empty");
+  // libpq would read anything else as a database name and connect to the local socket instead.
+  // (The value is not repeated: it may hold a password.)
+  if (!s.database_url.empty() && s.database_url.rfind("postgresql://", 0) != 0 &&
+      s.database_url.rfind("postgres://", 0) != 0 && s.database_url.find('=') == std::string::npos)
+    fail(fmt::format("{} is neither a postgresql:// URL nor a key=value connection string (e.g. host=db "
+                     "user=stsync dbname=warehouse); leave it unset to use libpq's PG* variables",
+                     database_url_from));
   return s;
 }
 
@@ -418,7 +431,8 @@ std::vector<JobSpec> resolve_jobs(const Settings& settings) {
   std::vector<JobSpec> specs = load_job_specs(settings.jobs_dir);
   for (const auto& [name, o] : settings.jobs) {
     if (std::none_of(specs.begin(), specs.end(), [&](const JobSpec& j) { return j.name == name; }))
-      fail(fmt::format("config: [jobs.{}] names no job (known: see jobs/)", name));
+      fail(fmt::format("config: [jobs.{}] names no job{} (`stsync jobs` lists them)", name,
+                       did_you_mean(name, job_names(specs))));
   }
   std::vector<JobSpec> out;
   for (JobSpec& spec : specs) {

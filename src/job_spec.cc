@@ -336,4 +336,10 @@ std::vector<JobSpec> load_job_specs(const std::string& dir) {
   return specs;
 }
 
+std::vector<std::string> job_names(const std::vector<JobSpec>& specs) {
+  std::vector<std::string> out;
+  for (const JobSpec& j : specs) out.push_back(j.name);
+  return out;
+}
+
 }  // namespace stsync

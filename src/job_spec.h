@@ -79,6 +79,9 @@ struct JobSpec {
 std::string_view response_name(ResponseShape shape);
 /// "15m", "6h", "7d", "90s" or a bare number of seconds; nullopt when malformed or negative.
 std::optional<int> parse_duration(std::string_view text);
+
+/// The jobs' names, for messages ("did you mean …").
+std::vector<std::string> job_names(const std::vector<JobSpec>& specs);
 /// The key's text form for messages: "id", "employeeId", "(technicianId, jobId)", "position".
 std::string key_description(const JobSpec& spec);
 

@@ -11,6 +11,7 @@
 #include "exit_status.h"
 #include "log.h"
 #include "migrate.h"
+#include "suggest.h"
 #include "runner.h"
 #include "quarantine.h"
 #include "status.h"
@@ -111,8 +112,11 @@ int main(int argc, char** argv) {
   CLI::App* status = app.add_subcommand("status", "Per tenant and job: watermark, rows, last run, last error");
   status->add_flag("--json", json, "Machine-readable output");
   std::string fail_if_stale;
-  status->add_option("--fail-if-stale", fail_if_stale,
-                     "Exit 1 (listing them on stderr) if any job has not succeeded within DURATION (15m, 6h, 2d)");
+  CLI::Option* fail_if_stale_option =
+      status->add_option("--fail-if-stale", fail_if_stale,
+                         "Exit 1 (listing them on stderr) if any job has not succeeded within DURATION (15m, 6h, 2d); "
+                         "without a DURATION, within twice its own cadence (`every`)")
+          ->expected(0, 1);
   DaemonOptions daemon_options;
   std::string daemon_max_run, daemon_jobs;
   CLI::App* daemon = app.add_subcommand(
@@ -154,6 +158,26 @@ int main(int argc, char** argv) {
                        "newer rows); stored ones leave the list, refused ones keep their new error");
   quarantine->add_flag("--json", qjson, "Machine-readable output");
 
+  // A mistyped command: name the nearest one (CLI11 would only say that one is required).
+  {
+    std::vector<std::string> commands;
+    for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; }))
+      commands.push_back(sub->get_name());
+    for (int i = 1; i < argc; ++i) {
+      const std::string_view arg = argv[i];
+      if (arg == "--config" || arg == "--log-level" || arg == "--log-format") {
+        ++i;  // its value
+        continue;
+      }
+      if (arg.empty() || arg[0] == '-') continue;
+      if (std::find(commands.begin(), commands.end(), arg) == commands.end()) {
+        fmt::print(stderr, "stsync: unknown command '{}'{} (stsync --help lists the commands)\n", arg,
+                   did_you_mean(arg, commands));
+        return kExitUsage;
+      }
+      break;  // the first word is the command; the rest is its own
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -184,7 +208,9 @@ int main(int argc, char** argv) {
         if (!d || *d <= 0) throw Error(ErrorKind::config, fmt::format("--max-run-time '{}' is not a duration", run_max_run));
         run_options.max_run_seconds = *d;
       }
+      const double started = real_clock().monotonic();
       RunSummary summary = run_jobs(settings, run_options, real_clock());
+      log::info("{}", describe_run(summary, real_clock().monotonic() - started, run_options.due));
       if (!metrics_file.empty()) {
         try {
           write_metrics_file(settings, metrics_file);
@@ -197,9 +223,11 @@ int main(int argc, char** argv) {
     }
     if (status->parsed()) {
       fmt::print("{}", render_status(settings, json));
-      if (!fail_if_stale.empty()) {
-        const std::optional<int> max_age = parse_duration(fail_if_stale);
-        if (!max_age || *max_age <= 0)
+      if (fail_if_stale_option->count() > 0) {
+        // No duration: each job against its own cadence (a 6-hourly job is not stale after 2 h).
+        std::optional<int> max_age = 0;
+        if (!fail_if_stale.empty()) max_age = parse_duration(fail_if_stale);
+        if (!max_age || (*max_age <= 0 && !fail_if_stale.empty()))
           throw Error(ErrorKind::config, fmt::format("--fail-if-stale '{}' is not a duration such as 15m, 6h or 2d",
                                                      fail_if_stale));
         const std::vector<std::string> stale = stale_jobs(settings, *max_age);
@@ -239,7 +267,13 @@ int main(int argc, char** argv) {
       return kExitSuccess;
     }
     if (quarantine->parsed()) {
-      if (!qjob.empty()) qfilter.job = qjob;
+      if (!qjob.empty()) {
+        const std::vector<JobSpec> known = resolve_jobs(settings);
+        if (std::none_of(known.begin(), known.end(), [&](const JobSpec& j) { return j.name == qjob; }))
+          throw Error(ErrorKind::config, fmt::format("quarantine --job: unknown job '{}'{} (`stsync jobs` lists them)",
+                                                     qjob, did_you_mean(qjob, job_names(known))));
+        qfilter.job = qjob;
+      }
       if (qtenant != 0) qfilter.tenant = qtenant;
       if (!qretry) {
         fmt::print("{}", render_quarantine(settings, qfilter, qjson));

@@ -1,5 +1,7 @@
 #include "runner.h"
 
+#include "suggest.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -194,12 +196,37 @@ CurlOptions curl_options(const Settings& s) {
   return o;
 }
 
+std::string describe_run(const RunSummary& summary, double seconds, bool due) {
+  if (summary.results.empty())
+    return due ? "run: nothing was due (each job waits for its cadence, `every`; `stsync status` shows the last runs)"
+               : "run: no job ran";
+  std::map<JobOutcome, int> by_outcome;
+  std::int64_t inserted = 0, updated = 0, requests = 0;
+  for (const JobResult& r : summary.results) {
+    ++by_outcome[r.outcome];
+    inserted += r.counts.inserted;
+    updated += r.counts.updated;
+    requests += r.requests;
+  }
+  static const std::pair<JobOutcome, const char*> kNames[] = {{JobOutcome::succeeded, "succeeded"},
+                                                               {JobOutcome::failed, "failed"},
+                                                               {JobOutcome::not_permitted, "not permitted"},
+                                                               {JobOutcome::interrupted, "interrupted"},
+                                                               {JobOutcome::skipped, "skipped"}};
+  std::string outcomes;
+  for (const auto& [outcome, name] : kNames)
+    if (by_outcome.count(outcome)) outcomes += fmt::format("{}{} {}", outcomes.empty() ? "" : ", ", by_outcome[outcome], name);
+  return fmt::format("run: {} job(s): {}; {} row(s) inserted, {} updated; {} request(s); {:.1f} s",
+                     summary.results.size(), outcomes, inserted, updated, requests, seconds);
+}
+
 RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& clock) {
   std::vector<JobSpec> all = resolve_jobs(settings);
   auto find_job = [&](const std::string& name, const std::string& where) -> const JobSpec& {
     auto it = std::find_if(all.begin(), all.end(), [&](const JobSpec& j) { return j.name == name; });
     if (it == all.end())
-      throw Error(ErrorKind::config, fmt::format("{}: unknown job '{}' (`stsync jobs` lists them)", where, name));
+      throw Error(ErrorKind::config, fmt::format("{}: unknown job '{}'{} (`stsync jobs` lists them)", where, name,
+                                                 did_you_mean(name, job_names(all))));
     return *it;
   };
   // The specs this run may use, named ones marked (a 403 on them fails).

@@ -327,8 +327,9 @@ void write_metrics_file(const Settings& settings, const std::string& path) {
 std::vector<std::string> stale_jobs(const Settings& settings, double max_age_seconds) {
   PgConnection db(settings.database_url, session_options(settings));
   std::vector<std::string> out;
+  const std::map<std::string, int> every = max_age_seconds > 0 ? std::map<std::string, int>{} : cadences(settings);
   for (const JobFigures& f : read_figures(db, settings.schema, settings.max_clock_skew_seconds))
-    if (is_stale(f, {}, max_age_seconds))
+    if (is_stale(f, every, max_age_seconds))
       out.push_back(fmt::format("tenant {} job {}: {}", f.tenant, f.job,
                                 f.future_state ? std::string("state in the future (a wrong API clock; the next run "
                                                              "repairs it)")

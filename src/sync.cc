@@ -159,6 +159,7 @@ JobResult JobRunner::run() {
       // expected for some; recorded as such, not a failure. A job asked for by name still fails.
       result_.outcome = JobOutcome::not_permitted;
       result_.error = log::redact(e.what());
+      result_.requests = client_.counters().requests.load();
       log::warn("job {} tenant {}: not permitted (403): the tenant's app lacks the scope for {}; skipped. Grant "
                 "the scope in ServiceTitan, or disable the job ([jobs.{}] enabled = false)",
                 spec_.name, session_.tenant().id, spec_.mode == SyncMode::export_feed ? spec_.export_path : spec_.list_path,
@@ -221,6 +222,7 @@ JobResult JobRunner::run() {
       }
     }
   }
+  result_.requests = client_.counters().requests.load();
   return result_;
 }
 

@@ -42,6 +42,7 @@ struct JobResult {
   std::string error;
   std::int64_t pages = 0;
   std::int64_t deleted = 0;  // rows marked deleted_at by this run's sweeps
+  std::int64_t requests = 0;  // API requests sent (every attempt)
   MergeCounts counts;
 };
 

@@ -1,0 +1,80 @@
+// What an operator reads (issue 21): one summary line per run, staleness per cadence, suggestions
+// for slips, settings that say where they came from.
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+
+#include "support.h"
+
+using namespace stsync;
+using namespace stsync::test;
+
+TEST_CASE("a run ends with one summary line, and a --due run with nothing due says so", "[operator][cli]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  ProcessResult first = run_stsync({"run"}, env);
+  REQUIRE(first.exit_code == 0);
+  CHECK(first.err.find("run: 2 job(s): 2 succeeded; 720 row(s) inserted, 0 updated; ") != std::string::npos);
+  // Every request the sandbox answered, the token's included, is counted in the summary.
+  CHECK(first.err.find(fmt::format("; {} request(s); ", sandbox.stat(kTenantA, "requests") +
+                                                          sandbox.stat(kTenantA, "token_requests"))) != std::string::npos);
+  ProcessResult idle = run_stsync({"run", "--due"}, env);
+  CHECK(idle.exit_code == 0);
+  CHECK(idle.err.find("run: nothing was due") != std::string::npos);
+}
+
+TEST_CASE("--fail-if-stale without a duration judges each job against its own cadence", "[operator][status]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  const std::string config = write_temp_file("[jobs.invoices]\nevery = \"6h\"\n[jobs.employees]\nevery = \"1h\"\n");
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_CONFIG", config}});
+  REQUIRE(run_stsync({"run"}, env).exit_code == 0);
+  // Both last succeeded three hours ago: late for an hourly job, not for a 6-hourly one.
+  schema.db().exec(fmt::format("UPDATE {}.sync_state SET last_success_at = now() - interval '3 hours'",
+                               schema.db().quote_ident(schema.name())));
+  ProcessResult own = run_stsync({"status", "--fail-if-stale"}, env);
+  CHECK(own.exit_code == 1);
+  CHECK(own.err.find("job employees") != std::string::npos);
+  CHECK(own.err.find("job invoices") == std::string::npos);
+  ProcessResult fixed = run_stsync({"status", "--fail-if-stale", "2h"}, env);
+  CHECK(fixed.exit_code == 1);
+  CHECK(fixed.err.find("job invoices") != std::string::npos);
+  CHECK(run_stsync({"status", "--fail-if-stale", "4h"}, env).exit_code == 0);
+}
+
+TEST_CASE("a mistyped command or job name exits 2 with the nearest name suggested", "[operator][cli]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  ProcessResult command = run_stsync({"stauts"}, env);
+  CHECK(command.exit_code == 2);
+  CHECK(command.err.find("unknown command 'stauts'; did you mean 'status'?") != std::string::npos);
+  ProcessResult job = run_stsync({"run", "--jobs", "invoice"}, env);
+  CHECK(job.exit_code == 2);
+  CHECK(job.err.find("unknown job 'invoice'; did you mean 'invoices'?") != std::string::npos);
+  const std::string config = write_temp_file("[jobs.employes]\nenabled = false\n");
+  ProcessResult section = run_stsync({"run"}, with_env(env, {{"STSYNC_CONFIG", config}}));
+  CHECK(section.exit_code == 2);
+  CHECK(section.err.find("[jobs.employes] names no job; did you mean 'employees'?") != std::string::npos);
+  ProcessResult quarantine = run_stsync({"quarantine", "--job", "nosuch"}, env);
+  CHECK(quarantine.exit_code == 2);
+  CHECK(quarantine.err.find("unknown job 'nosuch'") != std::string::npos);
+  CHECK(run_stsync({"--log-level", "debug", "status"}, env).exit_code == 0);  // options before the command
+}
+
+TEST_CASE("a DATABASE_URL that is neither a URL nor key=value is refused with exit 2, naming where it came from",
+          "[operator][config]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA), {{"DATABASE_URL", "notaurl"}});
+  ProcessResult r = run_stsync({"run"}, env);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("DATABASE_URL is neither a postgresql:// URL nor a key=value connection string") != std::string::npos);
+  const std::string config = write_temp_file("[database]\nurl = \"warehouse\"\n");
+  auto from_file = stsync_env(sandbox, schema, kTenantA);
+  from_file.erase("DATABASE_URL");
+  from_file["STSYNC_CONFIG"] = config;
+  ProcessResult f = run_stsync({"run"}, from_file);
+  CHECK(f.exit_code == 2);
+  CHECK(f.err.find("database.url is neither") != std::string::npos);
+}
