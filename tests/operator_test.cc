@@ -23,7 +23,7 @@ TEST_CASE("a run ends with one summary line, and a --due run with nothing due sa
   CHECK(idle.err.find("run: nothing was due") != std::string::npos);
 }
 
-TEST_CASE("--fail-if-stale without a duration judges each job against its own cadence", "[operator][status]") {
+TEST_CASE("status --fail-if-stale without a duration judges each job against its own cadence", "[operator][status]") {
   TestSandbox sandbox;
   TestSchema schema;
   const std::string config = write_temp_file("[jobs.invoices]\nevery = \"6h\"\n[jobs.employees]\nevery = \"1h\"\n");

@@ -6,6 +6,13 @@ set -euo pipefail
 binary=$1 build_dir=$2
 # Catch2 v2 exits with the number of tests it listed: not an error here.
 catch_names=$({ "$binary" --list-test-names-only || true; } | sed '/^$/d' | sort)
+# A name CTest would pass to Catch2 as an option, or that CMake would split, can never run as itself.
+bad=$(printf '%s\n' "$catch_names" | grep -E '^-|;' || true)
+if [ -n "$bad" ]; then
+  echo "test names that start with '-' or hold ';' (CTest passes the first to Catch2 as an option, CMake splits the second):" >&2
+  printf '%s\n' "$bad" >&2
+  exit 1
+fi
 ctest_names=$(cd "$build_dir" && ctest -N -LE '^script$' | sed -n 's/^ *Test *#[0-9]*: //p' | sort)
 catch_count=$(printf '%s\n' "$catch_names" | grep -c .)
 ctest_count=$(printf '%s\n' "$ctest_names" | grep -c .)
