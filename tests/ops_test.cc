@@ -218,12 +218,7 @@ TEST_CASE("the daemon runs due jobs on their cadence, honours --max-run-time, se
   Process daemon({STSYNC_BINARY, "--config", config, "daemon", "--interval", "0.5", "--listen", "127.0.0.1:0",
                   "--port-file", port_file, "--max-run-time", "1s"},
                  env);
-  int port = 0;
-  for (int i = 0; i < 100 && port == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    std::ifstream(port_file) >> port;
-  }
-  REQUIRE(port > 0);
+  const int port = wait_for_port(port_file);
   // Wait (at most 40 s) until invoices completed and employees ran on its cadence a few times.
   for (int i = 0; i < 400; ++i) {
     if (schema.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = $1", {schema.name()}) == 1 &&
@@ -367,11 +362,7 @@ TEST_CASE("/healthz answers 503 while a round has not come round within --health
   Process daemon({STSYNC_BINARY, "daemon", "--interval", "0.5", "--listen", "127.0.0.1:0", "--port-file", port_file,
                   "--health-timeout", "2s", "--jobs", "employees"},
                  env);
-  int port = 0;
-  REQUIRE(wait_until([&] {
-    std::ifstream(port_file) >> port;
-    return port > 0;
-  }));
+  const int port = wait_for_port(port_file);
   httplib::Client client("127.0.0.1", port);
   std::string body;
   CHECK(wait_until([&] {
@@ -396,11 +387,7 @@ TEST_CASE("a daemon checks migrations and tables once, and its later rounds send
   std::filesystem::remove(port_file);
   Process daemon({STSYNC_BINARY, "daemon", "--interval", "0.2", "--listen", "127.0.0.1:0", "--port-file", port_file},
                  env);
-  int port = 0;
-  REQUIRE(wait_until([&] {
-    std::ifstream(port_file) >> port;
-    return port > 0;
-  }));
+  const int port = wait_for_port(port_file);
   httplib::Client client("127.0.0.1", port);
   // Ten rounds: the first syncs both jobs (hourly), the others find nothing due.
   REQUIRE(wait_until([&] {

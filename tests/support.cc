@@ -140,6 +140,15 @@ bool wait_until(const std::function<bool()>& done) {
   return false;
 }
 
+int wait_for_port(const std::string& port_file) {
+  int port = 0;
+  REQUIRE(wait_until([&] {
+    std::ifstream(port_file) >> port;
+    return port > 0;
+  }));
+  return port;
+}
+
 namespace {
 std::int64_t runs_figure(TestSchema& schema, const std::string& select) {
   if (schema.scalar("SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = 'sync_runs'",

@@ -39,6 +39,10 @@ class TestSchema {
 /// (a committed page, a finished job), the bound only ends a test whose event never comes.
 bool wait_until(const std::function<bool()>& done);
 
+/// The port a daemon started with `--port-file path` listens on, once it has written it (fails the
+/// test if it never does).
+int wait_for_port(const std::string& port_file);
+
 /// The sum of `sync_runs.pages` in `schema` (0 before stsync created the table): pages committed.
 std::int64_t committed_pages(TestSchema& schema);
 /// Runs of `schema` that ended (succeeded, failed, interrupted, not permitted).
