@@ -108,9 +108,17 @@ int main(int argc, char** argv) {
   run->add_flag("--reconcile", run_options.reconcile,
                 "Sweep list jobs for hard deletes now (a complete listing; rows it no longer returns get deleted_at)");
 
-  bool json = false;
-  CLI::App* status = app.add_subcommand("status", "Per tenant and job: watermark, rows, last run, last error");
-  status->add_flag("--json", json, "Machine-readable output");
+  StatusOptions status_options;
+  std::int64_t status_tenant = 0;
+  CLI::App* status = app.add_subcommand(
+      "status", "One line per tenant (jobs ok, failing, stale, not permitted, worst lag, last run); with --by-job or "
+                "a filter, one line per job (rows, token, watermark, lag, last run, last error)");
+  status->add_flag("--json", status_options.json, "Machine-readable output (the same view)");
+  status->add_flag("--by-job", status_options.by_job, "One line per (tenant, job)");
+  status->add_option("--tenant", status_tenant, "Only this tenant's jobs");
+  status->add_option("--job", status_options.job, "Only this job");
+  status->add_flag("--failed", status_options.failed, "Only jobs whose last error stands (no success since)");
+  status->add_flag("--stale", status_options.stale, "Only jobs without a success within twice their cadence");
   std::string fail_if_stale;
   CLI::Option* fail_if_stale_option =
       status->add_option("--fail-if-stale", fail_if_stale,
@@ -222,7 +230,8 @@ int main(int argc, char** argv) {
       return summary.exit_code;
     }
     if (status->parsed()) {
-      fmt::print("{}", render_status(settings, json));
+      if (status_tenant != 0) status_options.tenant = status_tenant;
+      fmt::print("{}", render_status(settings, status_options));
       if (fail_if_stale_option->count() > 0) {
         // No duration: each job against its own cadence (a 6-hourly job is not stale after 2 h).
         std::optional<int> max_age = 0;

@@ -2,127 +2,346 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <set>
 
 #include "copy_text.h"
 #include "errors.h"
 #include "pg.h"
+#include "suggest.h"
 
 namespace stsync {
 
-std::string render_status(const Settings& settings, bool json) {
-  PgConnection db(settings.database_url, session_options(settings));
-  const std::string s = db.quote_ident(settings.schema);
-  PgResult exists = db.exec("SELECT to_regclass($1) IS NOT NULL",
-                            {s + ".sync_state"});
-  if (exists.get(0, 0) != "t") return json ? "[]\n" : "No sync state yet: run `stsync run` (or `stsync migrate`).\n";
+namespace {
 
-  // Row counts per (job, tenant) from each job's table.
+// Per (tenant, job): the state and its last run, as status, the metrics and the staleness check
+// read them; with `totals`, the sums over all runs too. Times in seconds since the epoch (0: never).
+struct JobFigures {
+  std::string tenant, job, last_outcome, watermark, last_finished, last_success_text, last_error;
+  bool token = false;
+  bool future_state = false;  // a mark ahead of the clock (written under a wrong API clock)
+  double last_success = 0, last_finished_at = 0, lag = -1, last_duration = 0, now = 0;
+  std::int64_t last_pages = 0, last_inserted = 0, last_updated = 0;
+  std::int64_t inserted = 0, updated = 0, pages = 0, requests = 0, throttled = 0, retries = 0, failed = 0;
+};
+
+bool state_exists(PgConnection& db, const std::string& schema) {
+  return db.exec("SELECT to_regclass($1) IS NOT NULL", {db.quote_ident(schema) + ".sync_state"}).get(0, 0) == "t";
+}
+
+// One query for every (tenant, job) of the state (optionally one tenant's).
+std::vector<JobFigures> read_figures(PgConnection& db, const std::string& schema, double max_clock_skew, bool totals,
+                                     std::optional<std::int64_t> tenant = std::nullopt) {
+  const std::string s = db.quote_ident(schema);
+  std::vector<JobFigures> out;
+  if (!state_exists(db, schema)) return out;
+  // The request counters arrived with a later migration: a status of an older schema still works.
+  const bool counters = totals && db.exec("SELECT count(*) FROM pg_catalog.pg_attribute WHERE attrelid = "
+                                          "to_regclass($1) AND attname = 'requests'",
+                                          {s + ".sync_runs"})
+                                          .get_int(0, 0) > 0;
+  const char* const iso = "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'";
+  PgResult r = db.exec(
+      fmt::format(
+          "SELECT st.tenant_id, st.job, coalesce(lr.outcome, ''), "
+          "  coalesce(extract(epoch FROM st.last_success_at), 0), "
+          "  coalesce(extract(epoch FROM now() - coalesce(st.complete_through, st.watermark)), -1), "
+          "  coalesce(extract(epoch FROM lr.finished_at - lr.started_at), 0), "
+          "  {totals}, extract(epoch FROM now()), "
+          // A mark ahead of the clock: written under a wrong API clock (the next run repairs it).
+          "  coalesce(greatest(st.complete_through, st.reconciled_at, st.watermark) > now() + make_interval(secs => $1), "
+          "           false), "
+          "  st.export_token IS NOT NULL, "
+          "  coalesce(to_char(st.watermark AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), ''), "
+          "  coalesce(to_char(lr.finished_at AT TIME ZONE 'UTC', {iso}), ''), "
+          "  coalesce(to_char(st.last_success_at AT TIME ZONE 'UTC', {iso}), ''), coalesce(st.last_error, ''), "
+          "  coalesce(lr.pages, 0), coalesce(lr.rows_inserted, 0), coalesce(lr.rows_updated, 0), "
+          "  coalesce(extract(epoch FROM lr.finished_at), 0) "
+          "FROM {s}.sync_state st LEFT JOIN {s}.sync_runs lr ON lr.run_id = st.last_run_id {agg} "
+          "WHERE $2::bigint IS NULL OR st.tenant_id = $2::bigint "
+          "ORDER BY 1, 2",
+          fmt::arg("s", s), fmt::arg("iso", iso),
+          fmt::arg("totals", !totals ? "0, 0, 0, 0, 0, 0, 0"
+                             : counters ? "coalesce(agg.inserted, 0), coalesce(agg.updated, 0), coalesce(agg.pages, 0), "
+                                          "coalesce(agg.requests, 0), coalesce(agg.throttled, 0), "
+                                          "coalesce(agg.retries, 0), coalesce(agg.failed, 0)"
+                                        : "coalesce(agg.inserted, 0), coalesce(agg.updated, 0), "
+                                          "coalesce(agg.pages, 0), 0, 0, 0, coalesce(agg.failed, 0)"),
+          fmt::arg("agg", !totals ? ""
+                          : fmt::format("LEFT JOIN (SELECT tenant_id, job, sum(rows_inserted) AS inserted, "
+                                        "sum(rows_updated) AS updated, sum(pages) AS pages, {} "
+                                        "count(*) FILTER (WHERE outcome = 'failed') AS failed "
+                                        "FROM {}.sync_runs GROUP BY 1, 2) agg "
+                                        "ON agg.tenant_id = st.tenant_id AND agg.job = st.job",
+                                        counters ? "sum(requests) AS requests, sum(throttled) AS throttled, "
+                                                   "sum(retries) AS retries,"
+                                                 : "",
+                                        s))),
+      {fmt::format("{}", max_clock_skew),
+       tenant ? std::optional<std::string>(std::to_string(*tenant)) : std::nullopt});
+  for (int i = 0; i < r.rows(); ++i) {
+    JobFigures f;
+    f.tenant = r.get(i, 0);
+    f.job = r.get(i, 1);
+    f.last_outcome = r.get(i, 2);
+    f.last_success = std::atof(r.get(i, 3).c_str());
+    f.lag = std::atof(r.get(i, 4).c_str());
+    f.last_duration = std::atof(r.get(i, 5).c_str());
+    f.inserted = r.get_int(i, 6);
+    f.updated = r.get_int(i, 7);
+    f.pages = r.get_int(i, 8);
+    f.requests = r.get_int(i, 9);
+    f.throttled = r.get_int(i, 10);
+    f.retries = r.get_int(i, 11);
+    f.failed = r.get_int(i, 12);
+    f.now = std::atof(r.get(i, 13).c_str());
+    f.future_state = r.get(i, 14) == "t";
+    f.token = r.get(i, 15) == "t";
+    f.watermark = r.get(i, 16);
+    f.last_finished = r.get(i, 17);
+    f.last_success_text = r.get(i, 18);
+    f.last_error = r.get(i, 19);
+    f.last_pages = r.get_int(i, 20);
+    f.last_inserted = r.get_int(i, 21);
+    f.last_updated = r.get_int(i, 22);
+    f.last_finished_at = std::atof(r.get(i, 23).c_str());
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
+std::map<std::string, int> cadences(const Settings& settings) {
+  std::map<std::string, int> out;
+  for (const JobSpec& j : resolve_jobs(settings)) out[j.name] = j.every_seconds;
+  return out;
+}
+
+// The one staleness rule: no success within `max_age` (0: twice the job's cadence). A job that is
+// not permitted is not stale; a state in the future is (it would read nothing until repaired).
+bool is_stale(const JobFigures& f, const std::map<std::string, int>& every, double max_age = 0) {
+  if (f.future_state) return true;
+  if (f.last_outcome == "not_permitted") return false;
+  double limit = max_age;
+  if (limit <= 0) {
+    auto it = every.find(f.job);
+    limit = 2.0 * (it == every.end() ? 3600 : it->second);
+  }
+  return f.last_success <= 0 || f.now - f.last_success > limit;
+}
+
+// Failing: the job has not succeeded since its last error (a 403 is "not permitted", not failing).
+bool is_failing(const JobFigures& f) { return !f.last_error.empty() && f.last_outcome != "not_permitted"; }
+
+std::string human_seconds(double value) {
+  const auto seconds = static_cast<std::int64_t>(value);
+  if (seconds < 0) return "-";
+  if (seconds < 120) return fmt::format("{}s", seconds);
+  if (seconds < 7200) return fmt::format("{}m", seconds / 60);
+  if (seconds < 172800) return fmt::format("{}h", seconds / 3600);
+  return fmt::format("{}d", seconds / 86400);
+}
+
+void append_json_or_null(std::string& out, const std::string& value) {
+  if (value.empty()) out += "null";
+  else append_json_string(out, value);
+}
+
+// Live rows per (job, tenant) of the listed jobs: those the API still returns (deleted_at marks
+// the ones it stopped returning). One count per job table, so only for the per-job view.
+std::map<std::pair<std::string, std::string>, std::string> live_rows(PgConnection& db, const Settings& settings,
+                                                                      const std::set<std::string>& jobs,
+                                                                      std::optional<std::int64_t> tenant) {
+  const std::string s = db.quote_ident(settings.schema);
   std::map<std::pair<std::string, std::string>, std::string> rows;
-  for (const JobSpec& spec : load_job_specs(settings.jobs_dir)) {
-    PgResult present = db.exec("SELECT to_regclass($1) IS NOT NULL", {s + "." + db.quote_ident(spec.table)});
-    if (present.get(0, 0) != "t") continue;
-    // Live rows: those the API still returns (deleted_at marks the ones it stopped returning).
+  for (const JobSpec& spec : resolve_jobs(settings)) {
+    if (!jobs.count(spec.name)) continue;
+    const std::string table = s + "." + db.quote_ident(spec.table);
+    if (db.exec("SELECT to_regclass($1) IS NOT NULL", {table}).get(0, 0) != "t") continue;
     const bool has_deleted_at =
         db.exec("SELECT count(*) FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'deleted_at' "
                 "AND NOT attisdropped",
-                {s + "." + db.quote_ident(spec.table)})
+                {table})
             .get_int(0, 0) > 0;
-    PgResult r = db.exec(fmt::format("SELECT tenant_id, count(*){} FROM {}.{} GROUP BY tenant_id",
-                                     has_deleted_at ? " FILTER (WHERE deleted_at IS NULL)" : "", s,
-                                     db.quote_ident(spec.table)));
+    PgResult r = db.exec(fmt::format("SELECT tenant_id, count(*){} FROM {} WHERE $1::bigint IS NULL OR tenant_id = "
+                                     "$1::bigint GROUP BY tenant_id",
+                                     has_deleted_at ? " FILTER (WHERE deleted_at IS NULL)" : "", table),
+                         {tenant ? std::optional<std::string>(std::to_string(*tenant)) : std::nullopt});
     for (int i = 0; i < r.rows(); ++i) rows[{spec.name, r.get(i, 0)}] = r.get(i, 1);
   }
-  std::map<std::pair<std::string, std::string>, std::string> quarantined;
-  if (db.exec("SELECT to_regclass($1) IS NOT NULL", {s + ".quarantine"}).get(0, 0) == "t") {
-    // Records a later `stsync quarantine --retry` stored are no longer counted (stored_at is
-    // read through to_jsonb so that this works on a schema older than the column, too).
-    PgResult q = db.exec(fmt::format("SELECT job, tenant_id, count(*) FROM {}.quarantine q "
-                                     "WHERE to_jsonb(q) ->> 'stored_at' IS NULL GROUP BY 1, 2",
-                                     s));
-    for (int i = 0; i < q.rows(); ++i) quarantined[{q.get(i, 0), q.get(i, 1)}] = q.get(i, 2);
+  return rows;
+}
+
+// Records in quarantine (not stored by a later retry) per (job, tenant).
+std::map<std::pair<std::string, std::string>, std::int64_t> quarantined(PgConnection& db, const std::string& schema) {
+  const std::string s = db.quote_ident(schema);
+  std::map<std::pair<std::string, std::string>, std::int64_t> out;
+  if (db.exec("SELECT to_regclass($1) IS NOT NULL", {s + ".quarantine"}).get(0, 0) != "t") return out;
+  // stored_at is read through to_jsonb so that this works on a schema older than the column, too.
+  PgResult q = db.exec(fmt::format("SELECT job, tenant_id, count(*) FROM {}.quarantine q "
+                                   "WHERE to_jsonb(q) ->> 'stored_at' IS NULL GROUP BY 1, 2",
+                                   s));
+  for (int i = 0; i < q.rows(); ++i) out[{q.get(i, 0), q.get(i, 1)}] = q.get_int(i, 2);
+  return out;
+}
+
+std::string render_tenants(const std::vector<JobFigures>& figures, const std::map<std::string, int>& every,
+                           const std::map<std::pair<std::string, std::string>, std::int64_t>& quarantine, bool json) {
+  struct Tenant {
+    std::string id;
+    int jobs = 0, ok = 0, failing = 0, stale = 0, not_permitted = 0, future = 0;
+    std::int64_t quarantined = 0;
+    double worst_lag = -1, last_run = 0;
+    std::string worst_lag_job, last_run_text;
+    std::vector<std::string> attention;  // the failing and stale jobs, by name
+  };
+  std::vector<Tenant> tenants;
+  for (const JobFigures& f : figures) {
+    if (tenants.empty() || tenants.back().id != f.tenant) {
+      tenants.emplace_back();
+      tenants.back().id = f.tenant;
+    }
+    Tenant& t = tenants.back();
+    ++t.jobs;
+    const bool failing = is_failing(f), stale = is_stale(f, every), denied = f.last_outcome == "not_permitted";
+    t.failing += failing;
+    t.stale += stale;
+    t.not_permitted += denied;
+    t.future += f.future_state;
+    t.ok += !failing && !stale && !denied;
+    if (failing || stale) t.attention.push_back(f.job);
+    if (!denied && !f.future_state && f.lag > t.worst_lag) {
+      t.worst_lag = f.lag;
+      t.worst_lag_job = f.job;
+    }
+    if (f.last_finished_at > t.last_run) {
+      t.last_run = f.last_finished_at;
+      t.last_run_text = f.last_finished;
+    }
+    auto q = quarantine.find({f.job, f.tenant});
+    if (q != quarantine.end()) t.quarantined += q->second;
   }
-  auto lookup = [](const auto& map, const std::string& job, const std::string& tenant) {
-    auto it = map.find({job, tenant});
-    return it == map.end() ? std::string("0") : it->second;
-  };
-  PgResult r = db.exec(fmt::format(
-      "SELECT st.tenant_id, st.job, st.export_token IS NOT NULL, "
-      "  coalesce(to_char(st.watermark AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), ''), "
-      "  coalesce(r.outcome, ''), "
-      "  coalesce(to_char(r.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), "
-      "  coalesce(r.pages, 0), coalesce(r.rows_inserted, 0), coalesce(r.rows_updated, 0), "
-      "  coalesce(to_char(st.last_success_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), "
-      "  coalesce(st.last_error, ''), "
-      "  coalesce(extract(epoch FROM now() - coalesce(st.complete_through, st.watermark))::bigint, -1), "
-      "  coalesce(extract(epoch FROM now() - st.last_success_at)::bigint, -1), "
-      // A mark ahead of the clock: written under a wrong API clock (the next run repairs it).
-      "  coalesce(greatest(st.complete_through, st.reconciled_at, st.watermark) > now() + make_interval(secs => $1), "
-      "           false) "
-      "FROM {0}.sync_state st LEFT JOIN {0}.sync_runs r ON r.run_id = st.last_run_id "
-      "ORDER BY st.tenant_id, st.job",
-      s), {fmt::format("{}", settings.max_clock_skew_seconds)});
-  auto future = [&](int i) { return r.get(i, 13) == "t"; };
-  // Stale: no success within twice the job's cadence (not-permitted jobs are not stale).
-  std::map<std::string, int> every;
-  for (const JobSpec& j : resolve_jobs(settings)) every[j.name] = j.every_seconds;
-  auto stale = [&](int i) {
-    if (future(i)) return true;
-    if (r.get(i, 4) == "not_permitted") return false;
-    const std::int64_t since = r.get_int(i, 12);
-    auto it = every.find(r.get(i, 1));
-    return since < 0 || since > 2 * (it == every.end() ? 3600 : it->second);
-  };
-  auto human = [](std::int64_t seconds) {
-    if (seconds < 0) return std::string("-");
-    if (seconds < 120) return fmt::format("{}s", seconds);
-    if (seconds < 7200) return fmt::format("{}m", seconds / 60);
-    if (seconds < 172800) return fmt::format("{}h", seconds / 3600);
-    return fmt::format("{}d", seconds / 86400);
-  };
   std::string out;
   if (json) {
     out = "[";
-    for (int i = 0; i < r.rows(); ++i) {
-      if (i) out += ",";
-      out += fmt::format("\n  {{\"tenant\":{},\"job\":", r.get(i, 0));
-      append_json_string(out, r.get(i, 1));
-      out += fmt::format(",\"token_present\":{},\"watermark\":", r.get(i, 2) == "t" ? "true" : "false");
-      append_json_string(out, r.get(i, 3));
-      out += fmt::format(",\"rows\":{},\"quarantined\":{},\"last_run\":{{\"outcome\":",
-                         lookup(rows, r.get(i, 1), r.get(i, 0)), lookup(quarantined, r.get(i, 1), r.get(i, 0)));
-      append_json_string(out, r.get(i, 4));
-      out += ",\"finished_at\":";
-      append_json_string(out, r.get(i, 5));
-      out += fmt::format(",\"pages\":{},\"rows_inserted\":{},\"rows_updated\":{}}},\"last_success_at\":",
-                         r.get(i, 6), r.get(i, 7), r.get(i, 8));
-      append_json_string(out, r.get(i, 9));
-      out += ",\"last_error\":";
-      if (r.get(i, 10).empty()) out += "null";
-      else append_json_string(out, r.get(i, 10));
-      out += fmt::format(",\"lag_seconds\":{},\"stale\":{},\"state_in_future\":{}}}",
-                         r.get(i, 11) == "-1" || future(i) ? "null" : r.get(i, 11), stale(i) ? "true" : "false",
-                         future(i) ? "true" : "false");
+    for (size_t i = 0; i < tenants.size(); ++i) {
+      const Tenant& t = tenants[i];
+      out += fmt::format("{}\n  {{\"tenant\":{},\"jobs\":{},\"ok\":{},\"failing\":{},\"stale\":{},\"not_permitted\":{},"
+                         "\"state_in_future\":{},\"quarantined\":{},\"worst_lag_seconds\":",
+                         i ? "," : "", t.id, t.jobs, t.ok, t.failing, t.stale, t.not_permitted, t.future,
+                         t.quarantined);
+      out += t.worst_lag < 0 ? std::string("null") : fmt::format("{:.0f}", t.worst_lag);
+      out += ",\"worst_lag_job\":";
+      append_json_or_null(out, t.worst_lag_job);
+      out += ",\"last_run_at\":";
+      append_json_or_null(out, t.last_run_text);
+      out += ",\"attention\":[";
+      for (size_t k = 0; k < t.attention.size(); ++k) {
+        if (k) out += ",";
+        append_json_string(out, t.attention[k]);
+      }
+      out += "]}";
     }
-    out += "\n]\n";
-    return out;
+    return out + "\n]\n";
+  }
+  const char* const row_format = "{:<20} {:>5} {:>5} {:>7} {:>5} {:>7} {:>6}  {:<28} {:<20}  {}\n";
+  out = fmt::format(fmt::runtime(row_format), "TENANT", "JOBS", "OK", "FAILING", "STALE", "DENIED", "QUAR",
+                    "WORST LAG", "LAST RUN", "ATTENTION");
+  int jobs = 0, ok = 0, failing = 0, stale = 0, denied = 0;
+  for (const Tenant& t : tenants) {
+    std::string lag = human_seconds(t.worst_lag);
+    if (t.worst_lag >= 0) lag += " (" + shorten_utf8(t.worst_lag_job, 20) + ")";
+    std::string attention;
+    if (t.future) attention = fmt::format("STATE IN THE FUTURE ({} job(s); the next run repairs it) ", t.future);
+    for (size_t k = 0; k < t.attention.size() && k < 3; ++k) attention += (k ? ", " : "") + t.attention[k];
+    if (t.attention.size() > 3) attention += fmt::format(" and {} more", t.attention.size() - 3);
+    out += fmt::format(fmt::runtime(row_format), t.id, t.jobs, t.ok, t.failing, t.stale, t.not_permitted,
+                       t.quarantined, lag, t.last_run_text.empty() ? "-" : t.last_run_text, attention);
+    jobs += t.jobs, ok += t.ok, failing += t.failing, stale += t.stale, denied += t.not_permitted;
+  }
+  out += fmt::format("{} tenant(s), {} job(s): {} ok, {} failing, {} stale, {} not permitted.{}\n", tenants.size(),
+                     jobs, ok, failing, stale, denied,
+                     failing + stale > 0 ? " `stsync status --failed` / `--stale` / `--tenant ID` list the jobs."
+                                         : " `stsync status --tenant ID` lists a tenant's jobs.");
+  return out;
+}
+
+}  // namespace
+
+std::string render_status(const Settings& settings, const StatusOptions& options) {
+  std::set<std::string> known;
+  for (const JobSpec& j : resolve_jobs(settings)) known.insert(j.name);
+  if (!options.job.empty() && !known.count(options.job))
+    throw Error(ErrorKind::config,
+                fmt::format("status --job: unknown job '{}'{} (`stsync jobs` lists them)", options.job,
+                            did_you_mean(options.job, std::vector<std::string>(known.begin(), known.end()))));
+  PgConnection db(settings.database_url, session_options(settings));
+  if (!state_exists(db, settings.schema))
+    return options.json ? "[]\n" : "No sync state yet: run `stsync run` (or `stsync migrate`).\n";
+  std::vector<JobFigures> figures = read_figures(db, settings.schema, settings.max_clock_skew_seconds, false,
+                                                 options.tenant);
+  const std::map<std::string, int> every = cadences(settings);
+  const auto quarantine = quarantined(db, settings.schema);
+  if (!options.per_job()) return render_tenants(figures, every, quarantine, options.json);
+
+  std::erase_if(figures, [&](const JobFigures& f) {
+    return (!options.job.empty() && f.job != options.job) || (options.failed && !is_failing(f)) ||
+           (options.stale && !is_stale(f, every));
+  });
+  std::set<std::string> jobs;
+  for (const JobFigures& f : figures) jobs.insert(f.job);
+  const auto rows = live_rows(db, settings, jobs, options.tenant);
+  auto row_count = [&](const JobFigures& f) {
+    auto it = rows.find({f.job, f.tenant});
+    return it == rows.end() ? std::string("0") : it->second;
+  };
+  auto quarantine_count = [&](const JobFigures& f) {
+    auto it = quarantine.find({f.job, f.tenant});
+    return it == quarantine.end() ? std::int64_t{0} : it->second;
+  };
+  std::string out;
+  if (options.json) {
+    out = "[";
+    for (size_t i = 0; i < figures.size(); ++i) {
+      const JobFigures& f = figures[i];
+      out += fmt::format("{}\n  {{\"tenant\":{},\"job\":", i ? "," : "", f.tenant);
+      append_json_string(out, f.job);
+      out += fmt::format(",\"token_present\":{},\"watermark\":", f.token ? "true" : "false");
+      append_json_string(out, f.watermark);
+      out += fmt::format(",\"rows\":{},\"quarantined\":{},\"last_run\":{{\"outcome\":", row_count(f),
+                         quarantine_count(f));
+      append_json_string(out, f.last_outcome);
+      out += ",\"finished_at\":";
+      append_json_string(out, f.last_finished);
+      out += fmt::format(",\"pages\":{},\"rows_inserted\":{},\"rows_updated\":{}}},\"last_success_at\":", f.last_pages,
+                         f.last_inserted, f.last_updated);
+      append_json_string(out, f.last_success_text);
+      out += ",\"last_error\":";
+      append_json_or_null(out, f.last_error);
+      out += fmt::format(",\"lag_seconds\":{},\"stale\":{},\"state_in_future\":{}}}",
+                         f.lag < 0 || f.future_state ? std::string("null") : fmt::format("{:.0f}", f.lag),
+                         is_stale(f, every) ? "true" : "false", f.future_state ? "true" : "false");
+    }
+    return out + "\n]\n";
   }
   const char* const row_format = "{:<20} {:<34} {:>9} {:>5} {:<5} {:<27} {:>5} {:<13} {:>6} {:>9} {:>9}  {}\n";
   out = fmt::format(fmt::runtime(row_format), "TENANT", "JOB", "ROWS", "QUAR", "TOKEN", "WATERMARK", "LAG",
                     "LAST RUN", "PAGES", "INSERTED", "UPDATED", "LAST SUCCESS / LAST ERROR");
-  for (int i = 0; i < r.rows(); ++i) {
-    std::string tail = r.get(i, 10).empty() ? r.get(i, 9) : "ERROR: " + r.get(i, 10);
+  for (const JobFigures& f : figures) {
+    std::string tail = f.last_error.empty() ? f.last_success_text : "ERROR: " + f.last_error;
+    if (f.last_error.empty() && f.last_outcome == "interrupted")
+      tail = "INTERRUPTED (resumes next run) " + f.last_success_text;
     if (tail.size() > 120) tail = shorten_utf8(tail, 117) + "...";
-    if (stale(i)) tail = "STALE " + tail;
-    if (future(i)) tail = "STATE IN THE FUTURE (a wrong API clock; the next run repairs it) " + tail;
-    out += fmt::format(fmt::runtime(row_format), r.get(i, 0), r.get(i, 1), lookup(rows, r.get(i, 1), r.get(i, 0)),
-                       lookup(quarantined, r.get(i, 1), r.get(i, 0)), r.get(i, 2) == "t" ? "yes" : "no",
-                       r.get(i, 3), human(r.get_int(i, 11)), r.get(i, 4), r.get(i, 6), r.get(i, 7), r.get(i, 8),
-                       tail);
+    if (is_stale(f, every)) tail = "STALE " + tail;
+    if (f.future_state) tail = "STATE IN THE FUTURE (a wrong API clock; the next run repairs it) " + tail;
+    out += fmt::format(fmt::runtime(row_format), f.tenant, f.job, row_count(f), quarantine_count(f),
+                       f.token ? "yes" : "no", f.watermark, human_seconds(f.future_state ? -1 : f.lag),
+                       f.last_outcome, f.last_pages, f.last_inserted, f.last_updated, tail);
   }
+  if (figures.empty()) out += "(no job matches)\n";
   return out;
 }
 
@@ -186,88 +405,9 @@ std::string render_jobs(const Settings& settings, bool json) {
   return out;
 }
 
-namespace {
-
-// Per (tenant, job): the state, the last run and the sums over all runs, as the metrics and the
-// staleness checks read them. Times in seconds since the epoch (0: never).
-struct JobFigures {
-  std::string tenant, job, last_outcome;
-  double last_success = 0, lag = -1, last_duration = 0, now = 0;
-  bool future_state = false;  // a mark ahead of the clock (written under a wrong API clock)
-  std::int64_t inserted = 0, updated = 0, pages = 0, requests = 0, throttled = 0, retries = 0, failed = 0;
-};
-
-std::vector<JobFigures> read_figures(PgConnection& db, const std::string& schema, double max_clock_skew) {
-  const std::string s = db.quote_ident(schema);
-  std::vector<JobFigures> out;
-  if (db.exec("SELECT to_regclass($1) IS NOT NULL", {s + ".sync_state"}).get(0, 0) != "t") return out;
-  const bool counters = db.exec("SELECT count(*) FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass($1) "
-                                "AND attname = 'requests'",
-                                {s + ".sync_runs"})
-                            .get_int(0, 0) > 0;
-  PgResult r = db.exec(fmt::format(
-      "SELECT st.tenant_id, st.job, coalesce(lr.outcome, ''), "
-      "  coalesce(extract(epoch FROM st.last_success_at), 0), "
-      "  coalesce(extract(epoch FROM now() - coalesce(st.complete_through, st.watermark)), -1), "
-      "  coalesce(extract(epoch FROM lr.finished_at - lr.started_at), 0), "
-      "  coalesce(agg.inserted, 0), coalesce(agg.updated, 0), coalesce(agg.pages, 0), {1}, "
-      "  coalesce(agg.failed, 0), extract(epoch FROM now()), "
-      "  coalesce(greatest(st.complete_through, st.reconciled_at, st.watermark) > now() + make_interval(secs => {3}), "
-      "           false) "
-      "FROM {0}.sync_state st LEFT JOIN {0}.sync_runs lr ON lr.run_id = st.last_run_id "
-      "LEFT JOIN (SELECT tenant_id, job, sum(rows_inserted) AS inserted, sum(rows_updated) AS updated, "
-      "  sum(pages) AS pages, {2} count(*) FILTER (WHERE outcome = 'failed') AS failed "
-      "  FROM {0}.sync_runs GROUP BY 1, 2) agg ON agg.tenant_id = st.tenant_id AND agg.job = st.job "
-      "ORDER BY 1, 2",
-      s,
-      counters ? "coalesce(agg.requests, 0), coalesce(agg.throttled, 0), coalesce(agg.retries, 0)" : "0, 0, 0",
-      counters ? "sum(requests) AS requests, sum(throttled) AS throttled, sum(retries) AS retries," : "",
-      max_clock_skew));
-  for (int i = 0; i < r.rows(); ++i) {
-    JobFigures f;
-    f.tenant = r.get(i, 0);
-    f.job = r.get(i, 1);
-    f.last_outcome = r.get(i, 2);
-    f.last_success = std::atof(r.get(i, 3).c_str());
-    f.lag = std::atof(r.get(i, 4).c_str());
-    f.last_duration = std::atof(r.get(i, 5).c_str());
-    f.inserted = r.get_int(i, 6);
-    f.updated = r.get_int(i, 7);
-    f.pages = r.get_int(i, 8);
-    f.requests = r.get_int(i, 9);
-    f.throttled = r.get_int(i, 10);
-    f.retries = r.get_int(i, 11);
-    f.failed = r.get_int(i, 12);
-    f.now = std::atof(r.get(i, 13).c_str());
-    f.future_state = r.get(i, 14) == "t";
-    out.push_back(std::move(f));
-  }
-  return out;
-}
-
-// Stale: no success within twice the job's cadence (a job that is not permitted is not stale).
-bool is_stale(const JobFigures& f, const std::map<std::string, int>& every, double max_age = 0) {
-  if (f.future_state) return true;  // it would read nothing until repaired
-  if (f.last_outcome == "not_permitted") return false;
-  double limit = max_age;
-  if (limit <= 0) {
-    auto it = every.find(f.job);
-    limit = 2.0 * (it == every.end() ? 3600 : it->second);
-  }
-  return f.last_success <= 0 || f.now - f.last_success > limit;
-}
-
-std::map<std::string, int> cadences(const Settings& settings) {
-  std::map<std::string, int> out;
-  for (const JobSpec& j : resolve_jobs(settings)) out[j.name] = j.every_seconds;
-  return out;
-}
-
-}  // namespace
-
 std::string render_metrics(const Settings& settings) {
   PgConnection db(settings.database_url, session_options(settings));
-  const std::vector<JobFigures> figures = read_figures(db, settings.schema, settings.max_clock_skew_seconds);
+  const std::vector<JobFigures> figures = read_figures(db, settings.schema, settings.max_clock_skew_seconds, true);
   const std::map<std::string, int> every = cadences(settings);
   struct Metric {
     const char* name;
@@ -328,7 +468,7 @@ std::vector<std::string> stale_jobs(const Settings& settings, double max_age_sec
   PgConnection db(settings.database_url, session_options(settings));
   std::vector<std::string> out;
   const std::map<std::string, int> every = max_age_seconds > 0 ? std::map<std::string, int>{} : cadences(settings);
-  for (const JobFigures& f : read_figures(db, settings.schema, settings.max_clock_skew_seconds))
+  for (const JobFigures& f : read_figures(db, settings.schema, settings.max_clock_skew_seconds, false))
     if (is_stale(f, every, max_age_seconds))
       out.push_back(fmt::format("tenant {} job {}: {}", f.tenant, f.job,
                                 f.future_state ? std::string("state in the future (a wrong API clock; the next run "

@@ -1,5 +1,7 @@
 // `stsync status`: per tenant and job, the watermark, token, rows, last run and last error.
 #pragma once
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -7,9 +9,21 @@
 
 namespace stsync {
 
-/// Reads the state and history tables. Returns a text table, or JSON when `json` is set.
-/// Throws PgError when the database cannot be read.
-std::string render_status(const Settings& settings, bool json);
+struct StatusOptions {
+  bool json = false;
+  bool by_job = false;                 // one line per job instead of one per tenant
+  std::optional<std::int64_t> tenant;  // filters; any of them shows the jobs
+  std::string job;
+  bool failed = false;  // jobs whose last error stands (not succeeded since)
+  bool stale = false;   // jobs without a success within twice their cadence
+  bool per_job() const { return by_job || tenant || !job.empty() || failed || stale; }
+};
+
+/// Reads the state and history tables: one line per tenant (jobs ok, failing, stale, not
+/// permitted, worst lag, last run), or with `by_job` or a filter one line per job (rows, token,
+/// watermark, lag, last run, last error). Text, or JSON when `json` is set. Throws PgError when
+/// the database cannot be read, Error(config) for an unknown --job.
+std::string render_status(const Settings& settings, const StatusOptions& options);
 
 /// `stsync jobs`: every job file (with the config's overrides): name, table, mode, key, parent,
 /// endpoint, enabled, cadence, child tables and the last result, when the database can be read.

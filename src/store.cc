@@ -714,7 +714,9 @@ void JobStore::finish_run(std::int64_t run_id, std::string_view outcome, const s
                            "WHERE tenant_id = $1 AND job = $2",
                            schema_q_),
                {std::to_string(tenant_), spec_.name, error});
-    } else {
+    } else if (outcome != "interrupted") {
+      // A stop (SIGTERM, Ctrl-C, --max-run-time) is not an error: the run's row says why it
+      // ended, and the job's standing error, if any, stays what it was.
       db_.exec(fmt::format("UPDATE {}.sync_state SET last_error = $3, last_error_at = now() "
                            "WHERE tenant_id = $1 AND job = $2",
                            schema_q_),

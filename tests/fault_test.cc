@@ -437,7 +437,7 @@ TEST_CASE("a job configured to quarantine keeps the bad record with its error an
   // Every other record of those pages is stored, and nothing quarantined is in the table.
   CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices") == 298);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices i JOIN {s}.quarantine q ON q.record_id = i.id::text") == 0);
-  ProcessResult status = run_stsync({"status", "--json"}, env);
+  ProcessResult status = run_stsync({"status", "--by-job", "--json"}, env);
   CHECK(status.out.find("\"job\":\"invoices\",\"token_present\":true,\"watermark\"") != std::string::npos);
   CHECK(status.out.find("\"rows\":298,\"quarantined\":2") != std::string::npos);
 }

@@ -411,7 +411,7 @@ TEST_CASE("values PostgreSQL refuses go to quarantine one record at a time and t
   CHECK(retried.exit_code == 1);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices") == 398);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.quarantine WHERE stored_at IS NULL") == 2);
-  ProcessResult status = run_stsync({"status", "--json"}, env);
+  ProcessResult status = run_stsync({"status", "--by-job", "--json"}, env);
   CHECK(status.out.find("\"quarantined\":2") != std::string::npos);
   std::filesystem::remove_all(dir);
   std::filesystem::remove(config);
@@ -513,6 +513,12 @@ TEST_CASE("SIGTERM mid-page stops the run without waiting for the page, records 
   CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'invoices' AND outcome = 'interrupted' "
                       "AND error LIKE '%SIGTERM%' AND finished_at IS NOT NULL") == 1);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices") == 200);  // the committed pages
+  // A deliberate stop is not an error: status says interrupted, and no error stands.
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_state WHERE job = 'invoices' AND last_error IS NOT NULL") == 0);
+  ProcessResult shown = run_stsync({"status", "--job", "invoices"}, env);
+  CHECK(shown.out.find("INTERRUPTED") != std::string::npos);
+  CHECK(shown.out.find("ERROR:") == std::string::npos);
+  CHECK(run_stsync({"status", "--failed"}, env).out.find("invoices") == std::string::npos);
   sandbox.admin("faults", "clear=1");
   REQUIRE(run_stsync({"run", "--jobs", "invoices"}, env).exit_code == 0);
   check_equal(schema, sandbox, {"invoices"});

@@ -1,6 +1,7 @@
 // What an operator reads (issue 21): one summary line per run, staleness per cadence, suggestions
 // for slips, settings that say where they came from.
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <fmt/format.h>
 
 #include "support.h"
@@ -40,6 +41,59 @@ TEST_CASE("status --fail-if-stale without a duration judges each job against its
   CHECK(fixed.exit_code == 1);
   CHECK(fixed.err.find("job invoices") != std::string::npos);
   CHECK(run_stsync({"status", "--fail-if-stale", "4h"}, env).exit_code == 0);
+}
+
+TEST_CASE("status shows one line per tenant, and --tenant, --job, --failed and --stale list the jobs",
+          "[operator][status]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  auto big = stsync_env(sandbox, schema, kTenantBig);
+  REQUIRE(run_stsync({"run"}, env).exit_code == 0);
+  REQUIRE(run_stsync({"run"}, big).exit_code == 0);
+  // Tenant A: employees failing (an error that stands) and invoices stale; the big tenant healthy.
+  PgConnection& db = schema.db();
+  const std::string s = db.quote_ident(schema.name());
+  db.exec(fmt::format("UPDATE {}.sync_state SET last_error = 'job employees tenant 1001: boom' WHERE tenant_id = 1001 "
+                      "AND job = 'employees'",
+                      s));
+  db.exec(fmt::format("UPDATE {}.sync_state SET last_success_at = now() - interval '3 days' WHERE tenant_id = 1001 AND "
+                      "job = 'invoices'",
+                      s));
+  ProcessResult tenants = run_stsync({"status"}, env);
+  REQUIRE(tenants.exit_code == 0);
+  INFO(tenants.out);
+  // A header, one line per tenant, one summary line: nothing per job.
+  CHECK(std::count(tenants.out.begin(), tenants.out.end(), '\n') == 4);
+  CHECK(tenants.out.find("TENANT") == 0);
+  const size_t a = tenants.out.find("\n1001 "), b = tenants.out.find("\n9007199254740993 ");
+  REQUIRE(a != std::string::npos);
+  REQUIRE(b != std::string::npos);
+  const std::string line_a = tenants.out.substr(a + 1, tenants.out.find('\n', a + 1) - a - 1);
+  const std::string line_b = tenants.out.substr(b + 1, tenants.out.find('\n', b + 1) - b - 1);
+  CHECK(line_a.find("employees, invoices") != std::string::npos);  // what needs attention, by name
+  CHECK(line_b.find("invoices") == std::string::npos);
+  CHECK(tenants.out.find("2 tenant(s), 4 job(s): 2 ok, 1 failing, 1 stale, 0 not permitted.") != std::string::npos);
+  ProcessResult json = run_stsync({"status", "--json"}, env);
+  CHECK(json.out.find(R"({"tenant":1001,"jobs":2,"ok":0,"failing":1,"stale":1,"not_permitted":0,)") !=
+        std::string::npos);
+  CHECK(json.out.find(R"({"tenant":9007199254740993,"jobs":2,"ok":2,"failing":0,"stale":0,)") != std::string::npos);
+  // The filters list jobs; they combine.
+  ProcessResult failed = run_stsync({"status", "--failed"}, env);
+  CHECK(failed.out.find("ERROR: job employees tenant 1001: boom") != std::string::npos);
+  CHECK(failed.out.find("invoices") == std::string::npos);
+  ProcessResult stale = run_stsync({"status", "--stale", "--json"}, env);
+  CHECK(stale.out.find(R"("tenant":1001,"job":"invoices")") != std::string::npos);
+  CHECK(stale.out.find("employees") == std::string::npos);
+  ProcessResult one = run_stsync({"status", "--tenant", "9007199254740993", "--job", "employees"}, env);
+  CHECK(one.out.find("9007199254740993") != std::string::npos);
+  CHECK(one.out.find("1001 ") == std::string::npos);
+  CHECK(one.out.find("invoices") == std::string::npos);
+  ProcessResult both = run_stsync({"status", "--failed", "--stale"}, env);
+  CHECK(both.out.find("(no job matches)") != std::string::npos);
+  ProcessResult unknown = run_stsync({"status", "--job", "employes"}, env);
+  CHECK(unknown.exit_code == 2);
+  CHECK(unknown.err.find("did you mean 'employees'?") != std::string::npos);
 }
 
 TEST_CASE("a mistyped command or job name exits 2 with the nearest name suggested", "[operator][cli]") {

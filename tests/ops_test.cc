@@ -111,17 +111,17 @@ TEST_CASE("status shows lag and stale jobs, and --fail-if-stale exits 1 naming t
   TestSchema schema;
   const auto env = stsync_env(sandbox, schema, kTenantA);
   REQUIRE(run_stsync({"run"}, env).exit_code == 0);
-  ProcessResult fresh = run_stsync({"status", "--fail-if-stale", "1h"}, env);
+  ProcessResult fresh = run_stsync({"status", "--by-job", "--fail-if-stale", "1h"}, env);
   CHECK(fresh.exit_code == 0);
   CHECK(fresh.out.find("LAG") != std::string::npos);
   CHECK(fresh.out.find("STALE") == std::string::npos);
-  ProcessResult json = run_stsync({"status", "--json"}, env);
+  ProcessResult json = run_stsync({"status", "--by-job", "--json"}, env);
   CHECK(json.out.find(R"("stale":false)") != std::string::npos);
   CHECK(json.out.find(R"("lag_seconds":)") != std::string::npos);
   // A job whose last success is older than twice its cadence is stale.
   schema.db().exec(fmt::format("UPDATE {}.sync_state SET last_success_at = now() - interval '3 days' WHERE job = 'employees'",
                                schema.db().quote_ident(schema.name())));
-  ProcessResult old = run_stsync({"status", "--fail-if-stale", "1h"}, env);
+  ProcessResult old = run_stsync({"status", "--by-job", "--fail-if-stale", "1h"}, env);
   CHECK(old.exit_code == 1);
   CHECK(old.err.find("stale: tenant 1001 job employees: last success") != std::string::npos);
   CHECK(old.err.find("job invoices") == std::string::npos);

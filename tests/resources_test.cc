@@ -190,7 +190,7 @@ TEST_CASE("a job the tenant's app may not read is 'not permitted' and exit 0 unl
   CHECK(r.err.find("job employees tenant 1001: not permitted (403)") != std::string::npos);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'employees' AND outcome = 'not_permitted'") == 1);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'invoices' AND outcome = 'succeeded'") == 1);
-  ProcessResult status = run_stsync({"status"}, env);
+  ProcessResult status = run_stsync({"status", "--by-job"}, env);
   CHECK(status.out.find("not_permitted") != std::string::npos);
 
   // Asked for by name (--jobs, or enabled = true in the config): a failure.

@@ -108,7 +108,7 @@ client_secret = "{7}"
   for (const JobSpec& j : load_job_specs("")) enabled += j.enabled ? 1 : 0;
   CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE outcome = 'succeeded'") == 2 * enabled);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE outcome <> 'succeeded'") == 0);
-  ProcessResult status = run_stsync({"--config", config, "status", "--json"}, {{"DATABASE_URL", database_url()}});
+  ProcessResult status = run_stsync({"--config", config, "status", "--by-job", "--json"}, {{"DATABASE_URL", database_url()}});
   CHECK(status.exit_code == 0);
   CHECK(status.out.find("\"tenant\":9007199254740993") != std::string::npos);
   CHECK(status.out.find("\"rows\":600") != std::string::npos);
