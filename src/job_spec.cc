@@ -336,6 +336,13 @@ std::vector<JobSpec> load_job_specs(const std::string& dir) {
   return specs;
 }
 
+std::string tenant_path(const std::string& path, std::int64_t tenant) {
+  std::string out = path;
+  const size_t pos = out.find("{tenant}");
+  if (pos != std::string::npos) out.replace(pos, 8, std::to_string(tenant));
+  return out;
+}
+
 std::vector<std::string> job_names(const std::vector<JobSpec>& specs) {
   std::vector<std::string> out;
   for (const JobSpec& j : specs) out.push_back(j.name);

@@ -82,6 +82,8 @@ std::optional<int> parse_duration(std::string_view text);
 
 /// The jobs' names, for messages ("did you mean …").
 std::vector<std::string> job_names(const std::vector<JobSpec>& specs);
+/// An endpoint path of a job file with its `{tenant}` placeholder filled in.
+std::string tenant_path(const std::string& path, std::int64_t tenant);
 /// The key's text form for messages: "id", "employeeId", "(technicianId, jobId)", "position".
 std::string key_description(const JobSpec& spec);
 

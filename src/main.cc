@@ -151,8 +151,13 @@ int main(int argc, char** argv) {
   CLI::App* jobs_cmd = app.add_subcommand("jobs", "Every job: table, mode, key, endpoint, enabled, last result");
   jobs_cmd->add_flag("--json", jobs_json, "Machine-readable output");
   CLI::App* check = app.add_subcommand(
-      "check", "Authenticate with ServiceTitan, probe each enabled job's endpoint (one small request: is the "
-               "scope granted?) and connect to PostgreSQL; writes nothing");
+      "check", "Connect to PostgreSQL, then per tenant authenticate with ServiceTitan and probe each of its jobs' "
+               "endpoints (one small request: is the scope granted?); prints the failures and a summary; writes "
+               "nothing");
+  CheckOptions check_options;
+  std::int64_t check_tenant = 0;
+  check->add_flag("--verbose,-v", check_options.verbose, "Every probe's line, not only the failures");
+  check->add_option("--tenant", check_tenant, "Only this tenant id");
   QuarantineFilter qfilter;
   std::string qjob;
   std::int64_t qtenant = 0;
@@ -294,7 +299,8 @@ int main(int argc, char** argv) {
     }
     if (check->parsed()) {
       int rc = 0;
-      for (const std::string& line : check_connectivity(settings, rc)) fmt::print("{}\n", line);
+      if (check_tenant != 0) check_options.tenant = check_tenant;
+      for (const std::string& line : check_connectivity(settings, check_options, rc)) fmt::print("{}\n", line);
       return rc;
     }
   } catch (const Error& e) {

@@ -479,67 +479,90 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
   return summary;
 }
 
-std::vector<std::string> check_connectivity(const Settings& settings, int& exit_code) {
+std::vector<std::string> check_connectivity(const Settings& settings, const CheckOptions& options, int& exit_code) {
   std::vector<std::string> lines;
   exit_code = kExitSuccess;
-  if (settings.tenants.empty())
-    throw Error(ErrorKind::config, "no tenant configured: set ST_TENANT_ID, ST_CLIENT_ID and ST_CLIENT_SECRET");
+  auto say = [&](bool always, std::string line) {
+    if (always || options.verbose) lines.push_back(std::move(line));
+  };
+  // The database first: without it no job can run, whatever the API says.
+  std::string database = "PostgreSQL ok";
+  try {
+    PgConnection db(settings.database_url, session_options(settings));
+    PgResult r = db.exec("SELECT current_database(), current_user");
+    say(false, fmt::format("ok    PostgreSQL: database {} as {}", r.get(0, 0), r.get(0, 1)));
+  } catch (const Error& e) {
+    say(true, fmt::format("FAIL  PostgreSQL: {}", log::redact(e.what())));
+    database = "PostgreSQL FAILED";
+    exit_code = kExitDatabase;
+  }
+  RunOptions selection;
+  selection.tenant = options.tenant;
+  const std::vector<TenantConfig> tenants = selected_tenants(settings, selection);
+  const std::vector<JobSpec> all = resolve_jobs(settings);
   CurlTransport transport(curl_options(settings));
-  for (const TenantConfig& t : settings.tenants) {
+  int authenticated = 0, rejected = 0, permitted = 0, denied = 0, failed = 0, via_parent = 0;
+  for (const TenantConfig& t : tenants) {
     TenantSession session(t, settings.requests_per_second, real_clock());
     RetryBudget budget(settings.retry_budget_seconds);
     ServiceTitanClient client(settings, session, transport, real_clock(), budget);
     try {
       client.access_token(true);
-      lines.push_back(fmt::format("ok    ServiceTitan tenant {}: credentials accepted by {}", t.id,
-                                  settings.auth_url));
+      ++authenticated;
+      say(false, fmt::format("ok    ServiceTitan tenant {}: credentials accepted by {}", t.id, settings.auth_url));
     } catch (const Error& e) {
-      lines.push_back(fmt::format("FAIL  ServiceTitan tenant {}: {}", t.id, log::redact(e.what())));
+      ++rejected;
+      say(true, fmt::format("FAIL  ServiceTitan tenant {}: {}", t.id, log::redact(e.what())));
       if (exit_code == kExitSuccess)
         exit_code = e.kind() == ErrorKind::auth_rejected ? kExitAuthRejected : kExitJobFailed;
       continue;
     }
-    // One small request per enabled job: which APIs the tenant's app may read. A per-parent job
-    // is read through its parent's scope; its own endpoint needs a parent id.
-    int permitted = 0, denied = 0;
-    for (const JobSpec& spec : resolve_jobs(settings)) {
-      if (!spec.enabled) continue;
-      if (!spec.parent.empty()) {
-        lines.push_back(fmt::format("-     tenant {} job {}: per-parent (probed through job {})", t.id, spec.name,
-                                    spec.parent));
+    // The jobs this tenant runs: its own list, else every enabled job. One small request per job:
+    // which APIs the tenant's app may read. A per-parent job is read through its parent's scope;
+    // its own endpoint needs a parent id.
+    std::vector<const JobSpec*> jobs;
+    for (const JobSpec& spec : all)
+      if (t.jobs.empty() ? spec.enabled : std::find(t.jobs.begin(), t.jobs.end(), spec.name) != t.jobs.end())
+        jobs.push_back(&spec);
+    int tenant_permitted = 0, tenant_denied = 0;
+    for (const JobSpec* spec : jobs) {
+      if (!spec->parent.empty()) {
+        ++via_parent;
+        say(false, fmt::format("-     tenant {} job {}: per-parent (probed through job {})", t.id, spec->name,
+                               spec->parent));
         continue;
       }
-      std::string path = spec.list_path.empty() ? spec.export_path : spec.list_path;
-      const size_t pos = path.find("{tenant}");
-      if (pos != std::string::npos) path.replace(pos, 8, std::to_string(t.id));
-      if (spec.list_path.empty()) path += "?includeRecentChanges=false";
-      else if (spec.response == ResponseShape::paged) path += "?page=1&pageSize=1";
+      std::string path = tenant_path(spec->list_path.empty() ? spec->export_path : spec->list_path, t.id);
+      if (spec->list_path.empty()) path += "?includeRecentChanges=false";
+      else if (spec->response == ResponseShape::paged) path += "?page=1&pageSize=1";
       try {
-        client.get(path, fmt::format("job {} tenant {} probe", spec.name, t.id));
-        ++permitted;
-        lines.push_back(fmt::format("ok    tenant {} job {}: permitted", t.id, spec.name));
+        client.get(path, fmt::format("job {} tenant {} probe", spec->name, t.id));
+        ++tenant_permitted;
+        say(false, fmt::format("ok    tenant {} job {}: permitted", t.id, spec->name));
       } catch (const Error& e) {
         if (e.http_status() == 403) {
-          ++denied;
-          lines.push_back(fmt::format("DENY  tenant {} job {}: not permitted (403): the app lacks this API's scope; "
-                                      "grant it in ServiceTitan or set [jobs.{}] enabled = false",
-                                      t.id, spec.name, spec.name));
+          ++tenant_denied;
+          say(true, fmt::format("DENY  tenant {} job {}: not permitted (403): the app lacks this API's scope; "
+                                "grant it in ServiceTitan or set [jobs.{}] enabled = false",
+                                t.id, spec->name, spec->name));
         } else {
-          lines.push_back(fmt::format("FAIL  tenant {} job {}: {}", t.id, spec.name, log::redact(e.what())));
+          ++failed;
+          say(true, fmt::format("FAIL  tenant {} job {}: {}", t.id, spec->name, log::redact(e.what())));
           if (exit_code == kExitSuccess) exit_code = kExitJobFailed;
         }
       }
     }
-    lines.push_back(fmt::format("      tenant {}: {} job(s) permitted, {} not permitted", t.id, permitted, denied));
+    permitted += tenant_permitted;
+    denied += tenant_denied;
+    say(false, fmt::format("      tenant {}: {} job(s) permitted, {} not permitted", t.id, tenant_permitted,
+                           tenant_denied));
   }
-  try {
-    PgConnection db(settings.database_url, session_options(settings));
-    PgResult r = db.exec("SELECT current_database(), current_user, version()");
-    lines.push_back(fmt::format("ok    PostgreSQL: database {} as {}", r.get(0, 0), r.get(0, 1)));
-  } catch (const Error& e) {
-    lines.push_back(fmt::format("FAIL  PostgreSQL: {}", log::redact(e.what())));
-    if (exit_code == kExitSuccess) exit_code = kExitDatabase;
-  }
+  lines.push_back(fmt::format("check: {}; {} tenant(s): {} authenticated, {} refused; {} job probe(s): {} permitted, "
+                              "{} not permitted, {} failed{}",
+                              database, tenants.size(), authenticated, rejected, permitted + denied + failed,
+                              permitted, denied, failed,
+                              via_parent ? fmt::format(" ({} per-parent job(s) read through their parent)", via_parent)
+                                         : std::string()));
   return lines;
 }
 

@@ -30,8 +30,13 @@ std::string describe_run(const RunSummary& summary, double seconds, bool due);
 /// The exit code for a set of job results (see exit_status.h).
 int exit_code_for(const std::vector<JobResult>& results);
 
-/// `stsync check`: one token per tenant and one database round trip; writes nothing.
-/// Returns human-readable lines and sets `exit_code`.
-std::vector<std::string> check_connectivity(const Settings& settings, int& exit_code);
+struct CheckOptions {
+  bool verbose = false;                // every probe's line, not only the failures
+  std::optional<std::int64_t> tenant;  // only this tenant
+};
+/// `stsync check`: one database round trip, then per tenant a token and one small request per
+/// job the tenant runs (its own `jobs` list, else every enabled job); writes nothing. Returns
+/// the failures (every line with `verbose`) and a summary line last; sets `exit_code`.
+std::vector<std::string> check_connectivity(const Settings& settings, const CheckOptions& options, int& exit_code);
 
 }  // namespace stsync

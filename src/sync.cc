@@ -10,13 +10,6 @@
 namespace stsync {
 namespace {
 
-std::string with_tenant(const std::string& path, std::int64_t tenant) {
-  std::string out = path;
-  const size_t pos = out.find("{tenant}");
-  if (pos != std::string::npos) out.replace(pos, 8, std::to_string(tenant));
-  return out;
-}
-
 constexpr Ticks kMinWindow = kTicksPerMicro;
 // The largest page (JSON bytes) that is parsed on the helper thread while the previous page
 // commits; larger pages are parsed after it, so at most one page's COPY rows are in memory.
@@ -330,7 +323,7 @@ void JobRunner::raise_watermark(JobState& state, const ParsedPage& page, const s
 
 void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id) {
   const std::int64_t tenant = session_.tenant().id;
-  const std::string base = with_tenant(spec_.export_path, tenant);
+  const std::string base = tenant_path(spec_.export_path, tenant);
   // A date restarts the feed at complete_through − overlap: everything changed before
   // complete_through was stored by a walk that reached the feed's end. Never the watermark,
   // which may come from the middle of a walk over a feed that is only "usually" ordered.
@@ -642,7 +635,7 @@ bool JobRunner::reconcile_due(const JobState& state, Ticks now) const {
 
 std::int64_t JobRunner::read_listing(JobStore& store, JobState& state, std::int64_t run_id,
                                      const std::optional<std::string>& parent) {
-  std::string path = with_tenant(spec_.list_path, session_.tenant().id);
+  std::string path = tenant_path(spec_.list_path, session_.tenant().id);
   if (parent) {
     const size_t pos = path.find("{parent}");
     path.replace(pos, 8, url_encode(*parent));
@@ -689,7 +682,7 @@ std::vector<std::string> JobRunner::confirm_gone(JobStore& store, JobState& stat
                                                  std::vector<std::string> candidates) {
   // Offset pages over a set that changes while it is read can skip a row (a row before it was
   // deleted). Before a row is marked deleted, the API is asked for it by id.
-  const std::string path = with_tenant(spec_.list_path, session_.tenant().id);
+  const std::string path = tenant_path(spec_.list_path, session_.tenant().id);
   std::unordered_set<std::string> present;
   for (size_t i = 0; i < candidates.size(); i += 50) {
     std::string ids;
@@ -834,7 +827,7 @@ void JobRunner::check_window(const std::string& field, std::optional<Ticks> lo, 
 Ticks JobRunner::walk_windows(JobStore& store, JobState& state, std::int64_t run_id, const std::string& field,
                               std::optional<Ticks> lo, Ticks hi) {
   const std::int64_t tenant = session_.tenant().id;
-  const std::string path = with_tenant(spec_.list_path, tenant);
+  const std::string path = tenant_path(spec_.list_path, tenant);
   const std::string lo_name = field == "created" ? spec_.created_after : "modifiedOnOrAfter";
   const std::string hi_name = field == "created" ? spec_.created_before : "modifiedBefore";
   const Ticks safety = settings_.list_safety_seconds * kTicksPerSecond;

@@ -96,6 +96,46 @@ TEST_CASE("status shows one line per tenant, and --tenant, --job, --failed and -
   CHECK(unknown.err.find("did you mean 'employees'?") != std::string::npos);
 }
 
+TEST_CASE("check tests the database first, probes each tenant's own jobs, and prints only failures and a summary "
+          "unless --verbose",
+          "[operator][check]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  // Tenant A runs only employees (its own list); the big tenant every enabled job.
+  const std::string tenants = write_temp_file(fmt::format(
+      "[[tenants]]\nid = {}\nclient_id = \"{}\"\nclient_secret = \"{}\"\njobs = [\"employees\"]\n"
+      "[[tenants]]\nid = {}\nclient_id = \"{}\"\nclient_secret = \"{}\"\n",
+      kTenantA, sandbox::sandbox_client_id(kTenantA), sandbox::sandbox_client_secret(kTenantA), kTenantBig,
+      sandbox::sandbox_client_id(kTenantBig), sandbox::sandbox_client_secret(kTenantBig)));
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  for (const char* k : {"ST_TENANT_ID", "ST_CLIENT_ID", "ST_CLIENT_SECRET"}) env.erase(k);
+  env["STSYNC_TENANTS_FILE"] = tenants;
+  const std::int64_t before = sandbox.stat(kTenantA, "requests");
+  ProcessResult quiet = run_stsync({"check"}, env);
+  INFO(quiet.out << quiet.err);
+  CHECK(quiet.exit_code == 0);
+  CHECK(quiet.out == "check: PostgreSQL ok; 2 tenant(s): 2 authenticated, 0 refused; 3 job probe(s): 3 permitted, 0 "
+                     "not permitted, 0 failed\n");
+  CHECK(sandbox.stat(kTenantA, "requests") - before == 1);  // employees only: the tenant's own list
+  ProcessResult verbose = run_stsync({"check", "--verbose"}, env);
+  CHECK(verbose.out.find("ok    PostgreSQL: database") == 0);  // the database first
+  CHECK(verbose.out.find("ok    tenant 1001 job employees: permitted") != std::string::npos);
+  CHECK(verbose.out.find("tenant 1001 job invoices") == std::string::npos);
+  CHECK(verbose.out.find("ok    tenant 9007199254740993 job invoices: permitted") != std::string::npos);
+  // A denied scope is listed without --verbose; a database that cannot be reached comes first.
+  sandbox.admin("scopes", fmt::format("tenant={}&deny=invoices", kTenantBig));
+  ProcessResult denied = run_stsync({"check"}, env);
+  CHECK(denied.exit_code == 0);
+  CHECK(denied.out.find("DENY  tenant 9007199254740993 job invoices: not permitted (403)") == 0);
+  CHECK(denied.out.find("2 permitted, 1 not permitted, 0 failed") != std::string::npos);
+  ProcessResult no_db = run_stsync({"check"}, with_env(env, {{"DATABASE_URL", "host=127.0.0.1 port=1 dbname=x"}}));
+  CHECK(no_db.exit_code == 4);
+  CHECK(no_db.out.find("FAIL  PostgreSQL: ") == 0);
+  CHECK(no_db.out.find("check: PostgreSQL FAILED; 2 tenant(s): 2 authenticated") != std::string::npos);
+  ProcessResult one = run_stsync({"check", "--tenant", "1001"}, env);
+  CHECK(one.out.find("1 tenant(s): 1 authenticated, 0 refused; 1 job probe(s)") != std::string::npos);
+}
+
 TEST_CASE("a mistyped command or job name exits 2 with the nearest name suggested", "[operator][cli]") {
   TestSandbox sandbox;
   TestSchema schema;

@@ -199,7 +199,7 @@ TEST_CASE("a job the tenant's app may not read is 'not permitted' and exit 0 unl
   CHECK(run_stsync({"--config", config, "run"}, env).exit_code == 1);
 
   // `stsync check` says which jobs the app may read.
-  ProcessResult check = run_stsync({"check"}, env);
+  ProcessResult check = run_stsync({"check", "--verbose"}, env);
   CHECK(check.out.find("DENY  tenant 1001 job employees: not permitted (403)") != std::string::npos);
   CHECK(check.out.find("ok    tenant 1001 job invoices: permitted") != std::string::npos);
 }

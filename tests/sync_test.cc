@@ -462,7 +462,7 @@ TEST_CASE("check authenticates and connects without writing", "[sync][cli]") {
   TestSandbox sandbox;
   TestSchema schema;
   auto env = stsync_env(sandbox, schema, kTenantA);
-  ProcessResult ok = run_stsync({"check"}, env);
+  ProcessResult ok = run_stsync({"check", "--verbose"}, env);
   CHECK(ok.exit_code == 0);
   CHECK(ok.out.find("credentials accepted") != std::string::npos);
   CHECK(schema.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = $1", {schema.name()}) == 0);
