@@ -145,6 +145,14 @@ std::string human_seconds(double value) {
   return fmt::format("{}d", seconds / 86400);
 }
 
+// A cadence as written in a job file: the largest unit that divides it (1h, 90m, 2d).
+std::string cadence_text(int seconds) {
+  if (seconds > 0 && seconds % 86400 == 0) return fmt::format("{}d", seconds / 86400);
+  if (seconds > 0 && seconds % 3600 == 0) return fmt::format("{}h", seconds / 3600);
+  if (seconds > 0 && seconds % 60 == 0) return fmt::format("{}m", seconds / 60);
+  return fmt::format("{}s", seconds);
+}
+
 void append_json_or_null(std::string& out, const std::string& value) {
   if (value.empty()) out += "null";
   else append_json_string(out, value);
@@ -393,13 +401,19 @@ std::string render_jobs(const Settings& settings, bool json) {
     }
     return out + "\n]\n";
   }
-  const char* const row_format = "{:<34} {:<8} {:<7} {:<24} {:<14} {}\n";
-  out = fmt::format(fmt::runtime(row_format), "JOB (= TABLE)", "MODE", "ENABLED", "KEY", "LAST RESULT", "ENDPOINT");
+  const char* const row_format = "{:<34} {:<8} {:<7} {:>5} {:<24} {:<24} {:<30} {:<14} {}\n";
+  out = fmt::format(fmt::runtime(row_format), "JOB (= TABLE)", "MODE", "ENABLED", "EVERY", "KEY", "PARENT",
+                    "CHILD TABLES", "LAST RESULT", "ENDPOINT");
+  auto cut = [](const std::string& text, size_t width) {
+    return text.size() > width ? shorten_utf8(text, width - 3) + "..." : text;
+  };
   for (const JobSpec& j : specs) {
     auto it = last.find(j.name);
-    std::string key = key_description(j);
-    if (key.size() > 24) key = key.substr(0, 21) + "...";
-    out += fmt::format(fmt::runtime(row_format), j.name, mode_name(j.mode), j.enabled ? "yes" : "no", key,
+    std::string children;
+    for (const ChildSpec& c : j.children) children += (children.empty() ? "" : ",") + c.table;
+    out += fmt::format(fmt::runtime(row_format), j.name, mode_name(j.mode), j.enabled ? "yes" : "no",
+                       cadence_text(j.every_seconds), cut(key_description(j), 24),
+                       j.parent.empty() ? "-" : cut(j.parent, 24), children.empty() ? "-" : cut(children, 30),
                        it == last.end() ? "-" : it->second, endpoint(j));
   }
   return out;

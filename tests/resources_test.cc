@@ -1,6 +1,7 @@
 // Every catalogued resource, end to end: the generated job files against the sandbox serving the
 // catalogue's endpoints, with a real PostgreSQL. One sandbox and one schema for all of them.
 #include <catch2/catch.hpp>
+#include <regex>
 #include <fmt/format.h>
 #include <signal.h>
 
@@ -213,6 +214,12 @@ TEST_CASE("stsync jobs lists every job with its table, mode, key, endpoint, enab
   ProcessResult text = run_stsync({"jobs"}, env);
   REQUIRE(text.exit_code == 0);
   CHECK(std::count(text.out.begin(), text.out.end(), '\n') == 145);  // a header and 144 jobs
+  // What the README lists: cadence, parent and child tables too.
+  CHECK(text.out.find("JOB (= TABLE)                      MODE     ENABLED EVERY KEY") == 0);
+  CHECK(text.out.find("PARENT") != std::string::npos);
+  CHECK(text.out.find("CHILD TABLES") != std::string::npos);
+  CHECK(std::regex_search(text.out, std::regex("\ninvoices +export +yes +[0-9]+[smh] +id +- +invoices_items")));
+  CHECK(std::regex_search(text.out, std::regex("\njournal_entry_details +full +[a-z]+ +[0-9]+[smh] .* journal_entries ")));
   ProcessResult json = run_stsync({"jobs", "--json"}, env);
   REQUIRE(json.exit_code == 0);
   CHECK(json.out.find(R"({"job":"payroll_settings","table":"payroll_settings","mode":"export","key":"employeeId")") !=
