@@ -151,7 +151,9 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
                         s.database_url.find('@');
   }
   if (const toml::table* run = root["run"].as_table()) {
-    check_keys(*run, {"parallel", "page_connections", "jobs_dir", "log_level", "tenants_file"}, "[run]");
+    check_keys(*run, {"parallel", "page_connections", "jobs_dir", "log_level", "tenants_file", "keep_runs_days"},
+               "[run]");
+    read(*run, "keep_runs_days", s.keep_runs_days, "run");
     read(*run, "tenants_file", s.tenants_file, "run");
     read(*run, "parallel", s.parallel, "run");
     read(*run, "page_connections", s.page_connections, "run");
@@ -329,6 +331,7 @@ Settings load_settings(const std::optional<std::string>& path, const EnvLookup& 
   if (auto v = env("STSYNC_TLS_VERIFY")) s.tls_verify = parse_bool(*v, "STSYNC_TLS_VERIFY");
   if (auto v = env("STSYNC_REQUESTS_PER_SECOND")) s.requests_per_second = env_number(*v, "STSYNC_REQUESTS_PER_SECOND");
   if (auto v = env("STSYNC_PARALLEL")) s.parallel = env_integer(*v, "STSYNC_PARALLEL");
+  if (auto v = env("STSYNC_KEEP_RUNS_DAYS")) s.keep_runs_days = env_integer(*v, "STSYNC_KEEP_RUNS_DAYS");
   if (auto v = env("STSYNC_PAGE_CONNECTIONS")) s.page_connections = env_integer(*v, "STSYNC_PAGE_CONNECTIONS");
   if (auto v = env("STSYNC_MAX_ATTEMPTS")) s.max_attempts = env_integer(*v, "STSYNC_MAX_ATTEMPTS");
   if (auto v = env("STSYNC_RETRY_BUDGET_SECONDS")) s.retry_budget_seconds = env_number(*v, "STSYNC_RETRY_BUDGET_SECONDS");
@@ -382,6 +385,8 @@ Settings load_settings(const std::optional<std::string>& path, const EnvLookup& 
     fail(fmt::format("requests_per_second must be between 0.1 and 60 (ServiceTitan's limit per tenant), not {}",
                      s.requests_per_second));
   if (s.parallel < 1 || s.parallel > 64) fail("parallel must be between 1 and 64");
+  if (s.keep_runs_days < 0 || s.keep_runs_days > 36500)
+    fail(fmt::format("keep_runs_days must be between 0 (keep every run) and 36500, not {}", s.keep_runs_days));
   if (s.page_connections < 1 || s.page_connections > 2) fail("page_connections must be 1 or 2");
   if (s.max_attempts < 1) fail("max_attempts must be at least 1");
   // Durations: a negative one is a mistake, never "no limit".

@@ -42,6 +42,7 @@ struct Settings {
   std::string tenants_file;  // more [[tenants]]: a TOML file, or a directory of them
   double requests_per_second = 10;
   int parallel = 2;
+  int keep_runs_days = 30;  // sync_runs older than this are pruned (their counts kept); 0: keep all
   // Per worker: export pages committed on one or two connections. One by default: on the 2-core
   // development machine a second one made runs slower (see the README's benchmarks).
   int page_connections = 1;

@@ -127,6 +127,38 @@ class Fleet {
     with_connection([&] { return release_once(tenant, finished); }, true);
   }
 
+  /// Deletes the runs that finished more than `keep_days` ago (never a job's last run), first
+  /// adding what they counted to sync_run_totals, in the same statement: a run is counted once,
+  /// even when two processes prune at once. In batches, so that no statement runs long.
+  /// Returns the number of runs pruned.
+  std::int64_t prune_runs(int keep_days) {
+    std::int64_t pruned = 0;
+    for (int batch = 0; batch < 100; ++batch) {
+      const std::int64_t n = db_.exec(fmt::format(
+          "WITH gone AS ("
+          "  DELETE FROM {0}.sync_runs WHERE run_id IN ("
+          "    SELECT run_id FROM {0}.sync_runs r WHERE finished_at < now() - make_interval(days => $1::int) "
+          "    AND NOT EXISTS (SELECT 1 FROM {0}.sync_state st WHERE st.last_run_id = r.run_id) LIMIT 5000) "
+          "  RETURNING *), "
+          "added AS ("
+          "  INSERT INTO {0}.sync_run_totals AS t (tenant_id, job, runs, failed_runs, pages, rows_inserted, "
+          "    rows_updated, requests, throttled, retries) "
+          "  SELECT tenant_id, job, count(*), count(*) FILTER (WHERE outcome = 'failed'), sum(pages), "
+          "    sum(rows_inserted), sum(rows_updated), sum(requests), sum(throttled), sum(retries) "
+          "  FROM gone GROUP BY 1, 2 "
+          "  ON CONFLICT (tenant_id, job) DO UPDATE SET runs = t.runs + excluded.runs, "
+          "    failed_runs = t.failed_runs + excluded.failed_runs, pages = t.pages + excluded.pages, "
+          "    rows_inserted = t.rows_inserted + excluded.rows_inserted, "
+          "    rows_updated = t.rows_updated + excluded.rows_updated, requests = t.requests + excluded.requests, "
+          "    throttled = t.throttled + excluded.throttled, retries = t.retries + excluded.retries) "
+          "SELECT count(*) FROM gone",
+          schema_q_), {std::to_string(keep_days)}).get_int(0, 0);
+      pruned += n;
+      if (n < 5000) break;
+    }
+    return pruned;
+  }
+
  private:
   template <typename F>
   bool with_connection(F&& f, bool fallback) {
@@ -446,6 +478,21 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
   for (std::thread& t : threads) t.join();
   done = true;
   if (painter.joinable()) painter.join();
+
+  // History older than keep_runs_days goes, at most once an hour per process (a daemon's rounds
+  // do not pay a query each). Failing to prune is not failing the run.
+  static std::atomic<double> last_prune{-1e18};
+  if (settings.keep_runs_days > 0 && !stop_requested() && clock.monotonic() - last_prune.load() >= 3600) {
+    last_prune = clock.monotonic();
+    try {
+      const std::int64_t pruned = fleet.prune_runs(settings.keep_runs_days);
+      if (pruned > 0)
+        log::info("pruned {} run record(s) older than {} day(s) (their counts are kept in sync_run_totals)", pruned,
+                  settings.keep_runs_days);
+    } catch (const Error& e) {
+      log::warn("could not prune old run records: {}", e.what());
+    }
+  }
 
   // A tenant for which every job answered 403 has a wrong app key or an app without any of these
   // scopes: that is a failure, not a list of jobs it may skip.

@@ -44,6 +44,9 @@ std::vector<JobFigures> read_figures(PgConnection& db, const std::string& schema
                                           "to_regclass($1) AND attname = 'requests'",
                                           {s + ".sync_runs"})
                                           .get_int(0, 0) > 0;
+  // Runs pruned from sync_runs left their counts in sync_run_totals (a later migration, too).
+  const bool pruned_totals =
+      totals && db.exec("SELECT to_regclass($1) IS NOT NULL", {s + ".sync_run_totals"}).get(0, 0) == "t";
   const char* const iso = "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'";
   PgResult r = db.exec(
       fmt::format(
@@ -72,6 +75,17 @@ std::vector<JobFigures> read_figures(PgConnection& db, const std::string& schema
                                         : "coalesce(agg.inserted, 0), coalesce(agg.updated, 0), "
                                           "coalesce(agg.pages, 0), 0, 0, 0, coalesce(agg.failed, 0)"),
           fmt::arg("agg", !totals ? ""
+                          : pruned_totals
+                          ? fmt::format("LEFT JOIN (SELECT tenant_id, job, sum(inserted) AS inserted, "
+                                        "sum(updated) AS updated, sum(pages) AS pages, sum(requests) AS requests, "
+                                        "sum(throttled) AS throttled, sum(retries) AS retries, sum(failed) AS failed "
+                                        "FROM (SELECT tenant_id, job, rows_inserted AS inserted, rows_updated AS "
+                                        "updated, pages, requests, throttled, retries, (outcome = 'failed')::int "
+                                        "AS failed FROM {0}.sync_runs UNION ALL SELECT tenant_id, job, "
+                                        "rows_inserted, rows_updated, pages, requests, throttled, retries, "
+                                        "failed_runs FROM {0}.sync_run_totals) u GROUP BY 1, 2) agg "
+                                        "ON agg.tenant_id = st.tenant_id AND agg.job = st.job",
+                                        s)
                           : fmt::format("LEFT JOIN (SELECT tenant_id, job, sum(rows_inserted) AS inserted, "
                                         "sum(rows_updated) AS updated, sum(pages) AS pages, {} "
                                         "count(*) FILTER (WHERE outcome = 'failed') AS failed "

@@ -106,6 +106,55 @@ TEST_CASE("the metrics file parses as Prometheus text format and its figures mat
   std::filesystem::remove(path);
 }
 
+TEST_CASE("run records older than keep_runs_days are pruned, a job's last run is kept, and the metrics' totals do not "
+          "go down",
+          "[ops][retention]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  const auto env = stsync_env(sandbox, schema, kTenantA);
+  const std::string path = fmt::format("/tmp/stsync-retention-{}.prom", getpid());
+  REQUIRE(run_stsync({"run"}, env).exit_code == 0);
+  sandbox.admin("changes", fmt::format("tenant={}&resource=invoices&n=20", kTenantA));
+  sandbox.admin("clock", "advance_seconds=1000");
+  REQUIRE(run_stsync({"run", "--metrics-file", path}, env).exit_code == 0);
+  const std::map<std::string, double> before = parse_prometheus(read_text(path));
+  REQUIRE(schema.scalar("SELECT count(*) FROM {s}.sync_runs") == 4);
+  // Every run finished 40 days ago; the next run keeps its own and the jobs' last runs only.
+  schema.db().exec(fmt::format("UPDATE {}.sync_runs SET finished_at = now() - interval '40 days'",
+                               schema.db().quote_ident(schema.name())));
+  ProcessResult kept = run_stsync({"run"}, with_env(env, {{"STSYNC_KEEP_RUNS_DAYS", "0"}}));  // 0: keep every run
+  REQUIRE(kept.exit_code == 0);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs") == 6);
+  schema.db().exec(fmt::format("UPDATE {}.sync_runs SET finished_at = now() - interval '40 days'",
+                               schema.db().quote_ident(schema.name())));
+  ProcessResult pruned = run_stsync({"run", "--metrics-file", path}, env);
+  REQUIRE(pruned.exit_code == 0);
+  CHECK(pruned.err.find("pruned 6 run record(s) older than 30 day(s)") != std::string::npos);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs") == 2);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs r JOIN {s}.sync_state st ON st.last_run_id = r.run_id") == 2);
+  CHECK(schema.scalar("SELECT sum(runs) FROM {s}.sync_run_totals") == 6);
+  const std::map<std::string, double> after = parse_prometheus(read_text(path));
+  for (const char* job : {"invoices", "employees"}) {
+    INFO(job);
+    const std::string labels = fmt::format(R"({{tenant="{}",job="{}"}})", kTenantA, job);
+    // Totals over every run, pruned ones included: nothing was lost, the last runs added a little.
+    for (const char* counter : {"stsync_rows_inserted_total", "stsync_pages_total", "stsync_requests_total"})
+      CHECK(after.at(counter + labels) >= before.at(counter + labels));
+    CHECK(after.at("stsync_requests_total" + labels) > before.at("stsync_requests_total" + labels));
+    CHECK(after.at("stsync_rows_inserted_total" + labels) ==
+          schema.scalar(fmt::format("SELECT (SELECT sum(rows_inserted) FROM {{s}}.sync_runs WHERE job = '{0}') + "
+                                    "(SELECT rows_inserted FROM {{s}}.sync_run_totals WHERE job = '{0}')",
+                                    job)));
+  }
+  // The jobs' last runs are kept however old, so status still shows them.
+  schema.db().exec(fmt::format("UPDATE {}.sync_runs SET finished_at = now() - interval '400 days'",
+                               schema.db().quote_ident(schema.name())));
+  REQUIRE(run_stsync({"run", "--jobs", "employees"}, env).exit_code == 0);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'invoices'") == 1);
+  CHECK(run_stsync({"run"}, with_env(env, {{"STSYNC_KEEP_RUNS_DAYS", "-1"}})).exit_code == 2);
+  std::filesystem::remove(path);
+}
+
 TEST_CASE("status shows lag and stale jobs, and --fail-if-stale exits 1 naming them", "[ops][status]") {
   TestSandbox sandbox;
   TestSchema schema;
