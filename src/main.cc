@@ -170,6 +170,13 @@ int main(int argc, char** argv) {
                        "Parse and merge every listed record again with the current job files (the guard keeps "
                        "newer rows); stored ones leave the list, refused ones keep their new error");
   quarantine->add_flag("--json", qjson, "Machine-readable output");
+  bool qdiscard = false, qall = false, qyes = false;
+  quarantine->add_option("--id", qfilter.ids, "Only these quarantine ids (QID; repeatable)");
+  quarantine->add_flag("--discard", qdiscard,
+                       "Delete the selected records from the quarantine (select with --id, --job, --tenant or --all; "
+                       "confirm with --yes)");
+  quarantine->add_flag("--all", qall, "With --discard: every record in quarantine");
+  quarantine->add_flag("--yes", qyes, "Confirm --discard");
 
   // A mistyped command: name the nearest one (CLI11 would only say that one is required).
   {
@@ -289,12 +296,26 @@ int main(int argc, char** argv) {
         qfilter.job = qjob;
       }
       if (qtenant != 0) qfilter.tenant = qtenant;
+      if (qdiscard) {
+        if (qretry) throw Error(ErrorKind::config, "quarantine: --discard and --retry do not go together");
+        if (qfilter.ids.empty() && !qfilter.job && !qfilter.tenant && !qall)
+          throw Error(ErrorKind::config, "quarantine --discard: say which records: --id QID, --job NAME, --tenant ID "
+                                         "or --all");
+        const int n = discard_quarantine(settings, qfilter, qyes);
+        if (!qyes) {
+          fmt::print(stderr, "quarantine --discard: {} record(s) would be deleted; add --yes to delete them\n", n);
+          return kExitUsage;
+        }
+        fmt::print("{} record(s) discarded\n", n);
+        return kExitSuccess;
+      }
       if (!qretry) {
         fmt::print("{}", render_quarantine(settings, qfilter, qjson));
         return kExitSuccess;
       }
       const QuarantineRetry r = retry_quarantine(settings, qfilter);
-      fmt::print("{} stored, {} still refused, {} skipped\n", r.stored, r.refused, r.skipped);
+      fmt::print("{} stored, {} still refused, {} skipped, {} dropped (their row is already this version or newer)\n",
+                 r.stored, r.refused, r.skipped, r.superseded);
       return r.refused > 0 || r.skipped > 0 ? kExitJobFailed : kExitSuccess;
     }
     if (check->parsed()) {

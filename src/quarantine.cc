@@ -3,12 +3,14 @@
 #include <fmt/format.h>
 
 #include <map>
+#include <simdjson.h>
 
 #include "copy_text.h"
 #include "log.h"
 #include "page_parser.h"
 #include "pg.h"
 #include "store.h"
+#include "timestamp.h"
 
 namespace stsync {
 namespace {
@@ -23,7 +25,37 @@ std::string where_clause(const QuarantineFilter& f, Params& params) {
     params.push_back(std::to_string(*f.tenant));
     sql += fmt::format(" AND tenant_id = ${}", params.size());
   }
+  if (!f.ids.empty()) {
+    std::string list;
+    for (std::int64_t id : f.ids) list += (list.empty() ? "{" : ",") + std::to_string(id);
+    params.push_back(list + "}");
+    sql += fmt::format(" AND quarantine_id = ANY(${}::bigint[])", params.size());
+  }
   return sql;
+}
+
+// True when the job's table holds the quarantined record's row at the same or a later
+// modifiedOn: storing it now would change nothing (the guard keeps the newer row). Only for jobs
+// keyed by a record id; a record without a readable id or modifiedOn is never superseded.
+bool superseded(PgConnection& db, const std::string& schema, const JobSpec& spec, std::int64_t tenant,
+                const std::string& record_id, const std::string& raw) {
+  if (record_id.empty() || spec.key != std::vector<std::vector<std::string>>{{"id"}} || !spec.parent.empty())
+    return false;
+  // On demand: the value that got the record refused (a number beyond any double) is skipped,
+  // not parsed.
+  simdjson::ondemand::parser parser;
+  const simdjson::padded_string json(raw);
+  simdjson::ondemand::document doc;
+  std::string_view modified;
+  if (parser.iterate(json).get(doc) != simdjson::SUCCESS ||
+      doc.find_field_unordered("modifiedOn").get_string().get(modified) != simdjson::SUCCESS || !parse_timestamp(modified))
+    return false;
+  const std::string table = db.quote_ident(schema) + "." + db.quote_ident(spec.table);
+  if (db.exec("SELECT to_regclass($1) IS NOT NULL", {table}).get(0, 0) != "t") return false;
+  return db.exec(fmt::format("SELECT count(*) FROM {} WHERE tenant_id = $1 AND id = $2 AND modified_on >= $3::timestamptz",
+                             table),
+                 {std::to_string(tenant), record_id, std::string(modified)})
+             .get_int(0, 0) > 0;
 }
 
 }  // namespace
@@ -76,7 +108,9 @@ QuarantineRetry retry_quarantine(const Settings& settings, const QuarantineFilte
   Params params;
   const std::string where = where_clause(filter, params);
   PgResult r = db.exec(
-      fmt::format("SELECT quarantine_id, tenant_id, job, raw FROM {}.quarantine{} ORDER BY quarantine_id", s, where),
+      fmt::format("SELECT quarantine_id, tenant_id, job, raw, coalesce(record_id::text, '') FROM {}.quarantine{} "
+                  "ORDER BY quarantine_id",
+                  s, where),
       params);
   std::map<std::string, JobSpec> specs;
   for (JobSpec& spec : resolve_jobs(settings)) {
@@ -97,6 +131,14 @@ QuarantineRetry retry_quarantine(const Settings& settings, const QuarantineFilte
     if (!store.try_lock()) {
       log::warn("quarantine {}: job {} tenant {} is running elsewhere; left for later", qid, spec->first, tenant);
       ++result.skipped;
+      continue;
+    }
+    if (superseded(db, settings.schema, spec->second, tenant, r.get(i, 4), r.get(i, 3))) {
+      db.exec(fmt::format("DELETE FROM {}.quarantine WHERE quarantine_id = $1", s), {qid});
+      ++result.superseded;
+      log::info("quarantine {}: job {} tenant {} record {}: the table holds this version or a newer one; dropped", qid,
+                spec->first, tenant, r.get(i, 4));
+      store.unlock();
       continue;
     }
     std::string body = "{\"data\":[" + r.get(i, 3) + "]}";
@@ -122,6 +164,20 @@ QuarantineRetry retry_quarantine(const Settings& settings, const QuarantineFilte
     store.unlock();
   }
   return result;
+}
+
+int discard_quarantine(const Settings& settings, const QuarantineFilter& filter, bool confirm) {
+  PgConnection db(settings.database_url, session_options(settings));
+  const std::string s = db.quote_ident(settings.schema);
+  if (db.exec("SELECT to_regclass($1) IS NOT NULL", {s + ".quarantine"}).get(0, 0) != "t") return 0;
+  Params params;
+  const std::string where = where_clause(filter, params);
+  if (!confirm)
+    return static_cast<int>(db.exec(fmt::format("SELECT count(*) FROM {}.quarantine{}", s, where), params).get_int(0, 0));
+  PgResult r = db.exec(fmt::format("DELETE FROM {}.quarantine{} RETURNING quarantine_id, job, tenant_id", s, where), params);
+  for (int i = 0; i < r.rows(); ++i)
+    log::info("quarantine {}: job {} tenant {}: discarded", r.get(i, 0), r.get(i, 1), r.get(i, 2));
+  return r.rows();
 }
 
 }  // namespace stsync

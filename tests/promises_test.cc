@@ -292,6 +292,44 @@ TEST_CASE("quarantine lists by job and tenant, as text or JSON", "[promises][qua
   }
 }
 
+TEST_CASE("quarantine --discard deletes the chosen records only with --yes, and --retry drops records whose row a later "
+          "run stored",
+          "[promises][quarantine]") {
+  auto o = TestSandbox::default_options(400, 20);
+  o.export_batch = 100;
+  TestSandbox sandbox(o);
+  TestSchema schema;
+  const std::string config = write_temp_file("[jobs.invoices]\nquarantine = true\n");
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_CONFIG", config}});
+  sandbox.admin("faults", "next=none,refused_values");
+  REQUIRE(run_stsync({"run", "--jobs", "invoices"}, env).exit_code == 0);
+  REQUIRE(schema.scalar("SELECT count(*) FROM {s}.quarantine") == 3);
+  const std::string first = std::to_string(schema.scalar("SELECT min(quarantine_id) FROM {s}.quarantine"));
+  // Nothing goes without a selection and a confirmation.
+  CHECK(run_stsync({"quarantine", "--discard"}, env).exit_code == 2);
+  ProcessResult unconfirmed = run_stsync({"quarantine", "--discard", "--id", first}, env);
+  CHECK(unconfirmed.exit_code == 2);
+  CHECK(unconfirmed.err.find("1 record(s) would be deleted; add --yes") != std::string::npos);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.quarantine") == 3);
+  ProcessResult discarded = run_stsync({"quarantine", "--discard", "--id", first, "--yes"}, env);
+  CHECK(discarded.exit_code == 0);
+  CHECK(discarded.out == "1 record(s) discarded\n");
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.quarantine") == 2);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.quarantine WHERE quarantine_id = " + first) == 0);
+  // A full refresh without the fault stores good versions of the other two: a retry drops them
+  // (the table already holds that version) instead of failing on them again.
+  REQUIRE(run_stsync({"run", "--jobs", "invoices", "--full-refresh"}, env).exit_code == 0);
+  check_exact(schema, sandbox, {"invoices"});
+  ProcessResult retried = run_stsync({"quarantine", "--retry"}, env);
+  INFO(retried.out << retried.err);
+  CHECK(retried.exit_code == 0);
+  CHECK(retried.out.find("0 stored, 0 still refused, 0 skipped, 2 dropped") != std::string::npos);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.quarantine") == 0);
+  check_exact(schema, sandbox, {"invoices"});
+  // --all: every record (none left here).
+  CHECK(run_stsync({"quarantine", "--discard", "--all", "--yes"}, env).out == "0 record(s) discarded\n");
+}
+
 TEST_CASE("include_recent_changes = true reads changes inside the export's 15-minute visibility delay",
           "[promises][export]") {
   TestSandbox sandbox;
