@@ -208,7 +208,8 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
 
 // A secret kept in a file of its own (systemd LoadCredential=, a Kubernetes Secret volume): a
 // relative path is looked up in $CREDENTIALS_DIRECTORY first, then next to the file naming it.
-std::string read_secret_file(const std::string& name, const std::string& beside, const std::string& where) {
+std::string read_secret_file(const std::string& name, const std::string& beside, const std::string& where,
+                             std::string* found_at = nullptr) {
   namespace fs = std::filesystem;
   std::vector<fs::path> candidates;
   if (fs::path(name).is_absolute()) {
@@ -225,6 +226,7 @@ std::string read_secret_file(const std::string& name, const std::string& beside,
     std::string secret = text.str();
     while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r' || secret.back() == ' ')) secret.pop_back();
     if (secret.empty()) fail(fmt::format("config: {}: client_secret_file {} is empty", where, p.string()));
+    if (found_at) *found_at = p.string();
     return secret;
   }
   fail(fmt::format("config: {}: client_secret_file {} cannot be read (looked in {}{})", where, name,
@@ -253,8 +255,15 @@ bool read_tenants(const toml::table& root, const std::string& path, std::vector<
     read(*t, "client_secret_file", secret_file, "tenants");
     if (!secret_file.empty() && !tc.client_secret.empty())
       fail(fmt::format("config {}: tenant {} has both client_secret and client_secret_file", path, tc.id));
-    if (!secret_file.empty()) tc.client_secret = read_secret_file(secret_file, path, fmt::format("tenant {}", tc.id));
-    else holds_secret |= !tc.client_secret.empty();
+    tc.client_id_from = fmt::format("client_id in {}", path);
+    tc.client_secret_from = fmt::format("client_secret in {}", path);
+    if (!secret_file.empty()) {
+      std::string found_at;
+      tc.client_secret = read_secret_file(secret_file, path, fmt::format("tenant {}", tc.id), &found_at);
+      tc.client_secret_from = fmt::format("client_secret_file {} (named in {})", found_at, path);
+    } else {
+      holds_secret |= !tc.client_secret.empty();
+    }
     if (const toml::node* jobs = t->get("jobs")) {
       const toml::array* a = jobs->as_array();
       if (a == nullptr) fail(fmt::format("config {}: tenant {}: 'jobs' must be an array of job names", path, tc.id));
@@ -364,11 +373,11 @@ Settings load_settings(const std::optional<std::string>& path, const EnvLookup& 
       s.tenants.push_back(TenantConfig{id, "", ""});
       it = std::prev(s.tenants.end());
     }
-    if (env_id) it->client_id = *env_id;
-    if (env_secret) it->client_secret = *env_secret;
+    if (env_id) it->client_id = *env_id, it->client_id_from = "ST_CLIENT_ID";
+    if (env_secret) it->client_secret = *env_secret, it->client_secret_from = "ST_CLIENT_SECRET";
   } else if ((env_id || env_secret) && s.tenants.size() == 1) {
-    if (env_id) s.tenants[0].client_id = *env_id;
-    if (env_secret) s.tenants[0].client_secret = *env_secret;
+    if (env_id) s.tenants[0].client_id = *env_id, s.tenants[0].client_id_from = "ST_CLIENT_ID";
+    if (env_secret) s.tenants[0].client_secret = *env_secret, s.tenants[0].client_secret_from = "ST_CLIENT_SECRET";
   }
 
   if (s.environment != "production" && s.environment != "integration")

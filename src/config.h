@@ -16,6 +16,8 @@ struct TenantConfig {
   std::string client_id;
   std::string client_secret;  // from the file, the environment, or read from client_secret_file
   std::vector<std::string> jobs;  // this tenant's jobs (empty: every enabled job)
+  // Where the credentials came from, for messages ("ST_CLIENT_SECRET", "client_secret_file …").
+  std::string client_id_from = "ST_CLIENT_ID", client_secret_from = "ST_CLIENT_SECRET";
 };
 
 /// Per-job overrides from the config file's [jobs.NAME] tables.

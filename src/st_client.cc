@@ -80,9 +80,14 @@ std::string ServiceTitanClient::fetch_token() {
   const TenantConfig& t = session_.tenant_;
   if (t.client_id.empty() || t.client_secret.empty())
     throw Error(ErrorKind::config,
-                fmt::format("tenant {}: client id or secret missing: set ST_CLIENT_ID and "
-                            "ST_CLIENT_SECRET or the [[tenants]] entry",
-                            t.id));
+                fmt::format("tenant {}: client {} missing: set {}", t.id,
+                            t.client_id.empty() ? (t.client_secret.empty() ? "id and secret" : "id") : "secret",
+                            t.client_id.empty() && t.client_secret.empty()
+                                ? std::string("ST_CLIENT_ID and ST_CLIENT_SECRET, or the [[tenants]] entry's "
+                                              "client_id and client_secret (or client_secret_file)")
+                            : t.client_id.empty() ? "ST_CLIENT_ID, or the [[tenants]] entry's client_id"
+                                                  : "ST_CLIENT_SECRET, or the [[tenants]] entry's client_secret (or "
+                                                    "client_secret_file)"));
   HttpRequest req;
   req.method = "POST";
   req.url = settings_.auth_url + "/connect/token";
@@ -161,9 +166,10 @@ HttpResponse ServiceTitanClient::perform_with_retries(const HttpRequest& base,
       if (r.status >= 200 && r.status < 300) return r;
       if (!authorized && (r.status == 400 || r.status == 401)) {
         throw Error(ErrorKind::auth_rejected,
-                    fmt::format("tenant {}: ServiceTitan rejected the client credentials ({}): "
-                                "check ST_CLIENT_ID/ST_CLIENT_SECRET and ST_ENVIRONMENT",
-                                session_.tenant_.id, describe_error_response(r)));
+                    fmt::format("tenant {}: ServiceTitan rejected the client credentials ({}): check the client "
+                                "id (from {}), the client secret (from {}) and ST_ENVIRONMENT ({})",
+                                session_.tenant_.id, describe_error_response(r), session_.tenant_.client_id_from,
+                                session_.tenant_.client_secret_from, settings_.environment));
       }
       if (authorized && r.status == 401) {
         if (!refreshed_after_401) {

@@ -282,7 +282,8 @@ TEST_CASE("bad configuration is one line and exit 2", "[faults][config]") {
     no_secret.erase("ST_CLIENT_SECRET");
     ProcessResult r = run_stsync({"run"}, no_secret);
     CHECK(r.exit_code == 2);
-    CHECK(r.err.find("client id or secret missing") != std::string::npos);
+    CHECK(r.err.find("tenant 1001: client secret missing: set ST_CLIENT_SECRET, or the [[tenants]] entry's") !=
+          std::string::npos);
   }
   SECTION("an unreadable file") {
     ProcessResult r = run_stsync({"--config", "/nonexistent/stsync.toml", "run"}, env);

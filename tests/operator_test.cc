@@ -2,6 +2,8 @@
 // for slips, settings that say where they came from.
 #include <catch2/catch.hpp>
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <fmt/format.h>
 
 #include "support.h"
@@ -134,6 +136,34 @@ TEST_CASE("check tests the database first, probes each tenant's own jobs, and pr
   CHECK(no_db.out.find("check: PostgreSQL FAILED; 2 tenant(s): 2 authenticated") != std::string::npos);
   ProcessResult one = run_stsync({"check", "--tenant", "1001"}, env);
   CHECK(one.out.find("1 tenant(s): 1 authenticated, 0 refused; 1 job probe(s)") != std::string::npos);
+}
+
+TEST_CASE("rejected credentials are reported with where they came from: the environment or a secret file",
+          "[operator][config]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA), {{"ST_CLIENT_SECRET", "wrong-secret-5150"}});
+  ProcessResult from_env = run_stsync({"run"}, env);
+  CHECK(from_env.exit_code == 3);
+  CHECK(from_env.err.find("check the client id (from ST_CLIENT_ID), the client secret (from ST_CLIENT_SECRET)") !=
+        std::string::npos);
+  const std::string creds = fmt::format("/tmp/stsync-creds-{}", getpid());
+  std::filesystem::create_directories(creds);
+  std::ofstream(creds + "/secret-a") << "wrong-secret-5151\n";
+  const std::string tenants = write_temp_file(fmt::format(
+      "[[tenants]]\nid = {}\nclient_id = \"{}\"\nclient_secret_file = \"secret-a\"\n", kTenantA,
+      sandbox::sandbox_client_id(kTenantA)));
+  auto file_env = stsync_env(sandbox, schema, kTenantA);
+  for (const char* k : {"ST_TENANT_ID", "ST_CLIENT_ID", "ST_CLIENT_SECRET"}) file_env.erase(k);
+  file_env["STSYNC_TENANTS_FILE"] = tenants;
+  file_env["CREDENTIALS_DIRECTORY"] = creds;
+  ProcessResult from_file = run_stsync({"run"}, file_env);
+  CHECK(from_file.exit_code == 3);
+  CHECK(from_file.err.find(fmt::format("check the client id (from client_id in {}), the client secret (from "
+                                       "client_secret_file {}/secret-a (named in {}))",
+                                       tenants, creds, tenants)) != std::string::npos);
+  CHECK(from_file.err.find("wrong-secret-5151") == std::string::npos);
+  std::filesystem::remove_all(creds);
 }
 
 TEST_CASE("a mistyped command or job name exits 2 with the nearest name suggested", "[operator][cli]") {
