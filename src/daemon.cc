@@ -17,8 +17,8 @@
 namespace stsync {
 
 int run_daemon(const Settings& settings, const DaemonOptions& options) {
-  // Heartbeat: the start of the round in progress or the end of the last one. /healthz fails
-  // when the loop has not come round for much longer than a round should take.
+  // Heartbeat: the start of a round, each page committed, the end of a round. /healthz fails
+  // when none of these happened for much longer than a page or a round should take.
   std::atomic<double> heartbeat{real_clock().monotonic()};
   std::atomic<std::int64_t> rounds{0};
   httplib::Server http;
@@ -60,6 +60,11 @@ int run_daemon(const Settings& settings, const DaemonOptions& options) {
   }
   RunOptions run = options.run;
   run.due = true;
+  // Every committed page is a beat too: a first load of hours is progress, not a hang, and the
+  // liveness probe must not restart the pod in the middle of it.
+  run.on_page = [&](std::int64_t, const std::string&, std::int64_t, std::int64_t) {
+    heartbeat = real_clock().monotonic();
+  };
   int code = kExitSuccess;
   while (!stop_requested()) {
     heartbeat = real_clock().monotonic();

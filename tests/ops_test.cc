@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
@@ -424,6 +425,40 @@ TEST_CASE("/healthz answers 503 while a round has not come round within --health
   release_stall(schema);
   daemon.send_signal(SIGTERM);
   CHECK(daemon.wait().exit_code == 0);
+  std::filesystem::remove(port_file);
+}
+
+TEST_CASE("/healthz stays 200 through a first load longer than --health-timeout, as long as pages commit",
+          "[ops][daemon]") {
+  auto o = TestSandbox::default_options(3000, 20);
+  o.export_batch = 100;
+  o.latency_ms = 300;  // 30 pages of 0.3 s and more: a round far longer than the timeout
+  TestSandbox sandbox(o);
+  TestSchema schema;
+  const auto env = stsync_env(sandbox, schema, kTenantA);
+  REQUIRE(run_stsync({"migrate"}, env).exit_code == 0);
+  const std::string port_file = fmt::format("/tmp/stsync-beat-port-{}", getpid());
+  std::filesystem::remove(port_file);
+  Process daemon({STSYNC_BINARY, "daemon", "--interval", "0.5", "--listen", "127.0.0.1:0", "--port-file", port_file,
+                  "--health-timeout", "3s", "--jobs", "invoices"},
+                 env);
+  const int port = wait_for_port(port_file);
+  httplib::Client client("127.0.0.1", port);
+  int polls = 0, unhealthy = 0;
+  const auto started = std::chrono::steady_clock::now();
+  REQUIRE(wait_until([&] {
+    auto r = client.Get("/healthz");
+    ++polls;
+    if (!r || r->status != 200) ++unhealthy;
+    return schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'invoices' AND outcome = 'succeeded'") == 1;
+  }));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  INFO(polls << " polls over " << seconds << " s");
+  CHECK(seconds > 6);  // the round did outlast the timeout twice over
+  CHECK(unhealthy == 0);
+  daemon.send_signal(SIGTERM);
+  CHECK(daemon.wait().exit_code == 0);
+  check_exact(schema, sandbox, {"invoices"});
   std::filesystem::remove(port_file);
 }
 
