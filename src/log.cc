@@ -58,13 +58,45 @@ std::string redact(std::string_view text) {
   return out;
 }
 
-void write(Level level, std::string_view message) {
+namespace {
+struct ThreadContext {
+  std::string job;
+  std::int64_t tenant = 0;
+  std::int64_t page = 0;
+  bool set = false;
+};
+thread_local ThreadContext t_context;
+}  // namespace
+
+JobContext::JobContext(std::string job, std::int64_t tenant) {
+  t_context = ThreadContext{std::move(job), tenant, 0, true};
+}
+JobContext::~JobContext() { t_context = ThreadContext{}; }
+void JobContext::set_page(std::int64_t page) { t_context.page = page; }
+
+void write(Level level, std::string_view message) { write_event(level, "log", {}, message); }
+
+void write_event(Level level, std::string_view event, std::initializer_list<Count> counts, std::string_view message) {
   if (level < g_level) return;
   std::string line;
   if (g_json) {
-    // One JSON object per line, for log shippers: time, level, message (redacted first).
-    line = fmt::format("{{\"time\":\"{}\",\"level\":\"{}\",\"message\":", format_timestamp(now_ticks(), 3),
+    // One JSON object per line, for log shippers: what happened (event), to what (job, tenant,
+    // page), how much (counts), and the words (redacted first).
+    line = fmt::format("{{\"time\":\"{}\",\"level\":\"{}\",\"event\":", format_timestamp(now_ticks(), 3),
                        kNames[static_cast<int>(level)]);
+    append_json_string(line, event);
+    if (t_context.set) {
+      line += ",\"job\":";
+      append_json_string(line, t_context.job);
+      line += fmt::format(",\"tenant\":{}", t_context.tenant);
+      if (t_context.page > 0) line += fmt::format(",\"page\":{}", t_context.page);
+    }
+    for (const Count& c : counts) {
+      line += ',';
+      append_json_string(line, c.name);
+      line += fmt::format(":{}", c.value);
+    }
+    line += ",\"message\":";
     append_json_string(line, redact(message));
     line += "}\n";
   } else {

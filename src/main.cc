@@ -230,7 +230,7 @@ int main(int argc, char** argv) {
       }
       const double started = real_clock().monotonic();
       RunSummary summary = run_jobs(settings, run_options, real_clock());
-      log::info("{}", describe_run(summary, real_clock().monotonic() - started, run_options.due));
+      log_run_finished(summary, real_clock().monotonic() - started, run_options.due);
       if (!metrics_file.empty()) {
         try {
           write_metrics_file(settings, metrics_file);

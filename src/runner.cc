@@ -252,6 +252,30 @@ std::string describe_run(const RunSummary& summary, double seconds, bool due) {
                      summary.results.size(), outcomes, inserted, updated, requests, seconds);
 }
 
+void log_run_finished(const RunSummary& summary, double seconds, bool due) {
+  std::map<JobOutcome, std::int64_t> n;
+  std::int64_t inserted = 0, updated = 0, requests = 0;
+  for (const JobResult& r : summary.results) {
+    ++n[r.outcome];
+    inserted += r.counts.inserted;
+    updated += r.counts.updated;
+    requests += r.requests;
+  }
+  log::write_event(log::Level::info, "run_finished",
+                   {{"jobs", static_cast<std::int64_t>(summary.results.size())},
+                    {"succeeded", n[JobOutcome::succeeded]},
+                    {"failed", n[JobOutcome::failed]},
+                    {"not_permitted", n[JobOutcome::not_permitted]},
+                    {"interrupted", n[JobOutcome::interrupted]},
+                    {"skipped", n[JobOutcome::skipped]},
+                    {"inserted", inserted},
+                    {"updated", updated},
+                    {"requests", requests},
+                    {"milliseconds", static_cast<std::int64_t>(seconds * 1000)},
+                    {"exit_code", summary.exit_code}},
+                   describe_run(summary, seconds, due));
+}
+
 RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& clock) {
   std::vector<JobSpec> all = resolve_jobs(settings);
   auto find_job = [&](const std::string& name, const std::string& where) -> const JobSpec& {
@@ -487,8 +511,9 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
     try {
       const std::int64_t pruned = fleet.prune_runs(settings.keep_runs_days);
       if (pruned > 0)
-        log::info("pruned {} run record(s) older than {} day(s) (their counts are kept in sync_run_totals)", pruned,
-                  settings.keep_runs_days);
+        log::event(log::Level::info, "runs_pruned", {{"runs", pruned}},
+                   "pruned {} run record(s) older than {} day(s) (their counts are kept in sync_run_totals)", pruned,
+                   settings.keep_runs_days);
     } catch (const Error& e) {
       log::warn("could not prune old run records: {}", e.what());
     }

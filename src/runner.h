@@ -26,6 +26,8 @@ CurlOptions curl_options(const Settings& settings);
 /// One line for the end of a run: jobs by outcome, rows, requests, duration ("nothing was due"
 /// for a --due run that ran nothing).
 std::string describe_run(const RunSummary& summary, double seconds, bool due);
+/// describe_run() as the `run_finished` event: in JSON logs, the counts are fields.
+void log_run_finished(const RunSummary& summary, double seconds, bool due);
 
 /// The exit code for a set of job results (see exit_status.h).
 int exit_code_for(const std::vector<JobResult>& results);

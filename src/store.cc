@@ -542,7 +542,8 @@ MergeCounts JobStore::merge_by_record(const ParsedPage& page, const std::string&
       if (!spec_.quarantine)
         throw Error(ErrorKind::bad_data, where + ": " + message + "; nothing of this page was stored");
       quarantine_record(page.ids[i], where, message, copy_row_field(row.substr(0, row.size() - 1), raw_field));
-      log::warn("{}: {}; quarantined (see `stsync quarantine`), the job goes on", where, message);
+      log::event(log::Level::warn, "record_quarantined", {}, "{}: {}; quarantined (see `stsync quarantine`), the job goes on",
+                 where, message);
     }
   }
   return counts;

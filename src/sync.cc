@@ -84,9 +84,11 @@ std::string JobRunner::what(const std::string& page) const {
 }
 
 JobResult JobRunner::run() {
+  const log::JobContext context(spec_.name, session_.tenant().id);  // job and tenant as fields of JSON lines
   JobStore store(db_, settings_.schema, spec_, session_.tenant().id, options_.full_refresh);
   if (!store.try_lock()) {
-    log::info("job {} tenant {}: skipped, another run holds it", spec_.name, session_.tenant().id);
+    log::event(log::Level::info, "job_skipped", {}, "job {} tenant {}: skipped, another run holds it", spec_.name,
+               session_.tenant().id);
     result_.outcome = JobOutcome::skipped;
     return result_;
   }
@@ -119,8 +121,9 @@ JobResult JobRunner::run() {
                                                "--full-refresh (stsync run --jobs {} --full-refresh): it reads "
                                                "everything again and merges it",
                                                spec_.name, session_.tenant().id, *problem, spec_.name));
-    log::info("job {} tenant {}: starting ({} mode{})", spec_.name, session_.tenant().id,
-              mode_name(mode_), options_.full_refresh ? ", full refresh" : "");
+    log::JobContext::set_page(1);
+    log::event(log::Level::info, "job_started", {}, "job {} tenant {}: starting ({} mode{})", spec_.name,
+               session_.tenant().id, mode_name(mode_), options_.full_refresh ? ", full refresh" : "");
     if (mode_ == SyncMode::export_feed && spec_.export_path.empty())
       throw Error(ErrorKind::config, what("") + "has no export endpoint: use --mode list, created or full");
     if (mode_ != SyncMode::export_feed && spec_.list_path.empty())
@@ -142,10 +145,17 @@ JobResult JobRunner::run() {
         break;
     }
     store.finish_run(run_id, "succeeded", "", run_counters());
-    log::info("job {} tenant {}: done, {} pages, {} inserted, {} updated, {} unchanged{}",
-              spec_.name, session_.tenant().id, result_.pages, result_.counts.inserted,
-              result_.counts.updated, result_.counts.unchanged,
-              result_.deleted ? fmt::format(", {} marked deleted", result_.deleted) : std::string());
+    log::event(log::Level::info, "job_succeeded",
+               {{"pages", result_.pages},
+                {"inserted", result_.counts.inserted},
+                {"updated", result_.counts.updated},
+                {"unchanged", result_.counts.unchanged},
+                {"marked_deleted", result_.deleted},
+                {"requests", static_cast<std::int64_t>(client_.counters().requests.load())}},
+               "job {} tenant {}: done, {} pages, {} inserted, {} updated, {} unchanged{}", spec_.name,
+               session_.tenant().id, result_.pages, result_.counts.inserted, result_.counts.updated,
+               result_.counts.unchanged,
+               result_.deleted ? fmt::format(", {} marked deleted", result_.deleted) : std::string());
   } catch (const Error& e) {
     if (e.kind() == ErrorKind::http_permanent && e.http_status() == 403 && !spec_.named) {
       // The tenant's app was not granted this API's scope: every job is on by default, so this is
@@ -153,7 +163,8 @@ JobResult JobRunner::run() {
       result_.outcome = JobOutcome::not_permitted;
       result_.error = log::redact(e.what());
       result_.requests = client_.counters().requests.load();
-      log::warn("job {} tenant {}: not permitted (403): the tenant's app lacks the scope for {}; skipped. Grant "
+      log::event(log::Level::warn, "job_not_permitted", {},
+                "job {} tenant {}: not permitted (403): the tenant's app lacks the scope for {}; skipped. Grant "
                 "the scope in ServiceTitan, or disable the job ([jobs.{}] enabled = false)",
                 spec_.name, session_.tenant().id, spec_.mode == SyncMode::export_feed ? spec_.export_path : spec_.list_path,
                 spec_.name);
@@ -195,8 +206,13 @@ JobResult JobRunner::run() {
         break;
       default: break;
     }
-    if (e.kind() == ErrorKind::interrupted) log::warn("{}{}", result_.error, advice);
-    else log::error("{}{}", result_.error, advice);
+    const std::initializer_list<log::Count> so_far = {{"pages", result_.pages},
+                                                       {"inserted", result_.counts.inserted},
+                                                       {"updated", result_.counts.updated}};
+    if (e.kind() == ErrorKind::interrupted)
+      log::event(log::Level::warn, "job_interrupted", so_far, "{}{}", result_.error, advice);
+    else
+      log::event(log::Level::error, "job_failed", so_far, "{}{}", result_.error, advice);
     if (run_id != 0 && !db_.healthy()) {
       // The connection broke (PostgreSQL went away): one attempt to record the failure as such,
       // instead of the next run calling it "interrupted: the process ended".
@@ -235,6 +251,7 @@ void JobRunner::commit(JobStore& store, const ParsedPage& page, const JobState& 
 }
 
 void JobRunner::report_progress() const {
+  log::JobContext::set_page(result_.pages + 1);  // the next page's lines
   if (options_.on_page)
     options_.on_page(session_.tenant().id, spec_.name, result_.pages, result_.counts.inserted + result_.counts.updated +
                                                                            result_.counts.unchanged);
@@ -243,7 +260,8 @@ void JobRunner::report_progress() const {
 MergeCounts JobRunner::commit_on(JobStore& store, PgConnection& db, const ParsedPage& page, const JobState& state,
                                  std::int64_t run_id, const std::string& where, const CommitGates* gates) {
   for (const QuarantinedRecord& q : page.quarantined)
-    log::warn("{}: {}; quarantined (see the quarantine table), the job goes on", where, q.error);
+    log::event(log::Level::warn, "record_quarantined", {}, "{}: {}; quarantined (see the quarantine table), the job goes on",
+               where, q.error);
   // PostgreSQL restarted or the connection broke: the page's transaction is lost, but the page
   // is still in memory. Reconnect (bounded), take the job's lock again and commit it again.
   for (int attempt = 1;; ++attempt) {
@@ -563,7 +581,8 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
         prev_committed = my_committed;
         last_lane = l;
       }
-      log::debug("{}: {} records, hasMore={}", where, committing.records, committing.has_more);
+      log::event(log::Level::debug, "page_committed", {{"records", committing.records}}, "{}: {} records, hasMore={}",
+                 where, committing.records, committing.has_more);
       if (same_token) {
         drain(last_lane);
         throw Error(ErrorKind::bad_data,

@@ -179,24 +179,69 @@ TEST_CASE("status shows lag and stale jobs, and --fail-if-stale exits 1 naming t
   CHECK(run_stsync({"status", "--fail-if-stale", "soon"}, env).exit_code == 2);
 }
 
-TEST_CASE("logs in JSON format (--log-format json) are one object per line with time, level and message", "[ops][logs]") {
-  TestSandbox sandbox;
+TEST_CASE("logs in JSON format (--log-format json) are one object per line with time, level, event, job, tenant, page "
+          "and counts as fields",
+          "[ops][logs]") {
+  auto o = TestSandbox::default_options(600, 20);
+  o.export_batch = 200;
+  TestSandbox sandbox(o);
   TestSchema schema;
-  ProcessResult r = run_stsync({"run", "--log-format", "json"}, stsync_env(sandbox, schema, kTenantA));
+  const std::string config = write_temp_file("[jobs.invoices]\nquarantine = true\n");
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_CONFIG", config}, {"STSYNC_PARALLEL", "1"}});
+  sandbox.admin("faults", "next=none,none,refused_values");  // a later page of invoices holds refused records
+  ProcessResult r = run_stsync({"run", "--log-format", "json"}, env);
   REQUIRE(r.exit_code == 0);
   simdjson::dom::parser parser;
   int lines = 0;
+  std::map<std::string, int> events;
   std::istringstream in(r.err);
   for (std::string line; std::getline(in, line); ++lines) {
     INFO(line);
-    simdjson::dom::object o;
-    REQUIRE(parser.parse(line).get(o) == simdjson::SUCCESS);
-    std::string_view time, level, message;
-    CHECK(o["time"].get(time) == simdjson::SUCCESS);
-    CHECK(o["level"].get(level) == simdjson::SUCCESS);
-    CHECK(o["message"].get(message) == simdjson::SUCCESS);
+    simdjson::dom::object obj;
+    REQUIRE(parser.parse(line).get(obj) == simdjson::SUCCESS);
+    std::string_view time, level, message, event, job;
+    CHECK(obj["time"].get(time) == simdjson::SUCCESS);
+    CHECK(obj["level"].get(level) == simdjson::SUCCESS);
+    CHECK(obj["message"].get(message) == simdjson::SUCCESS);
+    REQUIRE(obj["event"].get(event) == simdjson::SUCCESS);
+    ++events[std::string(event)];
+    std::int64_t tenant = 0, page = 0, n = 0;
+    if (event.substr(0, 4) == "job_" || event == "record_quarantined") {
+      // The job's lines carry the job and the tenant as fields, whatever their words.
+      CHECK(obj["job"].get(job) == simdjson::SUCCESS);
+      CHECK(message.find(std::string(job)) != std::string_view::npos);
+      CHECK(obj["tenant"].get(tenant) == simdjson::SUCCESS);
+      CHECK(tenant == kTenantA);
+    }
+    if (event == "record_quarantined") {
+      REQUIRE(obj["page"].get(page) == simdjson::SUCCESS);
+      CHECK(message.find(fmt::format("export page {}: ", page)) != std::string_view::npos);  // the field is the page
+      CHECK(job == "invoices");
+    }
+    if (event == "job_succeeded" && job == "invoices") {
+      CHECK(obj["pages"].get(n) == simdjson::SUCCESS);
+      CHECK(n == 3);
+      CHECK(obj["inserted"].get(n) == simdjson::SUCCESS);
+      CHECK(n == 597);  // three records quarantined
+      CHECK(obj["requests"].get(n) == simdjson::SUCCESS);
+      CHECK(n >= 3);
+    }
+    if (event == "run_finished") {
+      CHECK(obj["jobs"].get(n) == simdjson::SUCCESS);
+      CHECK(n == 2);
+      CHECK(obj["succeeded"].get(n) == simdjson::SUCCESS);
+      CHECK(n == 2);
+      CHECK(obj["inserted"].get(n) == simdjson::SUCCESS);
+      CHECK(n == 617);
+      CHECK(obj["exit_code"].get(n) == simdjson::SUCCESS);
+      CHECK(n == 0);
+    }
   }
   CHECK(lines > 4);
+  CHECK(events["job_started"] == 2);
+  CHECK(events["job_succeeded"] == 2);
+  CHECK(events["record_quarantined"] == 3);
+  CHECK(events["run_finished"] == 1);
   CHECK(r.err.find(R"("message":"job invoices tenant 1001: done)") != std::string::npos);
 }
 
