@@ -385,6 +385,36 @@ TEST_CASE("the deploy files refer only to files in the repository, their configs
                                  {{"CREDENTIALS_DIRECTORY", creds}, {"DATABASE_URL", "host=127.0.0.1 port=1"}});
     CHECK(r.exit_code == 0);
   }
+  // The example is valid with its comments removed: every commented-out key, uncommented, loads
+  // (its two example paths pointed at folders that exist here).
+  {
+    std::string uncommented;
+    std::istringstream lines(read_text(root + "/deploy/stsync.toml.example"));
+    int keys = 0;
+    for (std::string line; std::getline(lines, line);) {
+      if (std::regex_match(line, std::regex("# [a-z_]+ = .*"))) {
+        line = line.substr(2);
+        ++keys;
+      }
+      uncommented += line + "\n";
+    }
+    CHECK(keys >= 8);
+    const std::string tenants_dir = creds + "-tenants";
+    fs::create_directories(tenants_dir);
+    for (auto [from, to] : std::vector<std::pair<std::string, std::string>>{
+             {"\"/etc/stsync/jobs\"", "\"" + root + "/jobs\""}, {"\"/etc/stsync/tenants\"", "\"" + tenants_dir + "\""}}) {
+      const size_t at = uncommented.find(from);
+      REQUIRE(at != std::string::npos);
+      uncommented.replace(at, from.size(), to);
+    }
+    const std::string config = write_temp_file(uncommented);
+    ProcessResult r = run_stsync({"--config", config, "jobs"},
+                                 {{"CREDENTIALS_DIRECTORY", creds}, {"DATABASE_URL", "host=127.0.0.1 port=1"}});
+    INFO(uncommented << r.err);
+    CHECK(r.exit_code == 0);
+    fs::remove_all(tenants_dir);
+    fs::remove(config);
+  }
   fs::remove_all(creds);
   // tests/run.sh installs systemd (for systemd-analyze): a machine without it fails here instead
   // of passing with the units unverified.
@@ -405,6 +435,14 @@ TEST_CASE("the deploy files refer only to files in the repository, their configs
   INFO(read_text(out));
   CHECK(rc == 0);
   CHECK(read_text(out).find(".service") == std::string::npos);  // no warnings about the units
+  // And their exposure, as `systemd-analyze security` rates it (0 safest, 10 worst), stays low.
+  for (const char* unit : {"stsync.service", "stsync-daemon.service"}) {
+    INFO(unit);
+    const std::string security = dir + "/security.out";
+    CHECK(std::system(("systemd-analyze security --offline=yes --threshold=20 " + dir + "/" + unit + " >" + security +
+                       " 2>&1").c_str()) == 0);
+    CHECK(read_text(security).find("Overall exposure level for " + std::string(unit)) != std::string::npos);
+  }
   fs::remove_all(dir);
 }
 
