@@ -25,11 +25,15 @@ stsync_install_deps() {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# stsync_build BUILD_DIR [cmake args…]: configures (once) and builds with every core.
+# stsync_build DIR [cmake options…] [-- build options…]   e.g. -- --target stsync
 stsync_build() {
   local dir=$1; shift
-  cmake -S "$STSYNC_ROOT" -B "$dir" "$@" >/dev/null
-  cmake --build "$dir" -j"$(nproc)"
+  local configure=() build=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do configure+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  build=("$@")
+  cmake -S "$STSYNC_ROOT" -B "$dir" "${configure[@]}" >/dev/null
+  cmake --build "$dir" -j"$(nproc)" "${build[@]}"
 }
 
 stsync_pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }

@@ -27,7 +27,8 @@ if [ "${1:-}" = "stop" ]; then
 fi
 
 stsync_install_deps
-stsync_build "$STSYNC_ROOT/build" -DCMAKE_BUILD_TYPE=Release
+# Only what this script runs: stsync and the sandbox (the tests and benchmarks are tests/run.sh's).
+stsync_build "$STSYNC_ROOT/build" -DCMAKE_BUILD_TYPE=Release -- --target stsync stsync-sandbox
 mkdir -p "$local_dir"
 stsync_pg_start "$pg_data" 25433
 
@@ -88,7 +89,8 @@ cat <<TXT
 
 stsync run exited with $rc.
 Query the data:   psql "host=127.0.0.1 port=$STSYNC_PG_PORT user=stsync dbname=stsync" -c 'SELECT count(*) FROM servicetitan.invoices'
-Every job:        build/stsync --config $config jobs
+Every job:        build/stsync --config $config status --by-job    (or --failed, --stale, --tenant ID)
+Job files:        build/stsync --config $config jobs
 Run again:        build/stsync --config $config run     (incremental; or rerun this script)
 Make changes:     curl -d '' '$sandbox_url/_sandbox/changes?tenant=1001&resource=invoices&n=50'
                   curl -d '' '$sandbox_url/_sandbox/clock?advance_seconds=960'
