@@ -63,7 +63,7 @@ int run_daemon(const Settings& settings, const DaemonOptions& options) {
   // Every committed page is a beat too: a first load of hours is progress, not a hang, and the
   // liveness probe must not restart the pod in the middle of it.
   run.on_page = [&](std::int64_t, const std::string&, std::int64_t, std::int64_t) {
-    heartbeat = real_clock().monotonic();
+    heartbeat = real_clock().monotonic();  // a page committed
   };
   int code = kExitSuccess;
   while (!stop_requested()) {
