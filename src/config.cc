@@ -95,6 +95,13 @@ bool parse_bool(const std::string& text, const char* name) {
   fail(fmt::format("{} must be true or false, not '{}'", name, text));
 }
 
+MetricsBy parse_metrics_by(const std::string& text, const std::string& where) {
+  if (text == "tenant_job") return MetricsBy::tenant_job;
+  if (text == "tenant") return MetricsBy::tenant;
+  if (text == "job") return MetricsBy::job;
+  fail(fmt::format("{} must be \"tenant_job\", \"tenant\" or \"job\", not \"{}\"", where, text));
+}
+
 void load_file(const std::string& path, Settings& s, std::vector<std::string>& warnings) {
   toml::table root;
   try {
@@ -151,8 +158,12 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
                         s.database_url.find('@');
   }
   if (const toml::table* run = root["run"].as_table()) {
-    check_keys(*run, {"parallel", "page_connections", "jobs_dir", "log_level", "tenants_file", "keep_runs_days"},
+    check_keys(*run,
+               {"parallel", "page_connections", "jobs_dir", "log_level", "tenants_file", "keep_runs_days", "metrics_by"},
                "[run]");
+    std::optional<std::string> by;
+    read_optional(*run, "metrics_by", by, "run");
+    if (by) s.metrics_by = parse_metrics_by(*by, "config: run.metrics_by");
     read(*run, "keep_runs_days", s.keep_runs_days, "run");
     read(*run, "tenants_file", s.tenants_file, "run");
     read(*run, "parallel", s.parallel, "run");
@@ -340,6 +351,7 @@ Settings load_settings(const std::optional<std::string>& path, const EnvLookup& 
   if (auto v = env("STSYNC_TLS_VERIFY")) s.tls_verify = parse_bool(*v, "STSYNC_TLS_VERIFY");
   if (auto v = env("STSYNC_REQUESTS_PER_SECOND")) s.requests_per_second = env_number(*v, "STSYNC_REQUESTS_PER_SECOND");
   if (auto v = env("STSYNC_PARALLEL")) s.parallel = env_integer(*v, "STSYNC_PARALLEL");
+  if (auto v = env("STSYNC_METRICS_BY")) s.metrics_by = parse_metrics_by(*v, "STSYNC_METRICS_BY");
   if (auto v = env("STSYNC_KEEP_RUNS_DAYS")) s.keep_runs_days = env_integer(*v, "STSYNC_KEEP_RUNS_DAYS");
   if (auto v = env("STSYNC_PAGE_CONNECTIONS")) s.page_connections = env_integer(*v, "STSYNC_PAGE_CONNECTIONS");
   if (auto v = env("STSYNC_MAX_ATTEMPTS")) s.max_attempts = env_integer(*v, "STSYNC_MAX_ATTEMPTS");

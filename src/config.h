@@ -32,6 +32,10 @@ struct JobOptions {
   std::optional<int> every_seconds;
 };
 
+// How the metrics are labelled: per (tenant, job) — 12 series per pair, ~800k for 500 tenants —,
+// or aggregated per tenant or per job.
+enum class MetricsBy { tenant_job, tenant, job };
+
 struct Settings {
   std::string environment = "production";
   std::string auth_url;  // resolved: without /connect/token
@@ -44,7 +48,8 @@ struct Settings {
   std::string tenants_file;  // more [[tenants]]: a TOML file, or a directory of them
   double requests_per_second = 10;
   int parallel = 2;
-  int keep_runs_days = 30;  // sync_runs older than this are pruned (their counts kept); 0: keep all
+  int keep_runs_days = 30;
+  MetricsBy metrics_by = MetricsBy::tenant_job;  // sync_runs older than this are pruned (their counts kept); 0: keep all
   // Per worker: export pages committed on one or two connections. One by default: on the 2-core
   // development machine a second one made runs slower (see the README's benchmarks).
   int page_connections = 1;

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <fmt/format.h>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 #include "exit_status.h"
@@ -22,14 +23,18 @@ int run_daemon(const Settings& settings, const DaemonOptions& options) {
   std::atomic<double> heartbeat{real_clock().monotonic()};
   std::atomic<std::int64_t> rounds{0};
   httplib::Server http;
+  MetricsSource metrics(settings);  // the job files read once; a scrape is one query
+  std::mutex metrics_mutex;
   std::thread server;
   if (!options.listen.empty() && options.listen != "off") {
     const size_t colon = options.listen.rfind(':');
     const std::string host = colon == std::string::npos ? "127.0.0.1" : options.listen.substr(0, colon);
     const int port = std::atoi(options.listen.substr(colon == std::string::npos ? 0 : colon + 1).c_str());
     http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
+      // One scrape at a time on the kept connection (cpp-httplib answers on a thread pool).
+      std::lock_guard lock(metrics_mutex);
       try {
-        res.set_content(render_metrics(settings), "text/plain; version=0.0.4; charset=utf-8");
+        res.set_content(metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
       } catch (const Error& e) {
         res.status = 503;
         res.set_content(log::redact(e.what()) + "\n", "text/plain");

@@ -389,9 +389,15 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
     std::int64_t tenant;
     const JobSpec* spec;
   };
+  // The fleet's connection (claims, releases, which jobs are due) is used by one worker at a time,
+  // under its own mutex: the scheduler's lock is never held across database I/O (or a reconnect's
+  // sleep), so the other workers go on taking jobs meanwhile.
+  std::mutex fleet_mutex;
+  int claiming = 0;  // workers between taking a tenant off `order` and adding its work
   // Under the lock: the next (tenant, job) to run; claims tenants as needed, releases finished ones.
   auto next_task = [&](std::unique_lock<std::mutex>& lock) -> std::optional<Task> {
     for (;;) {
+      std::optional<std::int64_t> finished;
       for (auto it = active.begin(); it != active.end();) {
         TenantWork& w = it->second;
         if (w.phase == 0 && w.next == w.phases[0].size() && w.running == 0) {
@@ -400,25 +406,47 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
         }
         if (w.next < w.phases[w.phase].size()) return Task{it->first, w.phases[w.phase][w.next++]};
         if (w.phase == 1 && w.running == 0) {
-          fleet.release(it->first, !stop_requested());
-          it = active.erase(it);
-          continue;
+          finished = it->first;
+          active.erase(it);
+          break;
         }
         ++it;
       }
-      if (stop_requested()) {
-        if (active.empty()) return std::nullopt;
-      } else if (next_tenant < order.size()) {
-        const std::int64_t tenant = order[next_tenant++];
-        if (fleet.claim(tenant)) active.emplace(tenant, work_for(tenant));
+      if (finished) {
+        lock.unlock();
+        {
+          std::lock_guard fleet_lock(fleet_mutex);
+          fleet.release(*finished, !stop_requested());
+        }
+        lock.lock();
         continue;
       }
-      if (active.empty()) return std::nullopt;
+      if (!stop_requested() && next_tenant < order.size()) {
+        const std::int64_t tenant = order[next_tenant++];
+        ++claiming;
+        lock.unlock();
+        std::optional<TenantWork> work;
+        {
+          std::lock_guard fleet_lock(fleet_mutex);
+          if (fleet.claim(tenant)) work = work_for(tenant);
+        }
+        lock.lock();
+        --claiming;
+        if (work) active.emplace(tenant, std::move(*work));
+        changed.notify_all();
+        continue;
+      }
+      if (active.empty() && claiming == 0) return std::nullopt;
       changed.wait(lock);
     }
   };
-  auto worker = [&] {
-    CurlTransport transport(curl_options(settings));
+  // One HTTP handle per worker, made before any thread starts: a failure to make one is this
+  // run's error, not an exception in a thread.
+  const size_t n_workers = std::max<size_t>(1, static_cast<size_t>(settings.parallel));
+  std::vector<std::unique_ptr<CurlTransport>> transports;
+  for (size_t i = 0; i < n_workers; ++i) transports.push_back(std::make_unique<CurlTransport>(curl_options(settings)));
+  auto worker = [&](size_t index) {
+    CurlTransport& transport = *transports[index];
     std::unique_ptr<PgConnection> db;
     std::unique_lock lock(mutex);
     while (std::optional<Task> task = next_task(lock)) {
@@ -495,10 +523,9 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
       log::progress("");
     });
   }
-  const size_t n_workers = std::max<size_t>(1, static_cast<size_t>(settings.parallel));
   std::vector<std::thread> threads;
-  for (size_t i = 1; i < n_workers; ++i) threads.emplace_back(worker);
-  worker();
+  for (size_t i = 1; i < n_workers; ++i) threads.emplace_back(worker, i);
+  worker(0);
   for (std::thread& t : threads) t.join();
   done = true;
   if (painter.joinable()) painter.join();

@@ -29,24 +29,31 @@ struct JobFigures {
   std::int64_t inserted = 0, updated = 0, pages = 0, requests = 0, throttled = 0, retries = 0, failed = 0;
 };
 
-bool state_exists(PgConnection& db, const std::string& schema) {
-  return db.exec("SELECT to_regclass($1) IS NOT NULL", {db.quote_ident(schema) + ".sync_state"}).get(0, 0) == "t";
+}  // namespace
+
+SchemaShape probe_schema(PgConnection& db, const std::string& schema) {
+  const std::string s = db.quote_ident(schema);
+  PgResult r = db.exec("SELECT to_regclass($1) IS NOT NULL, "
+                       "  EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass($2) "
+                       "          AND attname = 'requests' AND NOT attisdropped), "
+                       "  to_regclass($3) IS NOT NULL",
+                       {s + ".sync_state", s + ".sync_runs", s + ".sync_run_totals"});
+  return SchemaShape{r.get(0, 0) == "t", r.get(0, 1) == "t", r.get(0, 2) == "t"};
 }
 
-// One query for every (tenant, job) of the state (optionally one tenant's).
-std::vector<JobFigures> read_figures(PgConnection& db, const std::string& schema, double max_clock_skew, bool totals,
+namespace {
+
+// One query for every (tenant, job) of the state (optionally one tenant's); with `totals`, the
+// sums over every run too. `shape` says which of the later migrations' columns and tables exist:
+// a status of an older schema still works.
+std::vector<JobFigures> read_figures(PgConnection& db, const std::string& schema, const SchemaShape& shape,
+                                     double max_clock_skew, bool totals,
                                      std::optional<std::int64_t> tenant = std::nullopt) {
   const std::string s = db.quote_ident(schema);
   std::vector<JobFigures> out;
-  if (!state_exists(db, schema)) return out;
-  // The request counters arrived with a later migration: a status of an older schema still works.
-  const bool counters = totals && db.exec("SELECT count(*) FROM pg_catalog.pg_attribute WHERE attrelid = "
-                                          "to_regclass($1) AND attname = 'requests'",
-                                          {s + ".sync_runs"})
-                                          .get_int(0, 0) > 0;
-  // Runs pruned from sync_runs left their counts in sync_run_totals (a later migration, too).
-  const bool pruned_totals =
-      totals && db.exec("SELECT to_regclass($1) IS NOT NULL", {s + ".sync_run_totals"}).get(0, 0) == "t";
+  if (!shape.state) return out;
+  const bool counters = totals && shape.run_counters;
+  const bool pruned_totals = totals && shape.run_totals;
   const char* const iso = "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'";
   PgResult r = db.exec(
       fmt::format(
@@ -301,10 +308,10 @@ std::string render_status(const Settings& settings, const StatusOptions& options
                 fmt::format("status --job: unknown job '{}'{} (`stsync jobs` lists them)", options.job,
                             did_you_mean(options.job, std::vector<std::string>(known.begin(), known.end()))));
   PgConnection db(settings.database_url, session_options(settings));
-  if (!state_exists(db, settings.schema))
-    return options.json ? "[]\n" : "No sync state yet: run `stsync run` (or `stsync migrate`).\n";
-  std::vector<JobFigures> figures = read_figures(db, settings.schema, settings.max_clock_skew_seconds, false,
-                                                 options.tenant);
+  const SchemaShape shape = probe_schema(db, settings.schema);
+  if (!shape.state) return options.json ? "[]\n" : "No sync state yet: run `stsync run` (or `stsync migrate`).\n";
+  std::vector<JobFigures> figures =
+      read_figures(db, settings.schema, shape, settings.max_clock_skew_seconds, false, options.tenant);
   const std::map<std::string, int> every = cadences(settings);
   const auto quarantine = quarantined(db, settings.schema);
   if (!options.per_job()) return render_tenants(figures, every, quarantine, options.json);
@@ -433,51 +440,102 @@ std::string render_jobs(const Settings& settings, bool json) {
   return out;
 }
 
-std::string render_metrics(const Settings& settings) {
-  PgConnection db(settings.database_url, session_options(settings));
-  const std::vector<JobFigures> figures = read_figures(db, settings.schema, settings.max_clock_skew_seconds, true);
-  const std::map<std::string, int> every = cadences(settings);
+namespace {
+
+// The series of one metric: per (tenant, job), or aggregated per tenant or per job (fewer series
+// for a fleet of hundreds of tenants; see the README for what each aggregate means).
+std::string format_metrics(const std::vector<JobFigures>& figures, const std::map<std::string, int>& every,
+                           MetricsBy by) {
+  enum class Fold { min, max, sum };
   struct Metric {
     const char* name;
     const char* type;
     const char* help;
+    Fold fold;
     std::function<double(const JobFigures&)> value;
   };
   const std::vector<Metric> metrics = {
-      {"stsync_last_success_timestamp_seconds", "gauge", "When the job last finished a run successfully (0: never).",
+      {"stsync_last_success_timestamp_seconds", "gauge",
+       "When the job last finished a run successfully (0: never); aggregated: the oldest of the jobs.", Fold::min,
        [](const JobFigures& f) { return f.last_success; }},
       {"stsync_freshness_lag_seconds", "gauge",
-       "Now minus the point up to which every change is stored (complete-through, else the watermark); -1: none yet.",
-       [](const JobFigures& f) { return f.lag; }},
-      {"stsync_stale", "gauge", "1 when the job has not succeeded within twice its cadence.",
+       "Now minus the point up to which every change is stored (complete-through, else the watermark); -1: none yet; "
+       "aggregated: the largest.",
+       Fold::max, [](const JobFigures& f) { return f.lag; }},
+      {"stsync_stale", "gauge",
+       "1 when the job has not succeeded within twice its cadence; aggregated: how many jobs are stale.", Fold::sum,
        [&](const JobFigures& f) { return is_stale(f, every) ? 1.0 : 0.0; }},
-      {"stsync_not_permitted", "gauge", "1 when the job's last run answered 403 (the app lacks the scope).",
+      {"stsync_not_permitted", "gauge",
+       "1 when the job's last run answered 403 (the app lacks the scope); aggregated: how many jobs.", Fold::sum,
        [](const JobFigures& f) { return f.last_outcome == "not_permitted" ? 1.0 : 0.0; }},
-      {"stsync_last_run_duration_seconds", "gauge", "How long the job's last run took.",
-       [](const JobFigures& f) { return f.last_duration; }},
-      {"stsync_rows_inserted_total", "counter", "Rows the job inserted, over all runs.",
+      {"stsync_last_run_duration_seconds", "gauge", "How long the job's last run took; aggregated: the longest.",
+       Fold::max, [](const JobFigures& f) { return f.last_duration; }},
+      {"stsync_rows_inserted_total", "counter", "Rows the job inserted, over all runs.", Fold::sum,
        [](const JobFigures& f) { return static_cast<double>(f.inserted); }},
-      {"stsync_rows_updated_total", "counter", "Rows the job updated, over all runs.",
+      {"stsync_rows_updated_total", "counter", "Rows the job updated, over all runs.", Fold::sum,
        [](const JobFigures& f) { return static_cast<double>(f.updated); }},
-      {"stsync_pages_total", "counter", "Pages the job committed, over all runs.",
+      {"stsync_pages_total", "counter", "Pages the job committed, over all runs.", Fold::sum,
        [](const JobFigures& f) { return static_cast<double>(f.pages); }},
-      {"stsync_requests_total", "counter", "API requests the job sent (every attempt), over all runs.",
+      {"stsync_requests_total", "counter", "API requests the job sent (every attempt), over all runs.", Fold::sum,
        [](const JobFigures& f) { return static_cast<double>(f.requests); }},
-      {"stsync_throttled_total", "counter", "429 answers the job received, over all runs.",
+      {"stsync_throttled_total", "counter", "429 answers the job received, over all runs.", Fold::sum,
        [](const JobFigures& f) { return static_cast<double>(f.throttled); }},
-      {"stsync_retries_total", "counter", "Requests the job retried, over all runs.",
+      {"stsync_retries_total", "counter", "Requests the job retried, over all runs.", Fold::sum,
        [](const JobFigures& f) { return static_cast<double>(f.retries); }},
-      {"stsync_runs_failed_total", "counter", "Runs of the job that failed.",
+      {"stsync_runs_failed_total", "counter", "Runs of the job that failed.", Fold::sum,
        [](const JobFigures& f) { return static_cast<double>(f.failed); }},
+  };
+  auto labels = [&](const JobFigures& f) {
+    switch (by) {
+      case MetricsBy::tenant: return fmt::format("tenant=\"{}\"", f.tenant);
+      case MetricsBy::job: return fmt::format("job=\"{}\"", f.job);
+      default: return fmt::format("tenant=\"{}\",job=\"{}\"", f.tenant, f.job);
+    }
   };
   std::string out;
   for (const Metric& m : metrics) {
     out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", m.name, m.help, m.name, m.type);
-    for (const JobFigures& f : figures)
-      out += fmt::format("{}{{tenant=\"{}\",job=\"{}\"}} {}\n", m.name, f.tenant, f.job, m.value(f));
+    // Groups in the order of their first row (figures come ordered by tenant, then job).
+    std::vector<std::pair<std::string, double>> groups;
+    std::map<std::string, size_t> index;
+    for (const JobFigures& f : figures) {
+      const std::string key = labels(f);
+      const double v = m.value(f);
+      auto [it, added] = index.emplace(key, groups.size());
+      if (added) {
+        groups.emplace_back(key, v);
+        continue;
+      }
+      double& acc = groups[it->second].second;
+      acc = m.fold == Fold::min ? std::min(acc, v) : m.fold == Fold::max ? std::max(acc, v) : acc + v;
+    }
+    for (const auto& [key, v] : groups) out += fmt::format("{}{{{}}} {}\n", m.name, key, v);
   }
   return out;
 }
+
+}  // namespace
+
+MetricsSource::MetricsSource(const Settings& settings)
+    : settings_(settings), every_(cadences(settings)) {}
+
+MetricsSource::~MetricsSource() = default;
+
+std::string MetricsSource::render() {
+  if (!db_ || !db_->healthy()) {
+    db_ = std::make_unique<PgConnection>(settings_.database_url, session_options(settings_));
+    shape_.reset();
+  }
+  // The schema's shape is read until it is complete (the first round applies the migrations);
+  // from then on a scrape is one query.
+  if (!shape_ || !shape_->state || !shape_->run_counters || !shape_->run_totals)
+    shape_ = probe_schema(*db_, settings_.schema);
+  const std::vector<JobFigures> figures =
+      read_figures(*db_, settings_.schema, *shape_, settings_.max_clock_skew_seconds, true);
+  return format_metrics(figures, every_, settings_.metrics_by);
+}
+
+std::string render_metrics(const Settings& settings) { return MetricsSource(settings).render(); }
 
 void write_metrics_file(const Settings& settings, const std::string& path) {
   // node_exporter's textfile collector reads whatever is there: write aside, then rename.
@@ -496,7 +554,8 @@ std::vector<std::string> stale_jobs(const Settings& settings, double max_age_sec
   PgConnection db(settings.database_url, session_options(settings));
   std::vector<std::string> out;
   const std::map<std::string, int> every = max_age_seconds > 0 ? std::map<std::string, int>{} : cadences(settings);
-  for (const JobFigures& f : read_figures(db, settings.schema, settings.max_clock_skew_seconds, false))
+  for (const JobFigures& f : read_figures(db, settings.schema, probe_schema(db, settings.schema),
+                                         settings.max_clock_skew_seconds, false))
     if (is_stale(f, every, max_age_seconds))
       out.push_back(fmt::format("tenant {} job {}: {}", f.tenant, f.job,
                                 f.future_state ? std::string("state in the future (a wrong API clock; the next run "

@@ -1,6 +1,8 @@
 // `stsync status`: per tenant and job, the watermark, token, rows, last run and last error.
 #pragma once
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -29,7 +31,37 @@ std::string render_status(const Settings& settings, const StatusOptions& options
 /// endpoint, enabled, cadence, child tables and the last result, when the database can be read.
 std::string render_jobs(const Settings& settings, bool json);
 
-/// Prometheus text format, per tenant and job, from sync_state and sync_runs (see the README).
+class PgConnection;
+
+/// Which of the later migrations' tables and columns a schema has (status reads older ones too).
+struct SchemaShape {
+  bool state = false;         // sync_state exists
+  bool run_counters = false;  // sync_runs.requests (migration 008)
+  bool run_totals = false;    // sync_run_totals (migration 011)
+};
+SchemaShape probe_schema(PgConnection& db, const std::string& schema);
+
+/// The Prometheus metrics (text format, see the README), per tenant and job or aggregated per
+/// tenant or per job (`Settings::metrics_by`), from sync_state, sync_runs and sync_run_totals.
+/// Kept by the daemon: the job files' cadences are read once, the schema's shape until it is
+/// complete, the connection is kept (and reopened after a failure), so that a scrape is one query.
+class MetricsSource {
+ public:
+  explicit MetricsSource(const Settings& settings);
+  ~MetricsSource();
+  MetricsSource(const MetricsSource&) = delete;
+  MetricsSource& operator=(const MetricsSource&) = delete;
+  /// Throws Error when the database cannot be read.
+  std::string render();
+
+ private:
+  const Settings& settings_;
+  std::map<std::string, int> every_;  // job → cadence in seconds
+  std::unique_ptr<PgConnection> db_;
+  std::optional<SchemaShape> shape_;
+};
+
+/// MetricsSource(settings).render(), once.
 std::string render_metrics(const Settings& settings);
 /// render_metrics() into `path` atomically (written aside, then renamed): node_exporter's textfile
 /// collector never reads half a file.

@@ -546,6 +546,107 @@ TEST_CASE("/healthz stays 200 through a first load longer than --health-timeout,
   std::filesystem::remove(port_file);
 }
 
+TEST_CASE("the daemon answers /metrics with one query per scrape, without reading the job files again",
+          "[ops][daemon][metrics]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  // A copy of the two job files, removed once the daemon has started: a scrape that read them
+  // again would fail.
+  const std::string jobs = fmt::format("/tmp/stsync-metrics-jobs-{}", getpid());
+  std::filesystem::remove_all(jobs);
+  std::filesystem::copy(two_job_dir(), jobs);
+  const std::string app = fmt::format("stsync-scrape-{}", getpid());
+  const auto env = with_env(stsync_env(sandbox, schema, kTenantA),
+                            {{"STSYNC_JOBS_DIR", jobs}, {"DATABASE_URL", database_url() + " application_name=" + app}});
+  const std::string port_file = fmt::format("/tmp/stsync-scrape-port-{}", getpid());
+  std::filesystem::remove(port_file);
+  Process daemon({STSYNC_BINARY, "daemon", "--interval", "3600", "--listen", "127.0.0.1:0", "--port-file", port_file},
+                 env);
+  const int port = wait_for_port(port_file);
+  httplib::Client client("127.0.0.1", port);
+  REQUIRE(wait_until([&] {
+    auto r = client.Get("/healthz");
+    return r && r->body.find("\"rounds\":1,") != std::string::npos;  // the first round is over
+  }));
+  std::filesystem::remove_all(jobs);
+  auto scans = [&] {
+    schema.db().exec("SELECT pg_stat_clear_snapshot()");
+    return schema.scalar("SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_catalog.pg_stat_user_tables "
+                         "WHERE schemaname = $1 AND relname = 'sync_state'",
+                         {schema.name()});
+  };
+  auto r = client.Get("/metrics");  // the first scrape reads the schema's shape, once
+  REQUIRE(r);
+  REQUIRE(r->status == 200);
+  // Statistics arrive late: an idle session that flushed less than a second ago waits up to 10 s
+  // (PostgreSQL's PGSTAT_IDLE_INTERVAL) before it flushes again; the first round's sessions too.
+  usleep(11000000);
+  const std::int64_t before = scans();
+  // After the round only the metrics connection is left, kept from scrape to scrape.
+  auto metrics_backend = [&] {
+    return schema.scalar("SELECT coalesce(min(pid), 0) * 1000 + count(*) FROM pg_stat_activity WHERE application_name = $1",
+                         {app});
+  };
+  const std::int64_t backend = metrics_backend();
+  CHECK(backend % 1000 == 1);
+  const std::string inserted = fmt::format(R"(stsync_rows_inserted_total{{tenant="1001",job="invoices"}} {})",
+                                           schema.scalar("SELECT count(*) FROM {s}.invoices"));
+  for (int i = 0; i < 5; ++i) {
+    auto m = client.Get("/metrics");
+    REQUIRE(m);
+    CHECK(m->status == 200);
+    CHECK(m->body.find(inserted) != std::string::npos);
+    CHECK(m->body.find(R"(stsync_stale{tenant="1001",job="employees"} 0)") != std::string::npos);
+  }
+  CHECK(metrics_backend() == backend);  // the same one connection
+  usleep(11000000);
+  CHECK(scans() - before == 5);  // one read of sync_state per scrape, and nothing else reads it
+  daemon.send_signal(SIGTERM);
+  CHECK(daemon.wait().exit_code == 0);
+  std::filesystem::remove(port_file);
+}
+
+TEST_CASE("metrics_by = tenant or job aggregates the series: counters summed, lag and duration the largest, stale "
+          "counted",
+          "[ops][metrics]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  const auto env = stsync_env(sandbox, schema, kTenantA);
+  const std::string path = fmt::format("/tmp/stsync-by-{}.prom", getpid());
+  REQUIRE(run_stsync({"run", "--metrics-file", path}, env).exit_code == 0);
+  schema.db().exec(fmt::format("UPDATE {}.sync_state SET last_success_at = now() - interval '3 days' WHERE job = 'employees'",
+                               schema.db().quote_ident(schema.name())));
+  REQUIRE(run_stsync({"run", "--jobs", "invoices", "--metrics-file", path}, env).exit_code == 0);
+  const std::map<std::string, double> each = parse_prometheus(read_text(path));
+  REQUIRE(run_stsync({"run", "--jobs", "invoices", "--metrics-file", path},
+                     with_env(env, {{"STSYNC_METRICS_BY", "tenant"}})).exit_code == 0);
+  const std::string by_tenant_text = read_text(path);
+  const std::map<std::string, double> by_tenant = parse_prometheus(by_tenant_text);
+  CHECK(by_tenant_text.find("job=") == std::string::npos);
+  const std::string a = R"({tenant="1001"})";
+  const std::string inv = R"({tenant="1001",job="invoices"})", emp = R"({tenant="1001",job="employees"})";
+  // The last run of invoices added its requests: compare against sync_runs and sync_state.
+  CHECK(by_tenant.at("stsync_rows_inserted_total" + a) == each.at("stsync_rows_inserted_total" + inv) +
+                                                           each.at("stsync_rows_inserted_total" + emp));
+  CHECK(by_tenant.at("stsync_requests_total" + a) ==
+        schema.scalar("SELECT sum(requests) FROM {s}.sync_runs"));
+  CHECK(by_tenant.at("stsync_stale" + a) == 1);  // employees
+  CHECK(by_tenant.at("stsync_freshness_lag_seconds" + a) >=
+        std::max(each.at("stsync_freshness_lag_seconds" + inv), each.at("stsync_freshness_lag_seconds" + emp)));
+  CHECK(by_tenant.at("stsync_last_success_timestamp_seconds" + a) ==
+        Approx(each.at("stsync_last_success_timestamp_seconds" + emp)).margin(1));  // the oldest
+  REQUIRE(run_stsync({"run", "--jobs", "invoices", "--metrics-file", path},
+                     with_env(env, {{"STSYNC_METRICS_BY", "job"}})).exit_code == 0);
+  const std::map<std::string, double> by_job = parse_prometheus(read_text(path));
+  CHECK(by_job.at(R"(stsync_stale{job="employees"})") == 1);
+  CHECK(by_job.at(R"(stsync_stale{job="invoices"})") == 0);
+  CHECK(by_job.count("stsync_stale" + emp) == 0);
+  ProcessResult bad = run_stsync({"run"}, with_env(env, {{"STSYNC_METRICS_BY", "tenants"}}));
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.err.find("STSYNC_METRICS_BY must be \"tenant_job\", \"tenant\" or \"job\"") != std::string::npos);
+  std::filesystem::remove(path);
+}
+
 TEST_CASE("a daemon checks migrations and tables once, and its later rounds send no migration check",
           "[ops][daemon]") {
   TestSandbox sandbox;
