@@ -55,6 +55,41 @@ std::map<std::string, double> parse_prometheus(const std::string& text) {
   return out;
 }
 
+// `stsync daemon` listening on a free loopback port (written to a port file), with an HTTP
+// client for /healthz and /metrics. `args` come after "daemon".
+class ListeningDaemon {
+ public:
+  ListeningDaemon(const std::string& name, const std::vector<std::string>& args,
+                  const std::map<std::string, std::string>& env)
+      : port_file_(fmt::format("/tmp/stsync-{}-port-{}", name, getpid())),
+        process_((std::filesystem::remove(port_file_), command(args, port_file_)), env),
+        client_("127.0.0.1", wait_for_port(port_file_)) {}
+  ~ListeningDaemon() { std::filesystem::remove(port_file_); }
+  httplib::Client& client() { return client_; }
+  /// Waits until /healthz reports `rounds` finished rounds.
+  bool wait_rounds(int rounds) {
+    return wait_until([&] {
+      auto r = client_.Get("/healthz");
+      return r && r->body.find(fmt::format("\"rounds\":{},", rounds)) != std::string::npos;
+    });
+  }
+  /// SIGTERM, then the exit code.
+  int stop() {
+    process_.send_signal(SIGTERM);
+    return process_.wait().exit_code;
+  }
+
+ private:
+  static std::vector<std::string> command(const std::vector<std::string>& args, const std::string& port_file) {
+    std::vector<std::string> out = {STSYNC_BINARY, "daemon", "--listen", "127.0.0.1:0", "--port-file", port_file};
+    out.insert(out.end(), args.begin(), args.end());
+    return out;
+  }
+  std::string port_file_;
+  Process process_;
+  httplib::Client client_;
+};
+
 }  // namespace
 
 TEST_CASE("the metrics file parses as Prometheus text format and its figures match sync_runs and sync_state",
@@ -521,13 +556,8 @@ TEST_CASE("/healthz stays 200 through a first load longer than --health-timeout,
   TestSchema schema;
   const auto env = stsync_env(sandbox, schema, kTenantA);
   REQUIRE(run_stsync({"migrate"}, env).exit_code == 0);
-  const std::string port_file = fmt::format("/tmp/stsync-beat-port-{}", getpid());
-  std::filesystem::remove(port_file);
-  Process daemon({STSYNC_BINARY, "daemon", "--interval", "0.5", "--listen", "127.0.0.1:0", "--port-file", port_file,
-                  "--health-timeout", "3s", "--jobs", "invoices"},
-                 env);
-  const int port = wait_for_port(port_file);
-  httplib::Client client("127.0.0.1", port);
+  ListeningDaemon daemon("beat", {"--interval", "0.5", "--health-timeout", "3s", "--jobs", "invoices"}, env);
+  httplib::Client& client = daemon.client();
   int polls = 0, unhealthy = 0;
   const auto started = std::chrono::steady_clock::now();
   REQUIRE(wait_until([&] {
@@ -540,10 +570,8 @@ TEST_CASE("/healthz stays 200 through a first load longer than --health-timeout,
   INFO(polls << " polls over " << seconds << " s");
   CHECK(seconds > 6);  // the round did outlast the timeout twice over
   CHECK(unhealthy == 0);
-  daemon.send_signal(SIGTERM);
-  CHECK(daemon.wait().exit_code == 0);
+  CHECK(daemon.stop() == 0);
   check_exact(schema, sandbox, {"invoices"});
-  std::filesystem::remove(port_file);
 }
 
 TEST_CASE("the daemon answers /metrics with one query per scrape, without reading the job files again",
@@ -558,16 +586,9 @@ TEST_CASE("the daemon answers /metrics with one query per scrape, without readin
   const std::string app = fmt::format("stsync-scrape-{}", getpid());
   const auto env = with_env(stsync_env(sandbox, schema, kTenantA),
                             {{"STSYNC_JOBS_DIR", jobs}, {"DATABASE_URL", database_url() + " application_name=" + app}});
-  const std::string port_file = fmt::format("/tmp/stsync-scrape-port-{}", getpid());
-  std::filesystem::remove(port_file);
-  Process daemon({STSYNC_BINARY, "daemon", "--interval", "3600", "--listen", "127.0.0.1:0", "--port-file", port_file},
-                 env);
-  const int port = wait_for_port(port_file);
-  httplib::Client client("127.0.0.1", port);
-  REQUIRE(wait_until([&] {
-    auto r = client.Get("/healthz");
-    return r && r->body.find("\"rounds\":1,") != std::string::npos;  // the first round is over
-  }));
+  ListeningDaemon daemon("scrape", {"--interval", "3600"}, env);
+  httplib::Client& client = daemon.client();
+  REQUIRE(daemon.wait_rounds(1));  // the first round is over
   std::filesystem::remove_all(jobs);
   auto scans = [&] {
     schema.db().exec("SELECT pg_stat_clear_snapshot()");
@@ -601,9 +622,7 @@ TEST_CASE("the daemon answers /metrics with one query per scrape, without readin
   CHECK(metrics_backend() == backend);  // the same one connection
   usleep(11000000);
   CHECK(scans() - before == 5);  // one read of sync_state per scrape, and nothing else reads it
-  daemon.send_signal(SIGTERM);
-  CHECK(daemon.wait().exit_code == 0);
-  std::filesystem::remove(port_file);
+  CHECK(daemon.stop() == 0);
 }
 
 TEST_CASE("metrics_by = tenant or job aggregates the series: counters summed, lag and duration the largest, stale "
@@ -652,19 +671,10 @@ TEST_CASE("a daemon checks migrations and tables once, and its later rounds send
   TestSandbox sandbox;
   TestSchema schema;
   const auto env = stsync_env(sandbox, schema, kTenantA);
-  const std::string port_file = fmt::format("/tmp/stsync-idle-port-{}", getpid());
-  std::filesystem::remove(port_file);
-  Process daemon({STSYNC_BINARY, "daemon", "--interval", "0.2", "--listen", "127.0.0.1:0", "--port-file", port_file},
-                 env);
-  const int port = wait_for_port(port_file);
-  httplib::Client client("127.0.0.1", port);
+  ListeningDaemon daemon("idle", {"--interval", "0.2"}, env);
   // Ten rounds: the first syncs both jobs (hourly), the others find nothing due.
-  REQUIRE(wait_until([&] {
-    auto r = client.Get("/healthz");
-    return r && r->body.find("\"rounds\":10,") != std::string::npos;
-  }));
-  daemon.send_signal(SIGTERM);
-  REQUIRE(daemon.wait().exit_code == 0);
+  REQUIRE(daemon.wait_rounds(10));
+  REQUIRE(daemon.stop() == 0);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs") == 2);
   // schema_migrations is read by a scan twice in the daemon's life, both in its first round:
   // building its primary key, and the check of the applied migrations; a migration check per
@@ -673,7 +683,6 @@ TEST_CASE("a daemon checks migrations and tables once, and its later rounds send
   CHECK(schema.scalar("SELECT seq_scan FROM pg_catalog.pg_stat_user_tables WHERE schemaname = $1 AND relname = "
                       "'schema_migrations'",
                       {schema.name()}) == 2);
-  std::filesystem::remove(port_file);
 }
 
 TEST_CASE("the shipped deploys work unedited: readable secrets in Kubernetes, no tenant in the units, a cron path "
