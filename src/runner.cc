@@ -395,24 +395,28 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
   std::mutex fleet_mutex;
   int claiming = 0;  // workers between taking a tenant off `order` and adding its work
   // Under the lock: the next (tenant, job) to run; claims tenants as needed, releases finished ones.
+  // Workers spread over tenants: each tenant has its own request budget, so jobs of several
+  // tenants side by side do not queue behind one tenant's budget. A worker takes the active
+  // tenant with work left and the fewest jobs running; when each of those already runs one and
+  // tenants remain, it claims another tenant first.
   auto next_task = [&](std::unique_lock<std::mutex>& lock) -> std::optional<Task> {
     for (;;) {
       std::optional<std::int64_t> finished;
-      for (auto it = active.begin(); it != active.end();) {
+      std::map<std::int64_t, TenantWork>::iterator best = active.end();
+      for (auto it = active.begin(); it != active.end(); ++it) {
         TenantWork& w = it->second;
         if (w.phase == 0 && w.next == w.phases[0].size() && w.running == 0) {
           w.phase = 1;
           w.next = 0;
         }
-        if (w.next < w.phases[w.phase].size()) return Task{it->first, w.phases[w.phase][w.next++]};
-        if (w.phase == 1 && w.running == 0) {
+        if (w.next < w.phases[w.phase].size()) {
+          if (best == active.end() || w.running < best->second.running) best = it;
+        } else if (w.phase == 1 && w.running == 0) {
           finished = it->first;
-          active.erase(it);
-          break;
         }
-        ++it;
       }
-      if (finished) {
+      if (finished) {  // its lock goes back to the fleet first
+        active.erase(*finished);
         lock.unlock();
         {
           std::lock_guard fleet_lock(fleet_mutex);
@@ -421,7 +425,12 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
         lock.lock();
         continue;
       }
-      if (!stop_requested() && next_tenant < order.size()) {
+      const bool more_tenants = !stop_requested() && next_tenant < order.size();
+      if (best != active.end() && (best->second.running == 0 || !more_tenants)) {
+        TenantWork& w = best->second;
+        return Task{best->first, w.phases[w.phase][w.next++]};
+      }
+      if (more_tenants) {
         const std::int64_t tenant = order[next_tenant++];
         ++claiming;
         lock.unlock();
@@ -435,6 +444,10 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
         if (work) active.emplace(tenant, std::move(*work));
         changed.notify_all();
         continue;
+      }
+      if (best != active.end()) {
+        TenantWork& w = best->second;
+        return Task{best->first, w.phases[w.phase][w.next++]};
       }
       if (active.empty() && claiming == 0) return std::nullopt;
       changed.wait(lock);

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include <catch2/catch.hpp>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -20,26 +21,29 @@
 #include "http.h"
 #include "migrate.h"
 #include "page_parser.h"
+#include "rate_limiter.h"
+#include "sandbox/dataset.h"
+#include "sandbox/server.h"
 #include "support.h"
 
 using namespace stsync;
 using namespace stsync::test;
-using Clock = std::chrono::steady_clock;
+using WallClock = std::chrono::steady_clock;
 
 namespace {
 
 constexpr int kInvoices = 40000;  // the issue's feed: 40,000 invoices, 2,000 per export page
 constexpr int kBatch = 2000;
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double seconds_since(WallClock::time_point t0) { return std::chrono::duration<double>(WallClock::now() - t0).count(); }
 
-std::string token_for(CurlTransport& http, const std::string& url) {
+std::string token_for(CurlTransport& http, const std::string& url, std::int64_t tenant = kTenantA) {
   HttpRequest req;
   req.method = "POST";
   req.url = url + "/connect/token";
   req.headers = {"Content-Type: application/x-www-form-urlencoded"};
   req.body = fmt::format("grant_type=client_credentials&client_id={}&client_secret={}",
-                         sandbox::sandbox_client_id(kTenantA), sandbox::sandbox_client_secret(kTenantA));
+                         sandbox::sandbox_client_id(tenant), sandbox::sandbox_client_secret(tenant));
   HttpResponse r = http.perform(req);
   const size_t a = r.body.find("\"access_token\":\"") + 16;
   return r.body.substr(a, r.body.find('"', a) - a);
@@ -126,7 +130,7 @@ double limit_seconds(const std::vector<ParsedPage>& pages, int connections = 1) 
     db.exec("COMMIT");
   }
   };
-  const auto t0 = Clock::now();
+  const auto t0 = WallClock::now();
   std::vector<std::thread> threads;
   for (size_t c = 1; c < conns.size(); ++c) threads.emplace_back(load, std::ref(*conns[c]), c, conns.size());
   load(*conns[0], 0, conns.size());
@@ -146,7 +150,7 @@ Run run_stsync_timed(const std::vector<std::string>& args, const std::map<std::s
   full.insert(full.end(), args.begin(), args.end());
   struct rusage before {}, after {};
   getrusage(RUSAGE_CHILDREN, &before);
-  const auto t0 = Clock::now();
+  const auto t0 = WallClock::now();
   Process p(full, env);
   Run run;
   ProcessResult r = p.wait(&run.peak_kb);
@@ -178,6 +182,122 @@ void prefill(TestSchema& schema, int rows, const std::string& sample_raw) {
                       "10000000000000 + g, p, '{{\"id\":1,\"description\":\"prefilled\"}}' FROM generate_series(1, {}) g, "
                       "generate_series(1, 2) p",
                       s, rows));
+}
+
+// N tenants with every catalogued resource (a few rows each, 200 invoices), every default job:
+// the routine round of an agency, where the cost is per job, not per row.
+struct FleetBench {
+  int tenants;
+  TestSandbox sandbox;
+  TestSchema schema;
+  std::string config;
+  static constexpr std::int64_t kFirstTenant = 7000;
+  FleetBench(int n, int rows, int parallel) : tenants(n), sandbox(options(n, rows)) {
+    std::string list;
+    for (int i = 0; i < n; ++i)
+      list += fmt::format("[[tenants]]\nid = {}\nclient_id = \"{}\"\nclient_secret = \"{}\"\n", kFirstTenant + i,
+                          sandbox::sandbox_client_id(kFirstTenant + i), sandbox::sandbox_client_secret(kFirstTenant + i));
+    config = write_temp_file(fmt::format("[servicetitan]\napp_key = \"sandbox-app-key\"\nauth_url = \"{0}\"\n"
+                                         "api_url = \"{0}\"\nrequests_per_second = 60\n[database]\nschema = \"{1}\"\n"
+                                         "[run]\nparallel = {2}\n{3}",
+                                         sandbox.url(), schema.name(), parallel, list));
+  }
+  static sandbox::ServerOptions options(int n, int rows) {
+    sandbox::ServerOptions o;
+    o.data.seed = 7;
+    for (int i = 0; i < n; ++i) {
+      sandbox::TenantSetup t{kFirstTenant + i, {}};
+      for (const sandbox::ResourceDef& r : sandbox::builtin_resources()) t.counts[r.name] = rows;
+      t.counts["invoices"] = 200;
+      o.data.tenants.push_back(std::move(t));
+    }
+    o.rate_limit_per_second = 100000;  // the client's own budget (60/s per tenant) is what limits
+    o.data.clock_frozen = false;       // minutes pass: the API's clock must pass with them
+    o.export_batch = 200;
+    return o;
+  }
+  Run run(std::vector<std::string> args = {}) {
+    std::vector<std::string> full = {"--config", config, "run"};
+    full.insert(full.end(), args.begin(), args.end());
+    return run_stsync_timed(full, {{"DATABASE_URL", database_url()}});
+  }
+  std::int64_t requests() {
+    std::int64_t n = 0;
+    for (int i = 0; i < tenants; ++i)
+      n += sandbox.stat(kFirstTenant + i, "requests") + sandbox.stat(kFirstTenant + i, "token_requests");
+    return n;
+  }
+};
+
+// The cheapest way to do what a no-op round does for the same (tenant, job) pairs: per pair one
+// GET of the job's endpoint (per-parent jobs: none, as in a no-op round) and one small
+// transaction (lock the state row, insert a run row, update the state row), on `parallel`
+// connections, within the same per-tenant budget of 60 requests per second. A token per tenant.
+double floor_seconds(FleetBench& f, const std::vector<JobSpec>& jobs, int parallel) {
+  PgConnection& setup = f.schema.db();
+  const std::string s = setup.quote_ident(f.schema.name());
+  setup.exec(fmt::format("CREATE SCHEMA IF NOT EXISTS {0}; CREATE TABLE {0}.floor_state (tenant_id bigint, job text, "
+                         "last_success_at timestamptz, runs bigint NOT NULL DEFAULT 0, PRIMARY KEY (tenant_id, job)); "
+                         "CREATE TABLE {0}.floor_runs (run_id bigserial PRIMARY KEY, tenant_id bigint, job text, "
+                         "started_at timestamptz DEFAULT now())",
+                         s));
+  struct Pair {
+    std::int64_t tenant;
+    const JobSpec* job;
+  };
+  std::vector<Pair> pairs;
+  // Interleaved over tenants, so that the threads draw on different tenants' budgets.
+  for (const JobSpec& j : jobs)
+    for (int i = 0; i < f.tenants; ++i) pairs.push_back({FleetBench::kFirstTenant + i, &j});
+  setup.exec(fmt::format("INSERT INTO {}.floor_state (tenant_id, job) SELECT t, j FROM generate_series({}, {}) t, "
+                         "unnest($1::text[]) j",
+                         s, FleetBench::kFirstTenant, FleetBench::kFirstTenant + f.tenants - 1),
+             {[&] {
+               std::string a = "{";
+               for (const JobSpec& j : jobs) a += (a.size() > 1 ? "," : "") + j.name;
+               return a + "}";
+             }()});
+  std::map<std::int64_t, std::string> tokens;
+  std::map<std::int64_t, std::unique_ptr<RateLimiter>> budgets;
+  {
+    CurlTransport http(CurlOptions{});
+    for (int i = 0; i < f.tenants; ++i) {
+      tokens[FleetBench::kFirstTenant + i] = token_for(http, f.sandbox.url(), FleetBench::kFirstTenant + i);
+      budgets[FleetBench::kFirstTenant + i] = std::make_unique<RateLimiter>(60, real_clock());
+    }
+  }
+  std::atomic<size_t> next{0};
+  const auto t0 = WallClock::now();
+  auto worker = [&] {
+    CurlTransport http(CurlOptions{});
+    PgConnection db(database_url());
+    for (size_t k; (k = next++) < pairs.size();) {
+      const Pair& p = pairs[k];
+      if (p.job->parent.empty()) {
+        budgets[p.tenant]->acquire();
+        HttpRequest req;
+        std::string path = tenant_path(p.job->list_path.empty() ? p.job->export_path : p.job->list_path, p.tenant);
+        req.url = f.sandbox.url() + "/" + path + (p.job->list_path.empty() ? "?includeRecentChanges=false" : "");
+        req.headers = {"ST-App-Key: sandbox-app-key", "Authorization: Bearer " + tokens[p.tenant]};
+        http.perform(req);
+      }
+      const std::string t = std::to_string(p.tenant);
+      db.exec("BEGIN");
+      db.exec(fmt::format("SELECT 1 FROM {}.floor_state WHERE tenant_id = $1 AND job = $2 FOR UPDATE", s),
+              {t, p.job->name});
+      db.exec(fmt::format("INSERT INTO {}.floor_runs (tenant_id, job) VALUES ($1, $2)", s), {t, p.job->name});
+      db.exec(fmt::format("UPDATE {}.floor_state SET last_success_at = now(), runs = runs + 1 WHERE tenant_id = $1 "
+                          "AND job = $2",
+                          s),
+              {t, p.job->name});
+      db.exec("COMMIT");
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int i = 1; i < parallel; ++i) threads.emplace_back(worker);
+  worker();
+  for (std::thread& t : threads) t.join();
+  return seconds_since(t0);
 }
 
 std::string_view builtin_job_text(std::string_view name) {
@@ -244,7 +364,7 @@ TEST_CASE("benchmarks", "[bench]") {
       for (int i = 0; i < 2; ++i) {
         db.exec("DROP TABLE IF EXISTS pg_temp.raw_only");
         db.exec(std::string("CREATE TEMP TABLE raw_only (raw ") + (i ? "jsonb" : "json") + ")");
-        const auto t0 = Clock::now();
+        const auto t0 = WallClock::now();
         db.copy_in("COPY pg_temp.raw_only (raw) FROM STDIN", copy);
         seconds[i] = std::min(seconds[i], seconds_since(t0));
       }
@@ -274,7 +394,7 @@ TEST_CASE("benchmarks", "[bench]") {
   // 2. The hand-written script on the same feed.
   {
     TestSchema schema;
-    const auto t0 = Clock::now();
+    const auto t0 = WallClock::now();
     const std::string cmd = fmt::format(
         "BENCH_CLIENT_SECRET={} /usr/bin/python3 {}/tests/bench_script.py {} {} {} {} sandbox-app-key '{}' {}.script_invoices",
         sandbox::sandbox_client_secret(kTenantA), STSYNC_SOURCE_DIR, sandbox.url(), sandbox.url(), kTenantA,
@@ -353,5 +473,52 @@ TEST_CASE("benchmarks", "[bench]") {
                per_page, per_page * static_cast<double>(json_bytes) / kInvoices / 1e6, kb[0] / 1024.0, kb[1] / 1024.0,
                static_cast<double>(kb[1]) / static_cast<double>(kb[0]));
   }
+
   CHECK(!pages.empty());
+}
+
+TEST_CASE("a routine round of many tenants", "[bench][round]") {
+  // A routine round of many tenants: every default job, nothing new (a no-op round), for 1, 10
+  // and 50 tenants; per tenant it should cost what it costs for one, and about what its requests
+  // and one small transaction per job cost (the floor).
+  {
+    std::vector<JobSpec> enabled;
+    for (const JobSpec& j : load_job_specs(""))
+      if (j.enabled) enabled.push_back(j);
+    constexpr int kParallel = 4;
+    fmt::print("\na routine round: N tenants x {} default jobs (10 rows of each resource, 200 invoices), run.parallel = {}, "
+               "60 requests/s per tenant, nothing new since the last round:\n",
+               enabled.size(), kParallel);
+    double one_tenant = 0;
+    // STSYNC_BENCH_TENANTS="1,10" measures other sizes (the ratios need 1 first).
+    std::vector<int> sizes = {1, 10, 50};
+    if (const char* v = std::getenv("STSYNC_BENCH_TENANTS")) {
+      sizes.clear();
+      for (const char* p = v; *p;) {
+        sizes.push_back(std::atoi(p));
+        while (*p && *p != ',') ++p;
+        if (*p) ++p;
+      }
+    }
+    for (int n : sizes) {
+      FleetBench fleet(n, 10, kParallel);
+      Run first = fleet.run();
+      const std::int64_t before = fleet.requests();
+      Run noop = fleet.run();
+      const std::int64_t requests = fleet.requests() - before;
+      const double jobs = static_cast<double>(n) * static_cast<double>(enabled.size());
+      if (n == 1) one_tenant = noop.seconds;
+      fmt::print("  N = {:>2}: first round {:.1f} s; no-op round {:.2f} s = {:.0f} jobs/s, {} requests, stsync CPU {:.2f} ms per "
+                 "job; per tenant {:.3f} s = {:.2f}x one tenant's (target <= 1.1){}\n",
+                 n, first.seconds, noop.seconds, jobs / noop.seconds, requests, noop.cpu_seconds / jobs * 1e3,
+                 noop.seconds / n, noop.seconds / n / one_tenant, first.exit_code || noop.exit_code ? " (a run FAILED)" : "");
+      if (n == 10) {
+        const double floor = floor_seconds(fleet, enabled, kParallel);
+        fmt::print("          the floor (a GET and a small transaction per job, same budget): {:.2f} s; floor / stsync "
+                   "= {:.2f} (target >= 0.7)\n",
+                   floor, floor / noop.seconds);
+      }
+    }
+  }
+  CHECK(true);
 }
