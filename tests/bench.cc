@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
+#include <unistd.h>
 #include <memory>
 #include <thread>
 #include <fmt/format.h>
@@ -300,6 +302,36 @@ double floor_seconds(FleetBench& f, const std::vector<JobSpec>& jobs, int parall
   return seconds_since(t0);
 }
 
+// CPU seconds of the PostgreSQL server this benchmark talks to: its postmaster and every process
+// under it (backends that ended are in the postmaster's children's time). Linux /proc.
+double postgres_cpu_seconds(PgConnection& db) {
+  const std::string checkpointer =
+      db.exec("SELECT pid FROM pg_catalog.pg_stat_activity WHERE backend_type = 'checkpointer'").get(0, 0);
+  auto stat_fields = [](const std::string& pid) {
+    std::ifstream in("/proc/" + pid + "/stat");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<std::string> fields;
+    std::istringstream rest(text.substr(text.rfind(')') + 2));  // after "pid (comm) "
+    for (std::string f; rest >> f;) fields.push_back(f);
+    return fields;  // fields[0] is the state (field 3 of proc(5))
+  };
+  const std::string postmaster = stat_fields(checkpointer).at(1);  // ppid
+  const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  auto cpu = [&](const std::vector<std::string>& f, bool children) {
+    double t = std::stod(f.at(11)) + std::stod(f.at(12));  // utime, stime
+    if (children) t += std::stod(f.at(13)) + std::stod(f.at(14));  // cutime, cstime
+    return t / tick;
+  };
+  double total = cpu(stat_fields(postmaster), true);
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string pid = entry.path().filename();
+    if (pid.empty() || !std::isdigit(static_cast<unsigned char>(pid[0]))) continue;
+    const std::vector<std::string> f = stat_fields(pid);
+    if (f.size() > 14 && f[1] == postmaster) total += cpu(f, true);
+  }
+  return total;
+}
+
 std::string_view builtin_job_text(std::string_view name) {
   for (const EmbeddedFile& f : embedded_jobs())
     if (f.name == name) return f.content;
@@ -521,4 +553,53 @@ TEST_CASE("a routine round of many tenants", "[bench][round]") {
     }
   }
   CHECK(true);
+}
+
+// Hidden (not in tests/bench.sh): run it with `build/stsync_bench "[tenant]"`. It takes long by
+// nature: the per-parent jobs need one request per parent (20,000 customers, 30,000 jobs) at 60
+// requests/s, minutes per job and per setting.
+TEST_CASE("a whole tenant's first load", "[.][bench][tenant]") {
+  // Every default job at realistic sizes for a mid-sized contractor: 50,000 invoices, 20,000
+  // customers, 30,000 jobs and appointments, 100 rows of every other resource.
+  sandbox::ServerOptions o;
+  o.data.seed = 11;
+  sandbox::TenantSetup t{kTenantA, {}};
+  for (const sandbox::ResourceDef& r : sandbox::builtin_resources()) t.counts[r.name] = 100;
+  t.counts["invoices"] = 50000;
+  t.counts["customers"] = 20000;
+  t.counts["jobs"] = 30000;
+  t.counts["appointments"] = 30000;
+  o.data.tenants.push_back(std::move(t));
+  o.data.clock_frozen = false;
+  o.rate_limit_per_second = 100000;
+  TestSandbox sandbox(o);
+  fmt::print("\na whole tenant's first load: every default job; 50,000 invoices, 20,000 customers, 30,000 jobs and "
+             "appointments, 100 rows of every other resource; 60 requests/s:\n");
+  double first = 0;
+  for (int parallel : {2, 4}) {
+    TestSchema schema;
+    auto env = stsync_env(sandbox, schema, kTenantA);
+    env.erase("STSYNC_JOBS_DIR");  // every default job
+    env["STSYNC_REQUESTS_PER_SECOND"] = "60";
+    env["STSYNC_PARALLEL"] = std::to_string(parallel);
+    const double pg_before = postgres_cpu_seconds(schema.db());
+    struct rusage self_before {}, self_after {};
+    getrusage(RUSAGE_SELF, &self_before);
+    const std::int64_t requests_before = sandbox.stat(kTenantA, "requests");
+    Run r = run_stsync_timed({"run"}, env);
+    getrusage(RUSAGE_SELF, &self_after);
+    const double pg = postgres_cpu_seconds(schema.db()) - pg_before;
+    auto secs = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + tv.tv_usec / 1e6; };
+    const double sandbox_cpu = secs(self_after.ru_utime) - secs(self_before.ru_utime) + secs(self_after.ru_stime) -
+                               secs(self_before.ru_stime);
+    const std::int64_t rows = schema.scalar(
+        "SELECT sum(rows_inserted) FROM {s}.sync_runs");
+    if (parallel == 2) first = r.seconds;
+    fmt::print("  run.parallel = {}: {:.1f} s{} ({:.2f}x of parallel = 2), {} rows, {} requests; CPU: PostgreSQL {:.1f} s "
+               "({:.0f}% of the wall time), stsync {:.1f} s, the sandbox {:.1f} s\n",
+               parallel, r.seconds, r.exit_code ? " (FAILED)" : "", r.seconds / first, rows,
+               sandbox.stat(kTenantA, "requests") - requests_before, pg, 100 * pg / r.seconds, r.cpu_seconds,
+               sandbox_cpu);
+  }
+  CHECK(first > 0);
 }
