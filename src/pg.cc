@@ -1,5 +1,7 @@
 #include "pg.h"
 
+#include <charconv>
+
 #include "copy_text.h"
 
 #include <fmt/format.h>
@@ -22,6 +24,25 @@ std::string first_line(const char* text) {
 PgConnection::PgConnection(const std::string& conninfo, SessionOptions options)
     : conninfo_(conninfo), options_(options) {
   open();
+}
+
+void PgResult::check_cell(int row, int col) const {
+  const int rows = PQntuples(r_.get()), cols = PQnfields(r_.get());
+  if (row < 0 || row >= rows || col < 0 || col >= cols)
+    throw Error(ErrorKind::db, fmt::format("a query's result has {} row(s) of {} column(s); row {}, column {} was "
+                                           "read (a defect in stsync: please report it)",
+                                           rows, cols, row, col));
+}
+
+std::int64_t PgResult::get_int(int row, int col) const {
+  const std::string text = get(row, col);
+  std::int64_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty())
+    throw Error(ErrorKind::db, fmt::format("a query's result holds '{}' in row {}, column {} where a whole number "
+                                           "was expected (a defect in stsync: please report it)",
+                                           is_null(row, col) ? std::string("NULL") : text, row, col));
+  return value;
 }
 
 void PgConnection::reconnect() {

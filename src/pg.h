@@ -29,15 +29,25 @@ class PgResult {
  public:
   explicit PgResult(PGresult* r) : r_(r, &PQclear) {}
   int rows() const { return PQntuples(r_.get()); }
-  bool is_null(int row, int col) const { return PQgetisnull(r_.get(), row, col) != 0; }
-  std::string get(int row, int col) const { return PQgetvalue(r_.get(), row, col); }
+  bool is_null(int row, int col) const {
+    check_cell(row, col);
+    return PQgetisnull(r_.get(), row, col) != 0;
+  }
+  /// The cell as text ("" for NULL). A cell outside the result is an Error, never a read of
+  /// libpq's NULL (an empty result has no row 0).
+  std::string get(int row, int col) const {
+    check_cell(row, col);
+    return PQgetvalue(r_.get(), row, col);
+  }
   std::optional<std::string> get_optional(int row, int col) const {
     if (is_null(row, col)) return std::nullopt;
     return get(row, col);
   }
-  std::int64_t get_int(int row, int col) const { return std::stoll(get(row, col)); }
+  /// The cell as a 64-bit integer; NULL or text that is not one is an Error.
+  std::int64_t get_int(int row, int col) const;
 
  private:
+  void check_cell(int row, int col) const;
   std::unique_ptr<PGresult, decltype(&PQclear)> r_;
 };
 

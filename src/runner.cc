@@ -329,7 +329,10 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
     prepared = unprepared.empty() ? prepared_key : std::string();
   }
   auto spec_of = [&](const std::string& name) {
-    return &*std::find_if(specs.begin(), specs.end(), [&](const JobSpec& j) { return j.name == name; });
+    auto it = std::find_if(specs.begin(), specs.end(), [&](const JobSpec& j) { return j.name == name; });
+    if (it == specs.end())  // every tenant's job names were checked above; this guards the lookup
+      throw Error(ErrorKind::config, fmt::format("unknown job '{}' (`stsync jobs` lists them)", name));
+    return &*it;
   };
 
   // Sessions are cheap (no thread, no connection): 500 tenants cost 500 small objects.

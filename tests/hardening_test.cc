@@ -595,3 +595,18 @@ TEST_CASE("a job whose raw column is json stores the same records, compares vers
   equal();
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("reading past the end of a query's result or a NULL as a number is an error and not undefined behaviour",
+          "[hardening][db]") {
+  TestSchema schema;
+  PgConnection& db = schema.db();
+  PgResult empty = db.exec("SELECT 1 WHERE false");
+  CHECK(empty.rows() == 0);
+  CHECK_THROWS_WITH(empty.get(0, 0), Catch::Contains("has 0 row(s) of 1 column(s); row 0, column 0 was read"));
+  PgResult one = db.exec("SELECT 42, NULL::bigint, '7 apples'");
+  CHECK(one.get_int(0, 0) == 42);
+  CHECK_THROWS_WITH(one.get(0, 3), Catch::Contains("has 1 row(s) of 3 column(s)"));
+  CHECK_THROWS_WITH(one.get_int(0, 1), Catch::Contains("holds 'NULL' in row 0, column 1"));
+  CHECK_THROWS_WITH(one.get_int(0, 2), Catch::Contains("holds '7 apples'"));
+  CHECK(db.exec("SELECT -9007199254740993").get_int(0, 0) == -9007199254740993LL);
+}
