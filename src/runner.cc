@@ -228,18 +228,31 @@ CurlOptions curl_options(const Settings& s) {
   return o;
 }
 
+namespace {
+
+// A run's results summed: jobs by outcome, rows, requests (the summary line and its event).
+struct RunTally {
+  std::map<JobOutcome, std::int64_t> by_outcome;
+  std::int64_t inserted = 0, updated = 0, requests = 0;
+  explicit RunTally(const RunSummary& summary) {
+    for (const JobResult& r : summary.results) {
+      ++by_outcome[r.outcome];
+      inserted += r.counts.inserted;
+      updated += r.counts.updated;
+      requests += r.requests;
+    }
+  }
+};
+
+}  // namespace
+
 std::string describe_run(const RunSummary& summary, double seconds, bool due) {
   if (summary.results.empty())
     return due ? "run: nothing was due (each job waits for its cadence, `every`; `stsync status` shows the last runs)"
                : "run: no job ran";
-  std::map<JobOutcome, int> by_outcome;
-  std::int64_t inserted = 0, updated = 0, requests = 0;
-  for (const JobResult& r : summary.results) {
-    ++by_outcome[r.outcome];
-    inserted += r.counts.inserted;
-    updated += r.counts.updated;
-    requests += r.requests;
-  }
+  RunTally tally(summary);
+  auto& by_outcome = tally.by_outcome;
+  const std::int64_t inserted = tally.inserted, updated = tally.updated, requests = tally.requests;
   static const std::pair<JobOutcome, const char*> kNames[] = {{JobOutcome::succeeded, "succeeded"},
                                                                {JobOutcome::failed, "failed"},
                                                                {JobOutcome::not_permitted, "not permitted"},
@@ -253,14 +266,9 @@ std::string describe_run(const RunSummary& summary, double seconds, bool due) {
 }
 
 void log_run_finished(const RunSummary& summary, double seconds, bool due) {
-  std::map<JobOutcome, std::int64_t> n;
-  std::int64_t inserted = 0, updated = 0, requests = 0;
-  for (const JobResult& r : summary.results) {
-    ++n[r.outcome];
-    inserted += r.counts.inserted;
-    updated += r.counts.updated;
-    requests += r.requests;
-  }
+  RunTally tally(summary);
+  auto& n = tally.by_outcome;
+  const std::int64_t inserted = tally.inserted, updated = tally.updated, requests = tally.requests;
   log::write_event(log::Level::info, "run_finished",
                    {{"jobs", static_cast<std::int64_t>(summary.results.size())},
                     {"succeeded", n[JobOutcome::succeeded]},
