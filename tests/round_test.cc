@@ -5,6 +5,8 @@
 
 #include "config.h"
 #include "runner.h"
+#include "store.h"
+#include "connect.h"
 #include "support.h"
 
 using namespace stsync;
@@ -31,7 +33,8 @@ TEST_CASE("a connection that ran several jobs holds no temporary table of a fini
   int jobs = 0;
   for (int round = 0; round < 3; ++round) {
     for (const JobSpec& spec : resolve_jobs(settings)) {
-      JobRunner runner(settings, spec, session, transport, db, real_clock(), options);
+      JobStore store(db, settings.schema, spec, session.tenant().id, options.full_refresh);
+      JobRunner runner(settings, spec, session, transport, store, real_clock(), options);
       CHECK(runner.run().outcome == JobOutcome::succeeded);
       ++jobs;
     }

@@ -2,9 +2,11 @@
 #include <catch2/catch.hpp>
 
 #include "config.h"
+#include "connect.h"
 #include "copy_text.h"
 #include "errors.h"
 #include "exit_status.h"
+#include "fakes.h"
 #include "job_spec.h"
 #include "page_parser.h"
 #include "pg.h"
@@ -349,18 +351,7 @@ TEST_CASE("backoff grows exponentially, is capped, and never undercuts Retry-Aft
   CHECK(budget.remaining() == Approx(1));
 }
 
-namespace {
-class FakeClock final : public Clock {
- public:
-  double now = 1000;
-  double slept = 0;
-  double monotonic() override { return now; }
-  void sleep(double s) override {
-    now += s;
-    slept += s;
-  }
-};
-}  // namespace
+using stsync::test::FakeClock;
 
 TEST_CASE("the rate limiter never lets more than N requests into any one-second window", "[unit][rate]") {
   FakeClock clock;

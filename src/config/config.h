@@ -88,10 +88,6 @@ EnvLookup process_environment();
 Settings load_settings(const std::optional<std::string>& path, const EnvLookup& env,
                        std::vector<std::string>& warnings);
 
-/// The PostgreSQL session settings that follow from `settings`.
-struct SessionOptions;
-SessionOptions session_options(const Settings& settings);
-
 /// The job specs with the config's per-job overrides applied.
 /// Every job file with the config's [jobs.X] overrides applied; `enabled` says which run by
 /// default.

@@ -55,7 +55,7 @@ void ensure_table(PgConnection& db, const std::string& schema, const std::string
       db.exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", table, db.quote_ident(c.name),
                           column_type_sql(c.type)));
     } catch (const PgError& e) {
-      if (e.sqlstate() != "55P03") throw;
+      if (e.sqlstate() != sqlstate::lock_not_available) throw;
       throw PgError(ErrorKind::db_fault,
                     fmt::format("cannot add column {} to table {}: another session (a report, a dump) holds a "
                                 "lock on it ({}); nothing was changed and readers were not kept waiting. The "
@@ -72,9 +72,9 @@ void ensure_table(PgConnection& db, const std::string& schema, const std::string
 std::map<std::string, std::string> ensure_job_tables(PgConnection& db, const std::string& schema,
                                                      const std::vector<JobSpec>& specs) {
   std::map<std::string, std::string> failed;
-  db.exec("BEGIN");
-  try {
-    lock_schema(db, schema);
+  Transaction tx(db);
+  lock_schema(db, schema);
+  {
     for (const JobSpec& spec : specs) {
       // One savepoint per job: a table that is busy fails that job only.
       db.exec("SAVEPOINT job_table");
@@ -101,19 +101,16 @@ std::map<std::string, std::string> ensure_job_tables(PgConnection& db, const std
         failed[spec.name] = e.what();
       }
     }
-    db.exec("COMMIT");
-  } catch (...) {
-    db.rollback_quietly();
-    throw;
   }
+  tx.commit();
   return failed;
 }
 
 int apply_migrations(PgConnection& db, const std::string& schema) {
   const std::string s = db.quote_ident(schema);
-  db.exec("BEGIN");
-  try {
-    lock_schema(db, schema);
+  Transaction tx(db);
+  lock_schema(db, schema);
+  {
     // Only when it is missing: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege on the
     // database even when the schema exists, which a least-privilege role that owns a
     // pre-created schema does not have.
@@ -145,11 +142,8 @@ int apply_migrations(PgConnection& db, const std::string& schema) {
       log::info("applied migration {} to schema {}", f.name, schema);
       ++count;
     }
-    db.exec("COMMIT");
+    tx.commit();
     return count;
-  } catch (...) {
-    db.rollback_quietly();
-    throw;
   }
 }
 

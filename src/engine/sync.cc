@@ -6,6 +6,7 @@
 #include <unordered_set>
 
 #include "log.h"
+#include "pg.h"
 
 namespace stsync {
 namespace {
@@ -19,12 +20,12 @@ constexpr Ticks kEpochFloor = 946684800LL * kTicksPerSecond;  // 2000-01-01: spl
 }  // namespace
 
 JobRunner::JobRunner(const Settings& settings, const JobSpec& spec, TenantSession& session,
-                     HttpTransport& transport, PgConnection& db, Clock& clock,
+                     HttpTransport& transport, JobStorage& store, Clock& clock,
                      const RunOptions& options)
     : settings_(settings),
       spec_(spec),
       session_(session),
-      db_(db),
+      store_(store),
       clock_(clock),
       options_(options),
       mode_(options.mode.value_or(spec.mode)),
@@ -74,7 +75,7 @@ void JobRunner::repair_future_state(JobState& state) const {
                                              "lost)");
 }
 
-JobStore::RunCounters JobRunner::run_counters() const {
+RunCounters JobRunner::run_counters() const {
   const auto& c = client_.counters();
   return {c.requests.load(), c.throttled.load(), c.retries.load()};
 }
@@ -85,7 +86,7 @@ std::string JobRunner::what(const std::string& page) const {
 
 JobResult JobRunner::run() {
   const log::JobContext context(spec_.name, session_.tenant().id);  // job and tenant as fields of JSON lines
-  JobStore store(db_, settings_.schema, spec_, session_.tenant().id, options_.full_refresh);
+  JobStorage& store = store_;
   if (!store.try_lock()) {
     log::event(log::Level::info, "job_skipped", {}, "job {} tenant {}: skipped, another run holds it", spec_.name,
                session_.tenant().id);
@@ -96,18 +97,8 @@ JobResult JobRunner::run() {
   // are dropped and its lock released. The connection serves the next job: a session that kept
   // every job's ON COMMIT DELETE ROWS staging table would truncate all of them at every COMMIT.
   struct EndOfRun {
-    JobStore& store;
-    ~EndOfRun() {
-      try {
-        store.drop_temporary_tables();
-      } catch (const std::exception&) {
-      }
-      try {
-        store.unlock();
-      } catch (const std::exception&) {
-        // The session is gone, and its lock and temporary tables with it.
-      }
-    }
+    JobStorage& store;
+    ~EndOfRun() { store.end_run(); }
   } end_of_run{store};
   std::int64_t run_id = 0;
   started_ = clock_.monotonic();
@@ -168,7 +159,7 @@ JobResult JobRunner::run() {
                 "the scope in ServiceTitan, or disable the job ([jobs.{}] enabled = false)",
                 spec_.name, session_.tenant().id, spec_.mode == SyncMode::export_feed ? spec_.export_path : spec_.list_path,
                 spec_.name);
-      if (run_id != 0 && db_.healthy()) {
+      if (run_id != 0 && store.connected()) {
         try {
           store.finish_run(run_id, "not_permitted", result_.error, run_counters());
         } catch (const Error&) {
@@ -213,15 +204,15 @@ JobResult JobRunner::run() {
       log::event(log::Level::warn, "job_interrupted", so_far, "{}{}", result_.error, advice);
     else
       log::event(log::Level::error, "job_failed", so_far, "{}{}", result_.error, advice);
-    if (run_id != 0 && !db_.healthy()) {
+    if (run_id != 0 && !store.connected()) {
       // The connection broke (PostgreSQL went away): one attempt to record the failure as such,
       // instead of the next run calling it "interrupted: the process ended".
       try {
-        db_.reconnect();
+        store.reconnect();
       } catch (const Error&) {
       }
     }
-    if (run_id != 0 && db_.healthy()) {
+    if (run_id != 0 && store.connected()) {
       try {
         store.finish_run(run_id, e.kind() == ErrorKind::interrupted ? "interrupted" : "failed", result_.error,
                          run_counters());
@@ -235,17 +226,17 @@ JobResult JobRunner::run() {
   return result_;
 }
 
-void JobRunner::commit(JobStore& store, const JobState& state, std::int64_t run_id,
+void JobRunner::commit(JobStorage& store, const JobState& state, std::int64_t run_id,
                        const std::string& where) {
   commit(store, page_, state, run_id, where);
 }
 
-void JobRunner::commit(JobStore& store, const ParsedPage& page, const JobState& state, std::int64_t run_id,
+void JobRunner::commit(JobStorage& store, const ParsedPage& page, const JobState& state, std::int64_t run_id,
                        const std::string& where) {
   // Only jobs that update rows delete child rows, the one statement whose plan stale statistics
   // could spoil; a first load (all inserts) never pays for an ANALYZE.
   if (result_.counts.updated > 0 && result_.pages % 4 == 0) store.refresh_statistics_if_stale();
-  result_.counts += commit_on(store, db_, page, state, run_id, where, nullptr);
+  result_.counts += commit_on(store, page, state, run_id, where, nullptr);
   ++result_.pages;
   report_progress();
 }
@@ -257,7 +248,7 @@ void JobRunner::report_progress() const {
                                                                            result_.counts.unchanged);
 }
 
-MergeCounts JobRunner::commit_on(JobStore& store, PgConnection& db, const ParsedPage& page, const JobState& state,
+MergeCounts JobRunner::commit_on(JobStorage& store, const ParsedPage& page, const JobState& state,
                                  std::int64_t run_id, const std::string& where, const CommitGates* gates) {
   for (const QuarantinedRecord& q : page.quarantined)
     log::event(log::Level::warn, "record_quarantined", {}, "{}: {}; quarantined (see the quarantine table), the job goes on",
@@ -281,8 +272,9 @@ MergeCounts JobRunner::commit_on(JobStore& store, PgConnection& db, const Parsed
       log::warn("{}: {}; reconnecting in {:.1f} s ({} of {})", where, e.what(), wait, attempt,
                 settings_.db_reconnect_attempts);
       clock_.sleep(wait);
+      bool locked = false;
       try {
-        db.reconnect();
+        locked = store.reconnect();
       } catch (const PgError& again) {
         log::warn("{}: {}", what("reconnect"), again.what());
         // PostgreSQL stays away: the refusal itself is the error, not a call on a dead handle.
@@ -292,7 +284,7 @@ MergeCounts JobRunner::commit_on(JobStore& store, PgConnection& db, const Parsed
                         again.sqlstate(), again.context());
         continue;
       }
-      if (!store.resume_after_reconnect())
+      if (!locked)
         throw Error(ErrorKind::db, what("commit") + ": another run took this job while the connection was down; "
                                                     "stopping (it carries on from the committed state)");
     }
@@ -339,7 +331,7 @@ void JobRunner::raise_watermark(JobState& state, const ParsedPage& page, const s
   if (!state.watermark || newest > *state.watermark) state.watermark = newest;
 }
 
-void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id) {
+void JobRunner::walk_export(JobStorage& store, JobState state, std::int64_t run_id) {
   const std::int64_t tenant = session_.tenant().id;
   const std::string base = tenant_path(spec_.export_path, tenant);
   // A date restarts the feed at complete_through − overlap: everything changed before
@@ -388,8 +380,7 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
   // in page order (row locks: no two pages can wait for each other) and each page's state after
   // the previous page's COMMIT (a token never commits ahead of the rows it covers; rows may
   // commit ahead of the token, which the guard makes harmless).
-  std::unique_ptr<PgConnection> second_db;
-  std::unique_ptr<JobStore> second_store;
+  std::unique_ptr<JobStorage> second_store;
   std::future<MergeCounts> lane[2];
   int lane_buffer[2] = {-1, -1};
   std::shared_future<void> prev_merged, prev_committed;
@@ -535,19 +526,14 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
         commit(store, committing, state, run_id, where);
         prev_merged = prev_committed = std::shared_future<void>();
       } else {
-        if (l == 1 && !second_store) {
-          second_db = std::make_unique<PgConnection>(settings_.database_url, session_options(settings_));
-          second_store = std::make_unique<JobStore>(*second_db, settings_.schema, spec_, tenant, options_.full_refresh,
-                                                    JobStore::Helper{});
-        }
+        if (l == 1 && !second_store) second_store = store.open_helper();
         auto merged = std::make_shared<std::promise<void>>();
         auto committed = std::make_shared<std::promise<void>>();
         std::shared_future<void> my_merged = merged->get_future().share();
         std::shared_future<void> my_committed = committed->get_future().share();
-        JobStore& lane_store = l == 0 ? store : *second_store;
-        PgConnection& lane_db = l == 0 ? db_ : *second_db;
+        JobStorage& lane_store = l == 0 ? store : *second_store;
         lane_buffer[l] = cur;
-        lane[l] = std::async(std::launch::async, [this, &lane_store, &lane_db, &committing, state, run_id, where,
+        lane[l] = std::async(std::launch::async, [this, &lane_store, &committing, state, run_id, where,
                                                   merged, committed, after = prev_merged,
                                                   after_commit = prev_committed,
                                                   check_statistics = l == 0 && page_no % 8 == 0] {
@@ -566,7 +552,7 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
             if (after_commit.valid()) after_commit.get();
           };
           try {
-            MergeCounts counts = commit_on(lane_store, lane_db, committing, state, run_id, where, &gates);
+            MergeCounts counts = commit_on(lane_store, committing, state, run_id, where, &gates);
             updated_rows_ += counts.updated;
             if (!merge_said) merged->set_value();
             committed->set_value();
@@ -605,7 +591,7 @@ void JobRunner::walk_export(JobStore& store, JobState state, std::int64_t run_id
   }
 }
 
-void JobRunner::walk_list(JobStore& store, JobState& state, std::int64_t run_id) {
+void JobRunner::walk_list(JobStorage& store, JobState& state, std::int64_t run_id) {
   // Windows end in the server's past: rows change at server time, and a window that ends after
   // the server's now may miss rows modified after we read it but stamped before its end. The
   // server's clock as the tenant's responses so far tell it (the token's, at least) proposes the
@@ -652,7 +638,7 @@ bool JobRunner::reconcile_due(const JobState& state, Ticks now) const {
   return now - *state.reconciled_at >= static_cast<Ticks>(spec_.reconcile_every_seconds) * kTicksPerSecond;
 }
 
-std::int64_t JobRunner::read_listing(JobStore& store, JobState& state, std::int64_t run_id,
+std::int64_t JobRunner::read_listing(JobStorage& store, JobState& state, std::int64_t run_id,
                                      const std::optional<std::string>& parent) {
   std::string path = tenant_path(spec_.list_path, session_.tenant().id);
   if (parent) {
@@ -697,7 +683,7 @@ std::int64_t JobRunner::read_listing(JobStore& store, JobState& state, std::int6
   return position;
 }
 
-std::vector<std::string> JobRunner::confirm_gone(JobStore& store, JobState& state, std::int64_t run_id,
+std::vector<std::string> JobRunner::confirm_gone(JobStorage& store, JobState& state, std::int64_t run_id,
                                                  std::vector<std::string> candidates) {
   // Offset pages over a set that changes while it is read can skip a row (a row before it was
   // deleted). Before a row is marked deleted, the API is asked for it by id.
@@ -719,7 +705,7 @@ std::vector<std::string> JobRunner::confirm_gone(JobStore& store, JobState& stat
   return gone;
 }
 
-void JobRunner::sweep(JobStore& store, JobState& state, std::int64_t run_id,
+void JobRunner::sweep(JobStorage& store, JobState& state, std::int64_t run_id,
                       const std::optional<std::string>& parent) {
   store.begin_listing();
   try {
@@ -759,61 +745,32 @@ void JobRunner::sweep(JobStore& store, JobState& state, std::int64_t run_id,
   }
 }
 
-void JobRunner::walk_parents(JobStore& store, JobState& state, std::int64_t run_id) {
+void JobRunner::walk_parents(JobStorage& store, JobState& state, std::int64_t run_id) {
   // The parents whose rows were written since this job last looked, by their synced_at (the
   // database's clock), in batches, oldest first. A change under a parent is assumed to touch the
   // parent (its modifiedOn: the sandbox does so); the periodic sweep over every parent (every
   // reconcile_every) catches what that misses.
-  const std::string table = db_.quote_ident(settings_.schema) + "." + db_.quote_ident(spec_.parent_table);
-  // synced_at is the start of the parent page's transaction, which may commit after we read: the
-  // cursor never passes the start of a transaction that is still writing.
-  PgResult clock = db_.exec(
-      "SELECT (extract(epoch FROM now()) * 1000000)::bigint, (extract(epoch FROM (SELECT min(xact_start) FROM "
-      "pg_catalog.pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid())) * 1000000)::bigint");
-  const Ticks db_now = clock.get_int(0, 0) * kTicksPerMicro;
+  const DatabaseClock clock = store.database_clock();
+  const Ticks db_now = clock.now;
+  // A parent written by a transaction still open may commit with a synced_at before the rows seen
+  // now: the cursor stays before the start of the oldest writer.
   const std::optional<Ticks> oldest_writer =
-      clock.is_null(0, 1) ? std::nullopt : std::optional<Ticks>(clock.get_int(0, 1) * kTicksPerMicro - kTicksPerMicro);
+      clock.oldest_writer_start ? std::optional<Ticks>(*clock.oldest_writer_start - kTicksPerMicro) : std::nullopt;
   const bool all = options_.full_refresh || !state.list_cursor || reconcile_due(state, db_now);
   const std::optional<Ticks> since = all ? std::nullopt : state.list_cursor;
-  std::optional<std::string> after_id;
-  std::string after_ts;
+  std::optional<ParentRow> after;
   std::int64_t parents = 0;
   for (;;) {
-    std::vector<std::optional<std::string>> params = {std::to_string(session_.tenant().id)};
-    std::string sql = fmt::format("SELECT id::text, (extract(epoch FROM synced_at) * 1000000)::bigint FROM {} "
-                                  "WHERE tenant_id = $1 AND deleted_at IS NULL",
-                                  table);
-    if (since) {
-      params.push_back(format_timestamp_pg(*since));
-      sql += fmt::format(" AND synced_at > ${}::timestamptz", params.size());
-    }
-    if (after_id) {
-      params.push_back(after_ts);
-      params.push_back(*after_id);
-      sql += fmt::format(" AND (synced_at, id) > (to_timestamp(${}::bigint / 1000000.0), ${}::{})", params.size() - 1,
-                         params.size(), column_type_sql(spec_.parent_key_type));
-    }
-    sql += " ORDER BY synced_at, id LIMIT 500";
-    PgResult r = [&] {
-      try {
-        return db_.exec(sql, params);
-      } catch (const PgError& e) {
-        if (e.sqlstate() != "42P01") throw;
-        throw Error(ErrorKind::config, fmt::format("{}: reads the parents from job {}'s table {}, which does not exist: "
-                                                   "run job {} first (it must be enabled)",
-                                                   what(""), spec_.parent, spec_.parent_table, spec_.parent));
-      }
-    }();
-    if (r.rows() == 0) break;
-    for (int i = 0; i < r.rows(); ++i) {
+    const std::vector<ParentRow> batch = store.changed_parents(since, after, 500);
+    if (batch.empty()) break;
+    for (const ParentRow& parent : batch) {
       // Every parent before this one is done: the next run starts after the last one done.
-      Ticks synced = r.get_int(i, 1) * kTicksPerMicro;
+      Ticks synced = parent.synced_micros * kTicksPerMicro;
       if (oldest_writer) synced = std::min(synced, *oldest_writer);
-      sweep(store, state, run_id, r.get(i, 0));
+      sweep(store, state, run_id, parent.id);
       ++parents;
       if (!state.list_cursor || synced > *state.list_cursor) state.list_cursor = synced;
-      after_id = r.get(i, 0);
-      after_ts = r.get(i, 1);
+      after = parent;
     }
   }
   if (all) state.reconciled_at = db_now;
@@ -843,7 +800,7 @@ void JobRunner::check_window(const std::string& field, std::optional<Ticks> lo, 
                             where, problem, field));
 }
 
-Ticks JobRunner::walk_windows(JobStore& store, JobState& state, std::int64_t run_id, const std::string& field,
+Ticks JobRunner::walk_windows(JobStorage& store, JobState& state, std::int64_t run_id, const std::string& field,
                               std::optional<Ticks> lo, Ticks hi) {
   const std::int64_t tenant = session_.tenant().id;
   const std::string path = tenant_path(spec_.list_path, tenant);
@@ -903,7 +860,7 @@ Ticks JobRunner::walk_windows(JobStore& store, JobState& state, std::int64_t run
   return cur;
 }
 
-void JobRunner::walk_offset_pages(JobStore& store, JobState& state, std::int64_t run_id, const std::string& window,
+void JobRunner::walk_offset_pages(JobStorage& store, JobState& state, std::int64_t run_id, const std::string& window,
                                   const std::string& field, Ticks lo, Ticks hi) {
   // More rows than one response share a single instant. Page through them by offset. The set
   // can only shrink while we read (a row modified now gets a later modifiedOn; none can join an

@@ -1,4 +1,5 @@
 #include "quarantine.h"
+#include "connect.h"
 
 #include <fmt/format.h>
 

@@ -3,44 +3,18 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string_view>
 #include <string>
 
 #include "job_spec.h"
+#include "job_storage.h"
 #include "page_parser.h"
 #include "pg.h"
 #include "timestamp.h"
 
 namespace stsync {
-
-struct JobState {
-  std::optional<std::string> export_token;
-  std::optional<Ticks> watermark;         // max modifiedOn stored, capped by the server's clock
-  std::optional<Ticks> complete_through;  // every change before it is stored: the resume point
-  std::optional<Ticks> list_cursor;
-  std::optional<Ticks> list_pass_start;
-  std::optional<std::string> list_pass_field;  // "created" while a first list pass is under way
-  std::optional<Ticks> reconciled_at;     // when a complete listing last checked for hard deletes
-};
-
-/// Ordering points of a page committed on one of several connections (see JobRunner): wait for
-/// the previous page's merge before merging (row locks are taken in page order, so no two pages
-/// can wait for each other), say when this page's merge is done, and wait for the previous page's
-/// COMMIT before writing the state (a token never commits ahead of the rows it covers).
-struct CommitGates {
-  std::function<void()> before_merge, after_merge, before_state;
-};
-
-struct MergeCounts {
-  std::int64_t inserted = 0, updated = 0, unchanged = 0;
-  MergeCounts& operator+=(const MergeCounts& o) {
-    inserted += o.inserted;
-    updated += o.updated;
-    unchanged += o.unchanged;
-    return *this;
-  }
-};
 
 /// A PostgreSQL array's text form ({a,"b c"}) → its elements; and back, every element quoted.
 std::vector<std::string> parse_pg_array(std::string_view text);
@@ -50,34 +24,31 @@ std::string pg_array_literal(const std::vector<std::string>& elements);
 /// holds for tenant $1: one index probe per key, whatever the statistics say.
 std::string stored_keys_sql(const std::string& table, ColumnType key_type);
 
-class JobStore {
+class JobStore final : public JobStorage {
  public:
   /// `rewrite_children`: rebuild the child rows of every parent in a page, not only of parents
   /// that changed (a full refresh fills a child table added to the job file).
   JobStore(PgConnection& db, const std::string& schema, const JobSpec& spec, std::int64_t tenant,
            bool rewrite_children = false);
-  /// A second connection for the same job run (`helper`): it commits pages but does not hold the
-  /// job's lock; each of its transactions checks that the lock's holder still holds it.
-  struct Helper {};
-  JobStore(PgConnection& db, const std::string& schema, const JobSpec& spec, std::int64_t tenant,
-           bool rewrite_children, Helper);
 
   /// Takes the session advisory lock of (schema, job, tenant); false when another session has it.
-  bool try_lock();
+  bool try_lock() override;
   void unlock();
   /// Drops this job's temporary tables (staging, seen keys) from the session, outside any
   /// transaction: at the end of a job run, so that a reused connection holds only the tables of
   /// the job running on it.
   void drop_temporary_tables();
+  /// drop_temporary_tables() and unlock(), whatever fails.
+  void end_run() noexcept override;
   /// The job's state (a fresh row is created on first use).
-  JobState load_state();
+  JobState load_state() override;
   /// After load_state: why the job's tables cannot be trusted to hold what the state says (a
   /// table dropped, renamed or re-created since the state last moved; a child table emptied),
   /// or nullopt. Logs a warning when the state row is new but the table holds rows of the
   /// tenant (an emptied state table: everything is read again).
-  std::optional<std::string> tables_problem(const JobState& state);
+  std::optional<std::string> tables_problem(const JobState& state) override;
   /// Marks runs left 'running' by a crashed process as 'interrupted'; opens a run record.
-  std::int64_t begin_run(SyncMode mode);
+  std::int64_t begin_run(SyncMode mode) override;
   /// One transaction: COPY the page into staging, merge it (an older row never replaces a newer
   /// one; a replayed page changes nothing), write `state`, count the page in the run. When
   /// PostgreSQL refuses a value (SQLSTATE class 22), the page is committed again record by
@@ -86,46 +57,52 @@ class JobStore {
   /// PgErrors propagate (classified by classify_sqlstate). `where` names the page.
   /// Without `state`, no state or run row is written (re-processing quarantined records).
   MergeCounts commit_page(const ParsedPage& page, const JobState* state, std::int64_t run_id,
-                          const std::string& where = {}, const CommitGates* gates = nullptr);
+                          const std::string& where = {}, const CommitGates* gates = nullptr) override;
   MergeCounts commit_page(const ParsedPage& page, const JobState& state, std::int64_t run_id,
                           const std::string& where = {}) {
     return commit_page(page, &state, run_id, where);
   }
   /// A complete listing starts: from now on each committed page's keys are remembered (in a
   /// temporary table of this session, so a crash forgets them) until end_listing().
-  void begin_listing();
-  void end_listing();
+  void begin_listing() override;
+  void end_listing() override;
   /// False when the connection was re-opened during the listing (its keys are lost).
-  bool listing_intact() const { return listing_ && !listing_lost_; }
+  bool listing_intact() const override { return listing_ && !listing_lost_; }
   /// Whether the last page committed went straight into the job table (no staging, no merge).
   bool last_page_direct() const { return page_went_direct_; }
   /// The tenant's live rows (of one parent, for a per-parent job) the listing did not return.
-  std::vector<std::string> unseen_rows(const std::optional<std::string>& parent = std::nullopt);
-  std::int64_t live_rows(const std::optional<std::string>& parent = std::nullopt);
+  std::vector<std::string> unseen_rows(const std::optional<std::string>& parent) override;
   /// Sets deleted_at on `ids` (never a DELETE) and writes `state`, in one transaction; returns
   /// how many rows it marked.
-  std::int64_t mark_deleted(const std::vector<std::string>& ids, const JobState* state, std::int64_t run_id);
+  std::int64_t mark_deleted(const std::vector<std::string>& ids, const JobState* state, std::int64_t run_id) override;
   /// After the connection was re-opened: the staging table and the lock are gone with the old
   /// session. Takes the lock again; false when another run took it meanwhile.
   bool resume_after_reconnect();
+  bool connected() const override { return db_.healthy(); }
+  bool reconnect() override;
   /// Statistics that describe a much smaller table (a first large load before autovacuum got to
   /// it, a bulk import, autovacuum turned off) make the planner scan a child table per page
   /// instead of probing its index. When a job table has grown to more than twice the size its
   /// statistics know (and past 1 MB), this ANALYZEs it (SKIP_LOCKED: never waiting), outside any
   /// page's transaction. Cheap when nothing is stale: one catalog query.
-  void refresh_statistics_if_stale();
+  void refresh_statistics_if_stale() override;
   /// Closes the run record ('succeeded', 'failed' or 'interrupted') and the state's last
   /// success / last error, in one transaction.
-  struct RunCounters {
-    std::int64_t requests, throttled, retries;
-  };
   void finish_run(std::int64_t run_id, std::string_view outcome, const std::string& error,
-                  const RunCounters& counters = RunCounters{0, 0, 0});
+                  const RunCounters& counters = RunCounters{}) override;
+  DatabaseClock database_clock() override;
+  std::vector<ParentRow> changed_parents(const std::optional<Ticks>& since, const std::optional<ParentRow>& after,
+                                         int limit) override;
+  /// A JobStore on a new connection (the same parameters) that commits pages of this run
+  /// without holding the lock.
+  std::unique_ptr<JobStorage> open_helper() override;
 
  private:
   void ensure_staging();
-  /// BEGIN, then checks that this is still the server session that holds the job's lock.
-  void begin_page();
+  /// Sent with each page's BEGIN: the server session, and for a helper whether the job's lock
+  /// is still held by the run's first connection. check_session() throws when either is wrong.
+  std::string session_check_sql() const;
+  void check_session(PgResult& begin_result) const;
   /// COPY + merge of `rows` (COPY text, a part or all of `page`), then the child rows of the
   /// parents it wrote; returns the counts.
   /// `single`: `rows` is one record (no duplicate ids possible).
@@ -138,6 +115,13 @@ class JobStore {
   void quarantine_record(std::optional<std::string> id, const std::string& where, const std::string& error,
                          std::string_view raw);
   void write_state(const JobState& state, std::int64_t run_id, const MergeCounts& counts);
+  /// The helper's constructor: its own connection.
+  JobStore(std::unique_ptr<PgConnection> own, const std::string& schema, const JobSpec& spec, std::int64_t tenant,
+           bool rewrite_children);
+  /// The constructors' common part: the statements of this job's tables.
+  void prepare(const std::string& schema, bool rewrite_children);
+  std::unique_ptr<PgConnection> own_db_;  // a helper's connection
+  std::string schema_;
   /// Throws Error(db) naming the table when PostgreSQL stored fewer rows than were sent.
   void require_stored(const std::string& table, std::int64_t stored, std::int64_t sent) const;
   /// Whether the job table has user triggers or rules that may skip rows (asked once).
@@ -155,6 +139,7 @@ class JobStore {
   const JobSpec& spec_;
   std::int64_t tenant_;
   std::string schema_q_, table_q_, stage_q_, seen_q_, lock_key_;
+  AdvisoryLock lock_;  // the job's session lock (not taken by a helper)
   bool listing_ = false, listing_lost_ = false;
   std::string copy_sql_, merge_sql_, merge_unique_sql_;
   // Pages of keys the table does not hold yet (a first load) are copied straight into it: the

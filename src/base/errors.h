@@ -49,4 +49,12 @@ ErrorKind classify_http_status(long status);
 /// An empty SQLSTATE (libpq found no server answer) means the connection is gone.
 ErrorKind classify_sqlstate(std::string_view sqlstate);
 
+/// The SQLSTATEs that some caller treats specially beyond their kind, named here beside the
+/// classifier so that no SQLSTATE is written anywhere else.
+namespace sqlstate {
+inline constexpr std::string_view unique_violation = "23505";   // a key already stored
+inline constexpr std::string_view lock_not_available = "55P03";  // lock_timeout expired
+inline constexpr std::string_view undefined_table = "42P01";
+}  // namespace sqlstate
+
 }  // namespace stsync

@@ -90,14 +90,14 @@ class PgConnection {
   void reconnect();
   /// Throws PgError(db_unavailable) naming the last connection failure when not connected.
   void require_open() const;
+  /// A new connection with the same parameters.
+  std::unique_ptr<PgConnection> open_another() const {
+    return std::make_unique<PgConnection>(conninfo_, options_);
+  }
   /// A safely quoted identifier.
   std::string quote_ident(std::string_view name) const;
   /// A safely quoted string literal (for the few statements sent as text with several parts).
   std::string quote_literal(std::string_view text) const;
-  PGconn* raw() { return conn_; }
-  /// The server process of this session (changes with every reconnect, and under a pooler
-  /// that does not keep one server connection per client).
-  int backend_pid() const { return conn_ ? PQbackendPID(conn_) : 0; }
 
  private:
   [[noreturn]] void fail(const PGresult* result, std::string_view what);
@@ -106,6 +106,53 @@ class PgConnection {
   SessionOptions options_;
   PGconn* conn_ = nullptr;
   std::string last_connect_error_;  // why the last open() failed
+};
+
+/// A transaction on `db`, libpqxx's way: the constructor sends BEGIN (with `also`, more
+/// statements in the same round trip: "SELECT …" whose result is begin_result()), commit()
+/// sends COMMIT, and a transaction destroyed without commit() — any exception on the way — is
+/// rolled back, quietly, so the connection is clean for its next user. The only place stsync
+/// sends BEGIN.
+class Transaction {
+ public:
+  explicit Transaction(PgConnection& db, const std::string& also = {}, const Params& params = {});
+  ~Transaction();
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  /// The result of `also` (the BEGIN's own result without it).
+  PgResult& begin_result() { return begin_result_; }
+  void commit();
+
+ private:
+  PgConnection& db_;
+  PgResult begin_result_;
+  bool open_ = true;
+};
+
+/// A session-level advisory lock named by `key` (hashed by PostgreSQL's hashtextextended):
+/// try_acquire() takes it without waiting (or shared(), waiting), the destructor releases what
+/// was taken — on any exception too, and never throws (a session that is gone has lost its
+/// locks already).
+class AdvisoryLock {
+ public:
+  AdvisoryLock(PgConnection& db, std::string key) : db_(db), key_(std::move(key)) {}
+  ~AdvisoryLock() { release(); }
+  AdvisoryLock(const AdvisoryLock&) = delete;
+  AdvisoryLock& operator=(const AdvisoryLock&) = delete;
+  /// False when another session holds it.
+  bool try_acquire();
+  /// Shared mode, waiting for an exclusive holder (bounded by the session's lock_timeout).
+  void acquire_shared();
+  void release() noexcept;
+  bool held() const { return held_; }
+  /// After a reconnect: the old session's lock is gone with it.
+  void forget() { held_ = false; }
+  const std::string& key() const { return key_; }
+
+ private:
+  PgConnection& db_;
+  std::string key_;
+  bool held_ = false, shared_ = false;
 };
 
 }  // namespace stsync

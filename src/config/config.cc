@@ -15,7 +15,6 @@
 #include <toml++/toml.h>
 
 #include "errors.h"
-#include "pg.h"
 
 namespace stsync {
 namespace {
@@ -443,14 +442,6 @@ Settings load_settings(const std::optional<std::string>& path, const EnvLookup& 
                      "user=stsync dbname=warehouse); leave it unset to use libpq's PG* variables",
                      database_url_from));
   return s;
-}
-
-SessionOptions session_options(const Settings& settings) {
-  SessionOptions o;
-  // Validated to 0 or 1 ms .. INT_MAX ms by load_settings.
-  o.statement_timeout_ms = static_cast<int>(std::llround(settings.statement_timeout_seconds * 1000));
-  o.lock_timeout_ms = static_cast<int>(std::llround(settings.lock_timeout_seconds * 1000));
-  return o;
 }
 
 std::vector<JobSpec> resolve_jobs(const Settings& settings) {

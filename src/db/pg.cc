@@ -191,4 +191,51 @@ std::int64_t PgConnection::copy_in(const std::string& copy_sql, const std::vecto
   return stored;
 }
 
+Transaction::Transaction(PgConnection& db, const std::string& also, const Params& params)
+    : db_(db), begin_result_(params.empty() ? db.exec(also.empty() ? "BEGIN" : "BEGIN; " + also) : PgResult(nullptr)) {
+  if (!params.empty()) {
+    // Parameters need the extended protocol, which takes one statement at a time.
+    db_.exec("BEGIN");
+    try {
+      begin_result_ = db_.exec(also, params);
+    } catch (...) {
+      db_.rollback_quietly();
+      throw;
+    }
+  }
+}
+
+Transaction::~Transaction() {
+  if (open_) db_.rollback_quietly();
+}
+
+void Transaction::commit() {
+  open_ = false;  // whatever COMMIT answers, the transaction is over (a failed COMMIT rolled back)
+  db_.exec("COMMIT");
+}
+
+bool AdvisoryLock::try_acquire() {
+  held_ = db_.exec("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", {key_}).get(0, 0) == "t";
+  shared_ = false;
+  return held_;
+}
+
+void AdvisoryLock::acquire_shared() {
+  db_.exec("SELECT pg_advisory_lock_shared(hashtextextended($1, 0))", {key_});
+  held_ = shared_ = true;
+}
+
+void AdvisoryLock::release() noexcept {
+  if (!held_) return;
+  held_ = false;
+  try {
+    if (db_.healthy())
+      db_.exec(shared_ ? "SELECT pg_advisory_unlock_shared(hashtextextended($1, 0))"
+                       : "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
+               {key_});
+  } catch (const std::exception&) {
+    // The session broke meanwhile: its locks went with it.
+  }
+}
+
 }  // namespace stsync

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "config.h"
+#include "figures.h"
 
 namespace stsync {
 
@@ -31,15 +32,7 @@ std::string render_status(const Settings& settings, const StatusOptions& options
 /// endpoint, enabled, cadence, child tables and the last result, when the database can be read.
 std::string render_jobs(const Settings& settings, bool json);
 
-class PgConnection;
 
-/// Which of the later migrations' tables and columns a schema has (status reads older ones too).
-struct SchemaShape {
-  bool state = false;         // sync_state exists
-  bool run_counters = false;  // sync_runs.requests (migration 008)
-  bool run_totals = false;    // sync_run_totals (migration 011)
-};
-SchemaShape probe_schema(PgConnection& db, const std::string& schema);
 
 /// The Prometheus metrics (text format, see the README), per tenant and job or aggregated per
 /// tenant or per job (`Settings::metrics_by`), from sync_state, sync_runs and sync_run_totals.

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "config.h"
+#include "connect.h"
 #include "daemon.h"
 #include "errors.h"
 #include "exit_status.h"

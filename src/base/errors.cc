@@ -20,7 +20,7 @@ ErrorKind classify_sqlstate(std::string_view state) {
   // 53: insufficient resources (disk full, out of memory, too many connections); 57014:
   // statement timeout or cancel; 55P03: lock not available (lock_timeout); 58: system errors
   // (I/O); XX: internal errors. None is the fault of the record being stored.
-  if (cls("53") || state == "57014" || state == "55P03" || cls("58") || cls("XX"))
+  if (cls("53") || state == "57014" || state == sqlstate::lock_not_available || cls("58") || cls("XX"))
     return ErrorKind::db_fault;
   // 22: data exception (bad text representation, out of range, untranslatable character,
   // invalid JSON text…): the value that was sent.

@@ -1,4 +1,5 @@
 #include "runner.h"
+#include "connect.h"
 
 #include "suggest.h"
 
@@ -18,7 +19,9 @@
 #include "exit_status.h"
 #include "http.h"
 #include "log.h"
+#include "fleet_store.h"
 #include "migrate.h"
+#include "store.h"
 #include "stop.h"
 
 namespace stsync {
@@ -60,160 +63,6 @@ struct TenantWork {
   int phase = 0;
   size_t next = 0;
   int running = 0;
-};
-
-// The fleet: every process started with the same config shares the tenants through PostgreSQL.
-// A tenant is worked by one process at a time (a session advisory lock on this connection, which
-// dies with the process), and once per round: a tenant whose round finished after this process
-// started was done by another process.
-class Fleet {
- public:
-  /// `rounds`: a plain `stsync run` syncs each tenant once per round of the fleet. A round lasts
-  /// while any of its processes lives (each holds a shared advisory lock for its lifetime): a
-  /// process that starts while others of a round still run joins it, however late it started
-  /// (cron, a Kubernetes Job's pods, a slow start); one that starts when none runs opens a new
-  /// round. Without rounds (--due, the daemon) only the tenant locks apply: cadence prevents repeats.
-  /// `db`: the fleet's connection (the one that applied the migrations: one connection less to open).
-  Fleet(std::unique_ptr<PgConnection> db, const Settings& settings, bool rounds) : db_ptr_(std::move(db)) {
-    schema_q_ = db_.quote_ident(settings.schema);
-    schema_ = settings.schema;
-    char host[256] = "";
-    gethostname(host, sizeof host - 1);
-    holder_ = fmt::format("{}:{}", host, getpid());
-    started_ = "infinity";
-    if (!rounds) return;
-    const std::string mutex = "stsync-round-decision:" + schema_, round = "stsync-round:" + schema_;
-    db_.exec("BEGIN");
-    try {
-      db_.exec("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", {mutex});  // one decision at a time
-      const bool alone = db_.exec("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", {round}).get(0, 0) == "t";
-      if (alone) {
-        db_.exec(fmt::format("INSERT INTO {0}.fleet_round (id, started_at) VALUES (1, now()) "
-                             "ON CONFLICT (id) DO UPDATE SET started_at = now()",
-                             schema_q_));
-        db_.exec("SELECT pg_advisory_unlock(hashtextextended($1, 0))", {round});
-      }
-      started_ = db_.exec(fmt::format("SELECT started_at FROM {}.fleet_round", schema_q_)).get(0, 0);
-      db_.exec("SELECT pg_advisory_lock_shared(hashtextextended($1, 0))", {round});  // until this process ends
-      db_.exec("COMMIT");
-    } catch (...) {
-      db_.rollback_quietly();
-      throw;
-    }
-  }
-  /// Tenants in the order to take them: never-finished first, then the longest since a round.
-  std::vector<std::int64_t> order(const std::vector<TenantConfig>& tenants) {
-    std::vector<std::pair<std::string, std::int64_t>> keyed;
-    std::map<std::int64_t, std::string> finished;
-    PgResult r = db_.exec(fmt::format("SELECT tenant_id, coalesce(to_char(round_finished_at AT TIME ZONE 'UTC', "
-                                      "'YYYY-MM-DD HH24:MI:SS.US'), '') FROM {}.fleet_tenants",
-                                      schema_q_));
-    for (int i = 0; i < r.rows(); ++i) finished[r.get_int(i, 0)] = r.get(i, 1);
-    for (const TenantConfig& t : tenants) keyed.emplace_back(finished.count(t.id) ? finished[t.id] : "", t.id);
-    std::stable_sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-    std::vector<std::int64_t> out;
-    for (const auto& [_, id] : keyed) out.push_back(id);
-    return out;
-  }
-  /// True: this process works the tenant now (until release). False: another process holds it,
-  /// or finished it in this round.
-  /// The fleet's own connection may break (PostgreSQL restarted) while jobs go on reconnecting:
-  /// its locks died with it, so it reconnects and carries on (a tenant may then, rarely, be
-  /// worked twice in a round, which the job locks and the guard make harmless).
-  bool claim(std::int64_t tenant) {
-    return with_connection([&] { return claim_once(tenant); }, false);
-  }
-  void release(std::int64_t tenant, bool finished) {
-    with_connection([&] { return release_once(tenant, finished); }, true);
-  }
-
-  /// Deletes the runs that finished more than `keep_days` ago (never a job's last run), first
-  /// adding what they counted to sync_run_totals, in the same statement: a run is counted once,
-  /// even when two processes prune at once. In batches, so that no statement runs long.
-  /// Returns the number of runs pruned.
-  std::int64_t prune_runs(int keep_days) {
-    std::int64_t pruned = 0;
-    for (int batch = 0; batch < 100; ++batch) {
-      const std::int64_t n = db_.exec(fmt::format(
-          "WITH gone AS ("
-          "  DELETE FROM {0}.sync_runs WHERE run_id IN ("
-          "    SELECT run_id FROM {0}.sync_runs r WHERE finished_at < now() - make_interval(days => $1::int) "
-          "    AND NOT EXISTS (SELECT 1 FROM {0}.sync_state st WHERE st.last_run_id = r.run_id) LIMIT 5000) "
-          "  RETURNING *), "
-          "added AS ("
-          "  INSERT INTO {0}.sync_run_totals AS t (tenant_id, job, runs, failed_runs, pages, rows_inserted, "
-          "    rows_updated, requests, throttled, retries) "
-          "  SELECT tenant_id, job, count(*), count(*) FILTER (WHERE outcome = 'failed'), sum(pages), "
-          "    sum(rows_inserted), sum(rows_updated), sum(requests), sum(throttled), sum(retries) "
-          "  FROM gone GROUP BY 1, 2 "
-          "  ON CONFLICT (tenant_id, job) DO UPDATE SET runs = t.runs + excluded.runs, "
-          "    failed_runs = t.failed_runs + excluded.failed_runs, pages = t.pages + excluded.pages, "
-          "    rows_inserted = t.rows_inserted + excluded.rows_inserted, "
-          "    rows_updated = t.rows_updated + excluded.rows_updated, requests = t.requests + excluded.requests, "
-          "    throttled = t.throttled + excluded.throttled, retries = t.retries + excluded.retries) "
-          "SELECT count(*) FROM gone",
-          schema_q_), {std::to_string(keep_days)}).get_int(0, 0);
-      pruned += n;
-      if (n < 5000) break;
-    }
-    return pruned;
-  }
-
- private:
-  template <typename F>
-  bool with_connection(F&& f, bool fallback) {
-    for (int attempt = 1;; ++attempt) {
-      try {
-        return f();
-      } catch (const PgError& e) {
-        if (e.kind() != ErrorKind::db_unavailable || attempt > 6) {
-          log::warn("fleet: {}; going on without it", e.what());
-          return fallback;
-        }
-        log::warn("fleet: {}; reconnecting", e.what());
-        std::this_thread::sleep_for(std::chrono::milliseconds(250 * attempt));
-        try {
-          db_.reconnect();
-        } catch (const PgError&) {
-        }
-      }
-    }
-  }
-  bool claim_once(std::int64_t tenant) {
-    PgResult got = db_.exec("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", {lock_key(tenant)});
-    if (got.get(0, 0) != "t") {
-      log::info("tenant {}: skipped, another run holds it (another process of the fleet is syncing it)", tenant);
-      return false;
-    }
-    PgResult done = db_.exec(fmt::format("SELECT round_finished_at >= $2::timestamptz FROM {}.fleet_tenants "
-                                         "WHERE tenant_id = $1",
-                                         schema_q_),
-                             {std::to_string(tenant), started_});
-    if (done.rows() == 1 && done.get(0, 0) == "t") {
-      log::info("tenant {}: skipped, another run holds it or synced it in this round", tenant);
-      unlock(tenant);
-      return false;
-    }
-    db_.exec(fmt::format("INSERT INTO {}.fleet_tenants (tenant_id, round_started_at, holder) VALUES ($1, now(), $2) "
-                         "ON CONFLICT (tenant_id) DO UPDATE SET round_started_at = now(), holder = $2",
-                         schema_q_),
-             {std::to_string(tenant), holder_});
-    return true;
-  }
-  bool release_once(std::int64_t tenant, bool finished) {
-    if (finished)
-      db_.exec(fmt::format("UPDATE {}.fleet_tenants SET round_finished_at = now() WHERE tenant_id = $1", schema_q_),
-               {std::to_string(tenant)});
-    unlock(tenant);
-    return true;
-  }
-  std::string lock_key(std::int64_t tenant) const { return fmt::format("stsync-tenant:{}:{}", schema_, tenant); }
-  void unlock(std::int64_t tenant) {
-    db_.exec("SELECT pg_advisory_unlock(hashtextextended($1, 0))", {lock_key(tenant)});
-  }
-  std::unique_ptr<PgConnection> db_ptr_;
-  PgConnection& db_ = *db_ptr_;
-  std::string schema_q_, schema_, started_, holder_;
 };
 
 }  // namespace
@@ -315,7 +164,7 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
   if (!settings.tls_verify)
     log::warn("TLS certificate verification is OFF (tls_verify = false): use only for testing");
   std::map<std::string, std::string> unprepared;  // job → why its table could not be altered
-  auto fleet_db = std::make_unique<PgConnection>(settings.database_url, session_options(settings));
+  auto fleet_db = connect(settings);
   // Migrations and the job tables' shapes are checked once per process for a given database,
   // schema and set of jobs: a daemon's later rounds send no DDL and no migration check. A round
   // in which a job fails checks again next time (a table dropped or altered meanwhile).
@@ -350,7 +199,7 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
     sessions[t.id] = std::make_unique<TenantSession>(t, settings.requests_per_second, clock);
     config_of[t.id] = &t;
   }
-  Fleet fleet(std::move(fleet_db), settings, !options.due);
+  FleetStore fleet(std::move(fleet_db), settings, !options.due);
   std::unique_ptr<PgConnection> state_db;  // reads which jobs are due (--due only)
   // A claimed tenant's jobs for this run (with --due, only those due now).
   auto work_for = [&](std::int64_t tenant) {
@@ -369,7 +218,7 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
       std::map<std::string, double> since;  // job → seconds since its last success (or not-permitted)
       PgResult r(nullptr);  // no rows: every job is due
       try {
-        if (!state_db) state_db = std::make_unique<PgConnection>(settings.database_url, session_options(settings));
+        if (!state_db) state_db = connect(settings);
         if (!state_db->healthy()) state_db->reconnect();
         r = state_db->exec(
           fmt::format("SELECT job, extract(epoch FROM now() - greatest(last_success_at, not_permitted_at)) "
@@ -489,8 +338,9 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
         result.error = it->second;
       } else {
         try {
-          if (!db || !db->healthy()) db = std::make_unique<PgConnection>(settings.database_url, session_options(settings));
-          JobRunner runner(settings, *task->spec, *w.session, transport, *db, clock, job_options);
+          if (!db || !db->healthy()) db = connect(settings);
+          JobStore store(*db, settings.schema, *task->spec, w.session->tenant().id, job_options.full_refresh);
+          JobRunner runner(settings, *task->spec, *w.session, transport, store, clock, job_options);
           result = runner.run();
         } catch (const Error& e) {
           result.outcome = JobOutcome::failed;

@@ -11,10 +11,9 @@
 #include "config.h"
 #include "errors.h"
 #include "job_spec.h"
-#include "pg.h"
 #include "retry.h"
 #include "st_client.h"
-#include "store.h"
+#include "job_storage.h"
 
 namespace stsync {
 
@@ -49,37 +48,37 @@ struct JobResult {
 class JobRunner {
  public:
   JobRunner(const Settings& settings, const JobSpec& spec, TenantSession& session,
-            HttpTransport& transport, PgConnection& db, Clock& clock, const RunOptions& options);
+            HttpTransport& transport, JobStorage& store, Clock& clock, const RunOptions& options);
   /// Runs the job to the end of the feed. Never throws for job failures: they are in the result
   /// (and logged once, here). PgError(db_unavailable) from the lock or state read propagates.
   JobResult run();
 
  private:
-  void walk_export(JobStore& store, JobState state, std::int64_t run_id);
+  void walk_export(JobStorage& store, JobState state, std::int64_t run_id);
   /// List walks by windows: createdOn then modifiedOn (list mode), or the creation field only
   /// (created mode, append-only records).
-  void walk_list(JobStore& store, JobState& state, std::int64_t run_id);
+  void walk_list(JobStorage& store, JobState& state, std::int64_t run_id);
   /// Reads a complete listing (of one parent) and marks the rows it no longer returns deleted,
   /// once a second look (ids=…, or a second listing) confirms they are gone.
-  void sweep(JobStore& store, JobState& state, std::int64_t run_id, const std::optional<std::string>& parent);
+  void sweep(JobStorage& store, JobState& state, std::int64_t run_id, const std::optional<std::string>& parent);
   /// Stores every page of the listing; returns how many records it had.
-  std::int64_t read_listing(JobStore& store, JobState& state, std::int64_t run_id,
+  std::int64_t read_listing(JobStorage& store, JobState& state, std::int64_t run_id,
                             const std::optional<std::string>& parent);
   /// The candidates the list still returns when asked for them by id (those rows are stored).
-  std::vector<std::string> confirm_gone(JobStore& store, JobState& state, std::int64_t run_id,
+  std::vector<std::string> confirm_gone(JobStorage& store, JobState& state, std::int64_t run_id,
                                         std::vector<std::string> candidates);
   /// A per-parent job: sweeps the listing of every parent row changed since the last run (all
   /// parents on the first run and when a reconcile is due).
-  void walk_parents(JobStore& store, JobState& state, std::int64_t run_id);
+  void walk_parents(JobStorage& store, JobState& state, std::int64_t run_id);
   /// A sweep for hard deletes is due at `now` (the clock reconciled_at was set by).
   bool reconcile_due(const JobState& state, Ticks now) const;
   /// Stores every row of [lo, hi) of `field` ("created" or "modified"), splitting windows until
   /// each fits in one response. `lo` empty: no lower bound. `after_window` updates the state
   /// that commits with each window's rows.
   /// Returns where the walk ended: `hi`, or earlier when the server's clock is behind ours.
-  Ticks walk_windows(JobStore& store, JobState& state, std::int64_t run_id, const std::string& field,
+  Ticks walk_windows(JobStorage& store, JobState& state, std::int64_t run_id, const std::string& field,
                     std::optional<Ticks> lo, Ticks hi);
-  void walk_offset_pages(JobStore& store, JobState& state, std::int64_t run_id, const std::string& window_query,
+  void walk_offset_pages(JobStorage& store, JobState& state, std::int64_t run_id, const std::string& window_query,
                          const std::string& field, Ticks lo, Ticks hi);
   /// Throws Error(bad_data) when page_ holds a row outside [lo, hi) of `field`.
   void check_window(const std::string& field, std::optional<Ticks> lo, Ticks hi, const std::string& where) const;
@@ -92,16 +91,16 @@ class JobRunner {
   /// Raises state.watermark to the page's newest modifiedOn, capped by the server's clock.
   void raise_watermark(JobState& state, const std::string& where);
   void raise_watermark(JobState& state, const ParsedPage& page, const std::string& where);
-  /// Commits `page` on `store`/`db`: retries conflicts, reconnects when the connection broke.
+  /// Commits `page` on `store`: retries conflicts, reconnects when the connection broke.
   /// Touches no member but the clock and the log: it runs on a commit lane's thread.
-  MergeCounts commit_on(JobStore& store, PgConnection& db, const ParsedPage& page, const JobState& state,
+  MergeCounts commit_on(JobStorage& store, const ParsedPage& page, const JobState& state,
                         std::int64_t run_id, const std::string& where, const CommitGates* gates);
   /// Commits page_ with `state`; `where` names the page in logs and the quarantine table.
-  void commit(JobStore& store, const JobState& state, std::int64_t run_id, const std::string& where);
-  void commit(JobStore& store, const ParsedPage& page, const JobState& state, std::int64_t run_id,
+  void commit(JobStorage& store, const JobState& state, std::int64_t run_id, const std::string& where);
+  void commit(JobStorage& store, const ParsedPage& page, const JobState& state, std::int64_t run_id,
               const std::string& where);
   std::string what(const std::string& page) const;
-  JobStore::RunCounters run_counters() const;
+  RunCounters run_counters() const;
   /// Resets the marks of a state written under a wrong clock (ahead of this machine's clock by
   /// more than the tolerance), with a warning.
   void repair_future_state(JobState& state) const;
@@ -114,7 +113,7 @@ class JobRunner {
   const Settings& settings_;
   const JobSpec& spec_;
   TenantSession& session_;
-  PgConnection& db_;
+  JobStorage& store_;
   Clock& clock_;
   const RunOptions& options_;
   SyncMode mode_;
