@@ -12,7 +12,7 @@
 #include "pg.h"
 #include "rate_limiter.h"
 #include "retry.h"
-#include "runner.h"
+#include "scheduler.h"
 #include "st_client.h"
 #include "store.h"
 #include "timestamp.h"

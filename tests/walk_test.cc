@@ -10,7 +10,7 @@
 #include "config.h"
 #include "fakes.h"
 #include "st_client.h"
-#include "sync.h"
+#include "job_run.h"
 
 using namespace stsync;
 using namespace stsync::test;
@@ -55,7 +55,7 @@ struct Walk {
   RunOptions options;
   Walk(JobSpec s, FakeApi::Handler handler) : spec(std::move(s)), store(spec), api(std::move(handler)) {}
   JobResult run() {
-    JobRunner runner(settings, spec, session, api, store, clock, options);
+    JobRun runner(settings, spec, session, api, store, clock, options);
     return runner.run();
   }
   std::vector<std::string> requests_with(const std::string& text) const {

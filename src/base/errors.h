@@ -41,6 +41,10 @@ class Error : public std::runtime_error {
   long http_status_;
 };
 
+/// A 403 on a resource: the tenant's app was not granted that API's scope (or the app key is
+/// wrong). The one test of it: a job nobody named records it as "not permitted", `check` as DENY.
+inline bool lacks_scope(const Error& e) { return e.kind() == ErrorKind::http_permanent && e.http_status() == 403; }
+
 /// Maps an HTTP status of a resource call to the kind of error it is (2xx is not an error).
 ErrorKind classify_http_status(long status);
 

@@ -11,7 +11,7 @@
 
 #include "exit_status.h"
 #include "log.h"
-#include "runner.h"
+#include "scheduler.h"
 #include "status.h"
 #include "stop.h"
 

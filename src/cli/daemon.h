@@ -4,7 +4,7 @@
 #include <string>
 
 #include "config.h"
-#include "sync.h"
+#include "job_run.h"
 
 namespace stsync {
 

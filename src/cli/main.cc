@@ -13,7 +13,8 @@
 #include "log.h"
 #include "migrate.h"
 #include "suggest.h"
-#include "runner.h"
+#include "check.h"
+#include "scheduler.h"
 #include "quarantine.h"
 #include "status.h"
 #include "stop.h"
@@ -22,17 +23,7 @@ using namespace stsync;
 
 namespace {
 
-int exit_for_error(const Error& e) {
-  switch (e.kind()) {
-    case ErrorKind::config: return kExitUsage;
-    case ErrorKind::auth_rejected: return kExitAuthRejected;
-    case ErrorKind::db:
-    case ErrorKind::db_fault:
-    case ErrorKind::db_conflict:
-    case ErrorKind::db_unavailable: return kExitDatabase;
-    default: return kExitJobFailed;
-  }
-}
+int exit_for_error(const Error& e) { return exit_status_for(e.kind(), /*whole_command=*/true); }
 
 Settings load(const std::optional<std::string>& config, const std::string& log_level) {
   std::vector<std::string> warnings;

@@ -1,5 +1,5 @@
-// One job for one tenant: walk the API (export feed or list windows), committing each page with
-// the job's state in one transaction.
+// One job for one tenant: walk the API (export feed, list windows, complete listings), committing
+// each page with the job's state in one transaction, through the JobStorage seam.
 #pragma once
 #include <cstdint>
 #include <array>
@@ -45,10 +45,10 @@ struct JobResult {
   MergeCounts counts;
 };
 
-class JobRunner {
+class JobRun {
  public:
-  JobRunner(const Settings& settings, const JobSpec& spec, TenantSession& session,
-            HttpTransport& transport, JobStorage& store, Clock& clock, const RunOptions& options);
+  JobRun(const Settings& settings, const JobSpec& spec, TenantSession& session, HttpTransport& transport,
+         JobStorage& store, Clock& clock, const RunOptions& options);
   /// Runs the job to the end of the feed. Never throws for job failures: they are in the result
   /// (and logged once, here). PgError(db_unavailable) from the lock or state read propagates.
   JobResult run();

@@ -1,4 +1,4 @@
-#include "runner.h"
+#include "scheduler.h"
 #include "connect.h"
 
 #include "suggest.h"
@@ -25,8 +25,6 @@
 #include "stop.h"
 
 namespace stsync {
-namespace {
-
 
 std::vector<TenantConfig> selected_tenants(const Settings& s, const RunOptions& o) {
   if (s.tenants.empty())
@@ -39,16 +37,16 @@ std::vector<TenantConfig> selected_tenants(const Settings& s, const RunOptions& 
   throw Error(ErrorKind::config, fmt::format("--tenant {} is not a configured tenant", *o.tenant));
 }
 
-}  // namespace
-
 int exit_code_for(const std::vector<JobResult>& results) {
+  // The most telling failure wins: credentials, then usage, then the database, then any job.
+  auto rank = [](int code) {
+    return code == kExitAuthRejected ? 4 : code == kExitUsage ? 3 : code == kExitDatabase ? 2 : code ? 1 : 0;
+  };
   int code = kExitSuccess;
   for (const JobResult& r : results) {
     if (r.outcome != JobOutcome::failed) continue;
-    if (r.error_kind == ErrorKind::auth_rejected) return kExitAuthRejected;
-    if (r.error_kind == ErrorKind::config) return kExitUsage;
-    if (r.error_kind == ErrorKind::db_unavailable) code = kExitDatabase;
-    else if (code == kExitSuccess) code = kExitJobFailed;
+    const int mine = exit_status_for(r.error_kind.value_or(ErrorKind::bad_data), /*whole_command=*/false);
+    if (rank(mine) > rank(code)) code = mine;
   }
   return code;
 }
@@ -340,7 +338,7 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
         try {
           if (!db || !db->healthy()) db = connect(settings);
           JobStore store(*db, settings.schema, *task->spec, w.session->tenant().id, job_options.full_refresh);
-          JobRunner runner(settings, *task->spec, *w.session, transport, store, clock, job_options);
+          JobRun runner(settings, *task->spec, *w.session, transport, store, clock, job_options);
           result = runner.run();
         } catch (const Error& e) {
           result.outcome = JobOutcome::failed;
@@ -450,93 +448,6 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
     summary.exit_code = 128 + stop_signal();
   }
   return summary;
-}
-
-std::vector<std::string> check_connectivity(const Settings& settings, const CheckOptions& options, int& exit_code) {
-  std::vector<std::string> lines;
-  exit_code = kExitSuccess;
-  auto say = [&](bool always, std::string line) {
-    if (always || options.verbose) lines.push_back(std::move(line));
-  };
-  // The database first: without it no job can run, whatever the API says.
-  std::string database = "PostgreSQL ok";
-  try {
-    PgConnection db(settings.database_url, session_options(settings));
-    PgResult r = db.exec("SELECT current_database(), current_user");
-    say(false, fmt::format("ok    PostgreSQL: database {} as {}", r.get(0, 0), r.get(0, 1)));
-  } catch (const Error& e) {
-    say(true, fmt::format("FAIL  PostgreSQL: {}", log::redact(e.what())));
-    database = "PostgreSQL FAILED";
-    exit_code = kExitDatabase;
-  }
-  RunOptions selection;
-  selection.tenant = options.tenant;
-  const std::vector<TenantConfig> tenants = selected_tenants(settings, selection);
-  const std::vector<JobSpec> all = resolve_jobs(settings);
-  CurlTransport transport(curl_options(settings));
-  int authenticated = 0, rejected = 0, permitted = 0, denied = 0, failed = 0, via_parent = 0;
-  for (const TenantConfig& t : tenants) {
-    TenantSession session(t, settings.requests_per_second, real_clock());
-    RetryBudget budget(settings.retry_budget_seconds);
-    ServiceTitanClient client(settings, session, transport, real_clock(), budget);
-    try {
-      client.access_token(true);
-      ++authenticated;
-      say(false, fmt::format("ok    ServiceTitan tenant {}: credentials accepted by {}", t.id, settings.auth_url));
-    } catch (const Error& e) {
-      ++rejected;
-      say(true, fmt::format("FAIL  ServiceTitan tenant {}: {}", t.id, log::redact(e.what())));
-      if (exit_code == kExitSuccess)
-        exit_code = e.kind() == ErrorKind::auth_rejected ? kExitAuthRejected : kExitJobFailed;
-      continue;
-    }
-    // The jobs this tenant runs: its own list, else every enabled job. One small request per job:
-    // which APIs the tenant's app may read. A per-parent job is read through its parent's scope;
-    // its own endpoint needs a parent id.
-    std::vector<const JobSpec*> jobs;
-    for (const JobSpec& spec : all)
-      if (t.jobs.empty() ? spec.enabled : std::find(t.jobs.begin(), t.jobs.end(), spec.name) != t.jobs.end())
-        jobs.push_back(&spec);
-    int tenant_permitted = 0, tenant_denied = 0;
-    for (const JobSpec* spec : jobs) {
-      if (!spec->parent.empty()) {
-        ++via_parent;
-        say(false, fmt::format("-     tenant {} job {}: per-parent (probed through job {})", t.id, spec->name,
-                               spec->parent));
-        continue;
-      }
-      std::string path = tenant_path(spec->list_path.empty() ? spec->export_path : spec->list_path, t.id);
-      if (spec->list_path.empty()) path += "?includeRecentChanges=false";
-      else if (spec->response == ResponseShape::paged) path += "?page=1&pageSize=1";
-      try {
-        client.get(path, fmt::format("job {} tenant {} probe", spec->name, t.id));
-        ++tenant_permitted;
-        say(false, fmt::format("ok    tenant {} job {}: permitted", t.id, spec->name));
-      } catch (const Error& e) {
-        if (e.http_status() == 403) {
-          ++tenant_denied;
-          say(true, fmt::format("DENY  tenant {} job {}: not permitted (403): the app lacks this API's scope; "
-                                "grant it in ServiceTitan or set [jobs.{}] enabled = false",
-                                t.id, spec->name, spec->name));
-        } else {
-          ++failed;
-          say(true, fmt::format("FAIL  tenant {} job {}: {}", t.id, spec->name, log::redact(e.what())));
-          if (exit_code == kExitSuccess) exit_code = kExitJobFailed;
-        }
-      }
-    }
-    permitted += tenant_permitted;
-    denied += tenant_denied;
-    say(false, fmt::format("      tenant {}: {} job(s) permitted, {} not permitted", t.id, tenant_permitted,
-                           tenant_denied));
-  }
-  lines.push_back(fmt::format("check: {}; {} tenant(s): {} authenticated, {} refused; {} job probe(s): {} permitted, "
-                              "{} not permitted, {} failed{}",
-                              database, tenants.size(), authenticated, rejected, permitted + denied + failed,
-                              permitted, denied, failed,
-                              via_parent ? fmt::format(" ({} per-parent job(s) read through their parent)", via_parent)
-                                         : std::string()));
-  return lines;
 }
 
 }  // namespace stsync

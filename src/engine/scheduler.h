@@ -6,7 +6,7 @@
 #include "config.h"
 #include "http.h"
 #include "retry.h"
-#include "sync.h"
+#include "job_run.h"
 
 namespace stsync {
 
@@ -20,6 +20,9 @@ struct RunSummary {
 /// Throws Error(config) for a bad selection; PgError when PostgreSQL is unreachable.
 RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& clock);
 
+/// The configured tenants, or only --tenant's; Error(config) when there is none or it is not one.
+std::vector<TenantConfig> selected_tenants(const Settings& settings, const RunOptions& options);
+
 /// The HTTP transport's options that follow from `settings`.
 CurlOptions curl_options(const Settings& settings);
 
@@ -31,14 +34,5 @@ void log_run_finished(const RunSummary& summary, double seconds, bool due);
 
 /// The exit code for a set of job results (see exit_status.h).
 int exit_code_for(const std::vector<JobResult>& results);
-
-struct CheckOptions {
-  bool verbose = false;                // every probe's line, not only the failures
-  std::optional<std::int64_t> tenant;  // only this tenant
-};
-/// `stsync check`: one database round trip, then per tenant a token and one small request per
-/// job the tenant runs (its own `jobs` list, else every enabled job); writes nothing. Returns
-/// the failures (every line with `verbose`) and a summary line last; sets `exit_code`.
-std::vector<std::string> check_connectivity(const Settings& settings, const CheckOptions& options, int& exit_code);
 
 }  // namespace stsync
