@@ -184,9 +184,6 @@ HttpResponse CurlTransport::perform(const HttpRequest& request) {
   long connects = 0;
   curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &connects);
   connections_opened_ += connects;
-  curl_off_t received = 0;
-  curl_easy_getinfo(c, CURLINFO_SIZE_DOWNLOAD_T, &received);
-  response.wire_bytes = received;
   // simdjson reads up to SIMDJSON_PADDING bytes past the end: make them ours.
   response.body.reserve(response.body.size() + simdjson::SIMDJSON_PADDING);
   impl_->last_body_size = response.body.size();

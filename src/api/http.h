@@ -21,7 +21,6 @@ struct HttpResponse {
   std::string content_type;
   std::optional<std::string> retry_after;  // raw Retry-After header
   std::optional<std::string> date;         // raw Date header
-  long long wire_bytes = 0;                 // body bytes as received (before gzip decoding)
 };
 
 class HttpTransport {

@@ -202,14 +202,6 @@ void ParsedPage::clear() {
   quarantined.clear();
 }
 
-std::vector<std::string> staging_columns(const JobSpec& spec) {
-  std::vector<std::string> cols = {"tenant_id", "id"};
-  if (!spec.parent.empty()) cols.emplace_back("parent_id");
-  for (const ColumnSpec& c : spec.columns) cols.push_back(c.name);
-  for (const char* c : {"modified_on", "active", "raw", "ordinal"}) cols.emplace_back(c);
-  return cols;
-}
-
 PageParser::PageParser(const JobSpec& spec, int max_depth) : spec_(spec), max_depth_(max_depth) {
   record_.columns = &spec.columns;
   id_is_field_ = spec.key.size() == 1 && spec.key[0] == std::vector<std::string>{"id"};

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "job_spec.h"
+#include "table_shape.h"
 #include "timestamp.h"
 
 namespace stsync {
@@ -47,9 +48,6 @@ struct ParsedPage {
   void clear();
 };
 
-/// The staging table's columns, in COPY order: tenant_id, id, [parent_id,] the typed columns,
-/// modified_on, active, raw, ordinal.
-std::vector<std::string> staging_columns(const JobSpec& spec);
 
 /// Where the records of a page are: the inside of its top-level "data" array and each element.
 struct PageLayout {

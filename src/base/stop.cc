@@ -43,7 +43,5 @@ const char* stop_signal_name() {
   }
 }
 
-void request_stop(int signo) { g_signal.store(signo); }
-void clear_stop() { g_signal.store(0); }
 
 }  // namespace stsync

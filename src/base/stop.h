@@ -14,9 +14,5 @@ bool stop_requested();
 int stop_signal();
 /// "SIGTERM", "SIGINT", … for messages.
 const char* stop_signal_name();
-/// Asks to stop as if `signo` arrived (tests; the signal handler).
-void request_stop(int signo);
-/// Forgets a stop request (tests that run several scenarios in one process).
-void clear_stop();
 
 }  // namespace stsync

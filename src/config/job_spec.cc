@@ -102,16 +102,6 @@ std::string json_path_sql(const std::vector<std::string>& path) {
   return out + "]::text[]";
 }
 
-std::string column_from_jsonb_sql(const ColumnSpec& c, std::string_view json) {
-  const std::string text = fmt::format("({} #>> {})", json, json_path_sql(c.path));
-  switch (c.type) {
-    case ColumnType::jsonb: return fmt::format("nullif({} #> {}, 'null'::jsonb)", json, json_path_sql(c.path));
-    case ColumnType::text: return text;
-    case ColumnType::date: return fmt::format("(({}::timestamptz) AT TIME ZONE 'UTC')::date", text);
-    default: return fmt::format("{}::{}", text, column_type_sql(c.type));
-  }
-}
-
 std::string_view mode_name(SyncMode mode) {
   switch (mode) {
     case SyncMode::export_feed: return "export";
@@ -129,15 +119,6 @@ bool parse_mode(std::string_view text, SyncMode& out) {
       return true;
     }
   return false;
-}
-
-std::string_view response_name(ResponseShape shape) {
-  switch (shape) {
-    case ResponseShape::paged: return "paged";
-    case ResponseShape::data: return "data";
-    case ResponseShape::object: return "object";
-  }
-  return "paged";
 }
 
 std::optional<int> parse_duration(std::string_view text) {

@@ -76,7 +76,6 @@ struct JobSpec {
   std::vector<ChildSpec> children;
 };
 
-std::string_view response_name(ResponseShape shape);
 /// "15m", "6h", "7d", "90s" or a bare number of seconds; nullopt when malformed or negative.
 std::optional<int> parse_duration(std::string_view text);
 
@@ -91,9 +90,6 @@ std::string key_description(const JobSpec& spec);
 /// "sales_tax_code_tax_rate".
 std::string snake_case(std::string_view dotted_path);
 
-/// SQL that extracts column `c` from the jsonb expression `json` (PostgreSQL does the casts:
-/// numerics stay exact; a timestamp's 7th fractional digit is rounded).
-std::string column_from_jsonb_sql(const ColumnSpec& c, std::string_view json);
 /// `'{a,b}'`-free form of a field path for #> and #>>: ARRAY['a','b'] with quotes escaped.
 std::string json_path_sql(const std::vector<std::string>& path);
 

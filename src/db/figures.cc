@@ -157,4 +157,20 @@ std::map<std::string, std::string> last_outcomes(PgConnection& db, const std::st
   return last;
 }
 
+std::map<std::string, double> seconds_since_success(PgConnection& db, const std::string& schema, std::int64_t tenant) {
+  PgResult r = db.exec(
+      fmt::format("SELECT job, extract(epoch FROM now() - greatest(last_success_at, not_permitted_at)) "
+                  "FROM {}.sync_state WHERE tenant_id = $1 AND greatest(last_success_at, not_permitted_at) IS NOT NULL",
+                  db.quote_ident(schema)),
+      {std::to_string(tenant)});
+  std::map<std::string, double> out;
+  for (int i = 0; i < r.rows(); ++i) out[r.get(i, 0)] = std::atof(r.get(i, 1).c_str());
+  return out;
+}
+
+std::string describe_connection(PgConnection& db) {
+  PgResult r = db.exec("SELECT current_database(), current_user");
+  return fmt::format("database {} as {}", r.get(0, 0), r.get(0, 1));
+}
+
 }  // namespace stsync

@@ -51,4 +51,11 @@ std::map<std::pair<std::string, std::string>, std::int64_t> quarantined(PgConnec
 /// Per job, the outcomes of its tenants' last runs ("succeeded", "failed/succeeded", "-" for none).
 std::map<std::string, std::string> last_outcomes(PgConnection& db, const std::string& schema);
 
+/// Per job of `tenant`: seconds since its last success (or since it was found not permitted);
+/// jobs that never had either are left out.
+std::map<std::string, double> seconds_since_success(PgConnection& db, const std::string& schema, std::int64_t tenant);
+
+/// "database D as U": where a connection landed (for `check`).
+std::string describe_connection(PgConnection& db);
+
 }  // namespace stsync

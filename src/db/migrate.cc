@@ -7,6 +7,7 @@
 #include <set>
 
 #include "embedded.h"
+#include "table_shape.h"
 #include "log.h"
 
 namespace stsync {
@@ -16,44 +17,40 @@ void lock_schema(PgConnection& db, const std::string& schema) {
   db.exec("SELECT pg_advisory_xact_lock(hashtextextended('stsync-migrate:' || $1, 0))", {schema});
 }
 
-// Creates `table` if missing as (leading, the typed columns, trailing), and adds typed columns
-// the table lacks. Existing columns are never changed. The catalog is read first: ALTER TABLE
-// takes an ACCESS EXCLUSIVE lock even when the column exists ("ADD COLUMN IF NOT EXISTS"), and
-// would queue behind any open reporting transaction, and every reader behind it. So a routine
-// run alters nothing; only a really missing column is added, and then within lock_timeout.
-// `later` are stsync's own columns added after the table's first version (deleted_at): added
-// to an existing table like a missing typed column.
-void ensure_table(PgConnection& db, const std::string& schema, const std::string& name,
-                  std::string_view leading, const std::vector<ColumnSpec>& columns,
-                  std::string_view trailing, const std::vector<ColumnSpec>& later = {},
-                  std::string_view index = {}) {
-  const std::string table = db.quote_ident(schema) + "." + db.quote_ident(name);
+// Creates the table of `shape` if missing, and adds the typed (and later) columns it lacks.
+// Existing columns are never changed. The catalog is read first: ALTER TABLE takes an ACCESS
+// EXCLUSIVE lock even when the column exists ("ADD COLUMN IF NOT EXISTS"), and would queue behind
+// any open reporting transaction, and every reader behind it. So a routine run alters nothing;
+// only a really missing column is added, and then within lock_timeout.
+void ensure_table(PgConnection& db, const std::string& schema, const TableShape& shape) {
+  const std::string table = db.quote_ident(schema) + "." + db.quote_ident(shape.table);
   PgResult existing = db.exec(
       "SELECT a.attname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
       "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
       "WHERE n.nspname = $1 AND c.relname = $2",
-      {schema, name});
+      {schema, shape.table});
+  auto names = [&](const std::vector<std::string>& columns) {
+    std::string out;
+    for (const std::string& c : columns) out += (out.empty() ? "" : ", ") + db.quote_ident(c);
+    return out;
+  };
   if (existing.rows() == 0) {
-    std::string typed;
-    for (const ColumnSpec& c : columns)
-      typed += fmt::format("{} {}, ", db.quote_ident(c.name), column_type_sql(c.type));
-    for (const ColumnSpec& c : later)
-      typed += fmt::format("{} {}, ", db.quote_ident(c.name), column_type_sql(c.type));
-    db.exec(fmt::format("CREATE TABLE IF NOT EXISTS {} ({}, {}{})", table, leading, typed, trailing));
-    if (!index.empty())
-      db.exec(fmt::format("CREATE INDEX IF NOT EXISTS {} ON {} {}", db.quote_ident(name + (index.find("parent_id") != std::string_view::npos ? "_parent_idx" : "_modified_on_idx")), table,
-                          index));
+    std::string columns;
+    for (const TableColumn& c : shape.columns)
+      columns += fmt::format("{} {}{}{}, ", db.quote_ident(c.name), c.sql_type, c.not_null ? " NOT NULL" : "",
+                             c.default_sql.empty() ? "" : " DEFAULT " + c.default_sql);
+    db.exec(fmt::format("CREATE TABLE IF NOT EXISTS {} ({}PRIMARY KEY ({}))", table, columns, names(shape.primary_key)));
+    if (!shape.index.empty())
+      db.exec(fmt::format("CREATE INDEX IF NOT EXISTS {} ON {} ({})", db.quote_ident(shape.index_name), table,
+                          names(shape.index)));
     return;
   }
   std::set<std::string> have;
   for (int i = 0; i < existing.rows(); ++i) have.insert(existing.get(i, 0));
-  std::vector<ColumnSpec> wanted = columns;
-  wanted.insert(wanted.end(), later.begin(), later.end());
-  for (const ColumnSpec& c : wanted) {
+  for (const TableColumn& c : shape.addable_columns()) {
     if (have.count(c.name)) continue;
     try {
-      db.exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", table, db.quote_ident(c.name),
-                          column_type_sql(c.type)));
+      db.exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", table, db.quote_ident(c.name), c.sql_type));
     } catch (const PgError& e) {
       if (e.sqlstate() != sqlstate::lock_not_available) throw;
       throw PgError(ErrorKind::db_fault,
@@ -79,21 +76,8 @@ std::map<std::string, std::string> ensure_job_tables(PgConnection& db, const std
       // One savepoint per job: a table that is busy fails that job only.
       db.exec("SAVEPOINT job_table");
       try {
-        const std::string key_type(column_type_sql(spec.key_type));
-        std::string leading = "tenant_id bigint NOT NULL, id " + key_type + " NOT NULL";
-        if (!spec.parent.empty())
-          leading += fmt::format(", parent_id {} NOT NULL", column_type_sql(spec.parent_key_type));
-        ensure_table(db, schema, spec.table, leading, spec.columns,
-                     "modified_on timestamptz, active boolean NOT NULL, raw " + spec.raw_type + " NOT NULL, "
-                     "synced_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tenant_id, id)",
-                     {ColumnSpec{"deleted_at", {}, ColumnType::timestamptz}},
-                     spec.parent.empty() ? "(tenant_id, modified_on)" : "(tenant_id, parent_id)");
-        for (const ChildSpec& child : spec.children)
-          ensure_table(db, schema, child.table,
-                       "tenant_id bigint NOT NULL, parent_id " + key_type + " NOT NULL, position integer NOT NULL",
-                       child.columns,
-                       "raw jsonb NOT NULL, synced_at timestamptz NOT NULL DEFAULT now(), "
-                       "PRIMARY KEY (tenant_id, parent_id, position)");
+        ensure_table(db, schema, job_table_shape(spec));
+        for (const ChildSpec& child : spec.children) ensure_table(db, schema, child_table_shape(spec, child));
         db.exec("RELEASE SAVEPOINT job_table");
       } catch (const PgError& e) {
         if (e.kind() != ErrorKind::db_fault) throw;

@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "copy_text.h"
+#include "table_shape.h"
 #include "errors.h"
 #include "log.h"
 
@@ -86,9 +87,8 @@ void JobStore::prepare(const std::string& schema, bool rewrite_children) {
     if (i) col_list += ", ";
     col_list += db.quote_ident(cols[i]);
   }
-  std::vector<ColumnSpec> data_columns = spec.columns;
-  if (!spec.parent.empty()) data_columns.insert(data_columns.begin(), ColumnSpec{"parent_id", {}, spec.parent_key_type});
-  for (const ColumnSpec& c : data_columns) {
+  const TableShape shape = job_table_shape(spec);
+  for (const TableColumn& c : shape.data_columns()) {
     typed += db.quote_ident(c.name) + ", ";
     set_list += fmt::format("{0} = EXCLUDED.{0}, ", db.quote_ident(c.name));
     stored_row += (stored_row.empty() ? "t." : ", t.") + db.quote_ident(c.name);
@@ -180,23 +180,25 @@ void JobStore::prepare(const std::string& schema, bool rewrite_children) {
     const std::string child_q = schema_q_ + "." + db.quote_ident(child.table);
     analyzable_.push_back(child_q);
     std::string names;
-    for (const ColumnSpec& c : child.columns) names += db.quote_ident(c.name) + ", ";
+    for (const TableColumn& c : child_table_shape(spec, child).row_columns())
+      names += (names.empty() ? "" : ", ") + db.quote_ident(c.name);
     child_sql_.push_back(ChildSql{
         child.table,
         fmt::format("DELETE FROM {0} WHERE ctid = ANY (ARRAY(SELECT c.ctid FROM unnest($2::{1}[]) AS p(id) "
                     "CROSS JOIN LATERAL (SELECT ctid FROM {0} WHERE tenant_id = $1 AND parent_id = p.id OFFSET 0) c))",
                     child_q, column_type_sql(spec.key_type)),
-        fmt::format("COPY {} (tenant_id, parent_id, position, {}raw) FROM STDIN", child_q, names)});
+        fmt::format("COPY {} ({}) FROM STDIN", child_q, names)});
   }
 }
 
 void JobStore::ensure_staging() {
   if (staging_ready_) return;
-  std::string cols = fmt::format("tenant_id bigint, id {}", column_type_sql(spec_.key_type));
-  if (!spec_.parent.empty()) cols += fmt::format(", parent_id {}", column_type_sql(spec_.parent_key_type));
-  for (const ColumnSpec& c : spec_.columns)
-    cols += fmt::format(", {} {}", db_.quote_ident(c.name), column_type_sql(c.type));
-  cols += ", modified_on timestamptz, active boolean, raw " + raw_type_ + ", ordinal integer";
+  // The page's row columns as the job table has them (its raw column's type included), then the
+  // record's position in the page.
+  std::string cols;
+  for (const TableColumn& c : job_table_shape(spec_).row_columns())
+    cols += fmt::format("{} {}, ", db_.quote_ident(c.name), c.name == "raw" ? raw_type_ : c.sql_type);
+  cols += "ordinal integer";
   // A temporary table lives as long as the connection; ON COMMIT DELETE ROWS empties it at the
   // end of every page's transaction, committed or not.
   db_.exec(fmt::format("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS", stage_q_, cols));

@@ -4,6 +4,7 @@
 
 #include "connect.h"
 #include "exit_status.h"
+#include "figures.h"
 #include "log.h"
 #include "scheduler.h"
 #include "st_client.h"
@@ -19,9 +20,7 @@ std::vector<std::string> check_connectivity(const Settings& settings, const Chec
   // The database first: without it no job can run, whatever the API says.
   std::string database = "PostgreSQL ok";
   try {
-    PgConnection db(settings.database_url, session_options(settings));
-    PgResult r = db.exec("SELECT current_database(), current_user");
-    say(false, fmt::format("ok    PostgreSQL: database {} as {}", r.get(0, 0), r.get(0, 1)));
+    say(false, "ok    PostgreSQL: " + describe_connection(*connect(settings)));
   } catch (const Error& e) {
     say(true, fmt::format("FAIL  PostgreSQL: {}", log::redact(e.what())));
     database = "PostgreSQL FAILED";

@@ -19,6 +19,7 @@
 #include "exit_status.h"
 #include "http.h"
 #include "log.h"
+#include "figures.h"
 #include "fleet_store.h"
 #include "migrate.h"
 #include "store.h"
@@ -213,20 +214,14 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
         if (j.enabled) jobs.push_back(&j);
     }
     if (options.due) {
-      std::map<std::string, double> since;  // job → seconds since its last success (or not-permitted)
-      PgResult r(nullptr);  // no rows: every job is due
+      std::map<std::string, double> since;  // none known: every job is due
       try {
         if (!state_db) state_db = connect(settings);
         if (!state_db->healthy()) state_db->reconnect();
-        r = state_db->exec(
-          fmt::format("SELECT job, extract(epoch FROM now() - greatest(last_success_at, not_permitted_at)) "
-                      "FROM {}.sync_state WHERE tenant_id = $1 AND greatest(last_success_at, not_permitted_at) IS NOT NULL",
-                      state_db->quote_ident(settings.schema)),
-          {std::to_string(tenant)});
+        since = seconds_since_success(*state_db, settings.schema, tenant);
       } catch (const PgError& e) {
         log::warn("tenant {}: cannot read which jobs are due ({}); running all of them", tenant, e.what());
       }
-      for (int i = 0; i < r.rows(); ++i) since[r.get(i, 0)] = std::atof(r.get(i, 1).c_str());
       std::erase_if(jobs, [&](const JobSpec* j) {
         auto it = since.find(j->name);
         return it != since.end() && it->second < j->every_seconds;
