@@ -7,7 +7,7 @@
 #include <unordered_set>
 
 #include "copy_text.h"
-#include "table_shape.h"
+#include "job_table_sql.h"
 #include "errors.h"
 #include "log.h"
 
@@ -31,19 +31,6 @@ std::string micros(std::string_view column) {
 
 }  // namespace
 
-std::string stored_keys_sql(const std::string& table, ColumnType key_type) {
-  // One index probe per key, whatever the table's size or statistics. The probe is a LATERAL
-  // subquery with a LIMIT, which the planner cannot turn into a join of its choosing. Simpler
-  // forms are at the mercy of the statistics: on a table not analysed yet (a first load, before
-  // autovacuum) the planner believes the tenant holds a few hundred rows and scans all of them
-  // for every page, or worse, once per key (seen: 0.1 s on page 2 of a first load, 0.9 s on
-  // page 10). For a key alone it has nothing cheaper than the primary key (a sequential scan
-  // only of a table of a few pages, whose size it reads from the table itself, not from the
-  // statistics).
-  return fmt::format("SELECT count(*) FROM unnest($2::{}[]) AS k(id) CROSS JOIN LATERAL "
-                     "(SELECT 1 FROM {} t WHERE t.tenant_id = $1 AND t.id = k.id LIMIT 1) AS stored",
-                     column_type_sql(key_type), table);
-}
 
 JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& spec,
                    std::int64_t tenant, bool rewrite_children)
@@ -53,6 +40,12 @@ JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& s
       lock_key_(fmt::format("stsync:{}:{}:{}", schema, spec.name, tenant)),
       lock_(db, lock_key_) {
   prepare(schema, rewrite_children);
+}
+
+void JobStore::prepare(const std::string& schema, bool rewrite_children) {
+  schema_ = schema;
+  rewrite_children_ = rewrite_children;
+  sql_ = JobTableSql(db_, schema, spec_, rewrite_children);
 }
 
 JobStore::JobStore(std::unique_ptr<PgConnection> own, const std::string& schema, const JobSpec& spec,
@@ -72,124 +65,6 @@ std::unique_ptr<JobStorage> JobStore::open_helper() {
   return std::unique_ptr<JobStorage>(new JobStore(db_.open_another(), schema_, spec_, tenant_, rewrite_children_));
 }
 
-void JobStore::prepare(const std::string& schema, bool rewrite_children) {
-  PgConnection& db = db_;
-  const JobSpec& spec = spec_;
-  schema_ = schema;
-  schema_q_ = db.quote_ident(schema);
-  table_q_ = schema_q_ + "." + db.quote_ident(spec.table);
-  stage_q_ = db.quote_ident("stsync_stage_" + spec.name);
-  seen_q_ = db.quote_ident("stsync_seen_" + spec.name);
-
-  const std::vector<std::string> cols = staging_columns(spec);
-  std::string col_list, typed, set_list, stored_row, incoming_row;
-  for (size_t i = 0; i < cols.size(); ++i) {
-    if (i) col_list += ", ";
-    col_list += db.quote_ident(cols[i]);
-  }
-  const TableShape shape = job_table_shape(spec);
-  for (const TableColumn& c : shape.data_columns()) {
-    typed += db.quote_ident(c.name) + ", ";
-    set_list += fmt::format("{0} = EXCLUDED.{0}, ", db.quote_ident(c.name));
-    stored_row += (stored_row.empty() ? "t." : ", t.") + db.quote_ident(c.name);
-    incoming_row += (incoming_row.empty() ? "EXCLUDED." : ", EXCLUDED.") + db.quote_ident(c.name);
-  }
-  // Same version, different typed values: the job file changed (a new column, another type).
-  const std::string typed_differ =
-      stored_row.empty() ? "" : fmt::format(" OR ROW({}) IS DISTINCT FROM ROW({})", stored_row, incoming_row);
-  copy_sql_ = fmt::format("COPY {} ({}) FROM STDIN", stage_q_, col_list);
-  // The same columns but the last (ordinal) name the job table's own; synced_at takes its
-  // default, now(), which is what the merge writes, and deleted_at stays NULL.
-  copy_direct_sql_ = fmt::format("COPY {} ({}) FROM STDIN", table_q_, col_list.substr(0, col_list.rfind(", ")));
-  any_stored_sql_ = stored_keys_sql(table_q_, spec.key_type);
-  // The raw column's type as the table has it (raw_type applies when a table is created): json
-  // has no equality operator, so versions are compared as text (json keeps the text verbatim).
-  {
-    PgResult r = db.exec("SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a "
-                         "WHERE a.attrelid = to_regclass($1) AND a.attname = 'raw' AND NOT a.attisdropped",
-                         {table_q_});
-    raw_type_ = r.rows() == 1 ? r.get(0, 0) : spec.raw_type;
-  }
-  const bool json_raw = raw_type_ == "json";
-  const std::string raw_differs =
-      json_raw ? "EXCLUDED.raw::text IS DISTINCT FROM t.raw::text" : "EXCLUDED.raw IS DISTINCT FROM t.raw";
-  const std::string raw_same = json_raw ? "t.raw::text = s.raw::text" : "t.raw = s.raw";
-  // Per key, the newest version in the page wins (pages may repeat a row); then the guard: a row
-  // replaces the stored one only if its modifiedOn is later, or equal with different content (the
-  // raw record, or the typed values extracted from it).
-  // Rows without modifiedOn count as older than any that have one.
-  // Result columns of both forms: staged, inserted, updated, the inserted and the updated records
-  // (ordinals in the page for the deduplicating form, ids for the other), and for a full refresh
-  // the records whose children are rebuilt.
-  const std::string guard =
-      "  ON CONFLICT (tenant_id, id) DO UPDATE SET " + set_list + "modified_on = EXCLUDED.modified_on,"
-      "    active = EXCLUDED.active, raw = EXCLUDED.raw, synced_at = EXCLUDED.synced_at, deleted_at = NULL"
-      "  WHERE coalesce(EXCLUDED.modified_on, '-infinity') > coalesce(t.modified_on, '-infinity')"
-      "     OR (coalesce(EXCLUDED.modified_on, '-infinity') = coalesce(t.modified_on, '-infinity')"
-      "         AND (" + raw_differs + typed_differ + " OR t.deleted_at IS NOT NULL))"
-      "  RETURNING id, (xmax = 0) AS inserted";
-  merge_sql_ = fmt::format(
-      "WITH src AS ("
-      "  SELECT DISTINCT ON (id) * FROM {stage}"
-      "  ORDER BY id, modified_on DESC NULLS LAST, ordinal DESC"
-      "), up AS ("
-      "  INSERT INTO {table} AS t (tenant_id, id, {typed}modified_on, active, raw, synced_at)"
-      "  SELECT tenant_id, id, {typed}modified_on, active, raw, now() FROM src"
-      "{guard}"
-      ")"
-      " SELECT (SELECT count(*) FROM src), count(*) FILTER (WHERE up.inserted),"
-      "        count(*) FILTER (WHERE NOT up.inserted),"
-      "        coalesce(array_agg(src.ordinal) FILTER (WHERE up.inserted), '{{}}'),"
-      "        coalesce(array_agg(src.ordinal) FILTER (WHERE NOT up.inserted), '{{}}'), {rewrite}"
-      " FROM up JOIN src USING (id)",
-      fmt::arg("stage", stage_q_), fmt::arg("table", table_q_), fmt::arg("typed", typed), fmt::arg("guard", guard),
-      // A full refresh also rebuilds the children of parents the merge left alone because the
-      // stored row is the same version (the job file may have gained a child table); never of
-      // parents whose stored row is newer than the page's. The join reads the stored rows as they
-      // were before this statement: written rows are taken from `up`.
-      fmt::arg("rewrite", rewrite_children
-                              ? fmt::format("(SELECT coalesce(array_agg(s.ordinal), '{{}}') FROM src s LEFT JOIN up u "
-                                            "USING (id) LEFT JOIN {} t ON t.tenant_id = s.tenant_id AND t.id = s.id "
-                                            "WHERE u.id IS NOT NULL OR {})",
-                                            table_q_, raw_same)
-                              : std::string("NULL")));
-  // A page whose ids are all different (nearly every page) needs no sort: the same merge, straight
-  // from staging, returning ids.
-  merge_unique_sql_ = fmt::format(
-      "WITH up AS ("
-      "  INSERT INTO {table} AS t (tenant_id, id, {typed}modified_on, active, raw, synced_at)"
-      "  SELECT tenant_id, id, {typed}modified_on, active, raw, now() FROM {stage}"
-      "{guard}"
-      ")"
-      " SELECT (SELECT count(*) FROM {stage}), count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted),"
-      "        coalesce(array_agg(id) FILTER (WHERE inserted), '{{}}'),"
-      "        coalesce(array_agg(id) FILTER (WHERE NOT inserted), '{{}}'), NULL FROM up",
-      fmt::arg("stage", stage_q_), fmt::arg("table", table_q_), fmt::arg("typed", typed), fmt::arg("guard", guard));
-
-  // Child rows are built by the page parser; per page, the children of the parents this merge
-  // wrote are deleted and the page's rows for them are copied in. The delete finds them by one
-  // primary-key probe per parent, whatever the table's size or statistics: written plainly
-  // (tenant_id = $1 AND parent_id = ANY($2)), statistics that describe a smaller table make the
-  // planner scan every child row of the tenant per page (seen: a bitmap scan on tenant_id alone,
-  // 0.2 s a page at 720,000 child rows). The LATERAL subquery behind OFFSET 0 is planned on its
-  // own, as a parameterized probe per parent; the rows go by their ctid (a TID scan). The job's
-  // lock keeps every other writer of these rows away meanwhile.
-  rewrite_children_ = rewrite_children;
-  analyzable_.push_back(table_q_);
-  for (const ChildSpec& child : spec.children) {
-    const std::string child_q = schema_q_ + "." + db.quote_ident(child.table);
-    analyzable_.push_back(child_q);
-    std::string names;
-    for (const TableColumn& c : child_table_shape(spec, child).row_columns())
-      names += (names.empty() ? "" : ", ") + db.quote_ident(c.name);
-    child_sql_.push_back(ChildSql{
-        child.table,
-        fmt::format("DELETE FROM {0} WHERE ctid = ANY (ARRAY(SELECT c.ctid FROM unnest($2::{1}[]) AS p(id) "
-                    "CROSS JOIN LATERAL (SELECT ctid FROM {0} WHERE tenant_id = $1 AND parent_id = p.id OFFSET 0) c))",
-                    child_q, column_type_sql(spec.key_type)),
-        fmt::format("COPY {} ({}) FROM STDIN", child_q, names)});
-  }
-}
 
 void JobStore::ensure_staging() {
   if (staging_ready_) return;
@@ -197,11 +72,11 @@ void JobStore::ensure_staging() {
   // record's position in the page.
   std::string cols;
   for (const TableColumn& c : job_table_shape(spec_).row_columns())
-    cols += fmt::format("{} {}, ", db_.quote_ident(c.name), c.name == "raw" ? raw_type_ : c.sql_type);
+    cols += fmt::format("{} {}, ", db_.quote_ident(c.name), c.name == "raw" ? sql_.raw_type : c.sql_type);
   cols += "ordinal integer";
   // A temporary table lives as long as the connection; ON COMMIT DELETE ROWS empties it at the
   // end of every page's transaction, committed or not.
-  db_.exec(fmt::format("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS", stage_q_, cols));
+  db_.exec(fmt::format("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS", sql_.stage, cols));
   staging_ready_ = true;
 }
 
@@ -241,7 +116,7 @@ DatabaseClock JobStore::database_clock() {
 
 std::vector<ParentRow> JobStore::changed_parents(const std::optional<Ticks>& since,
                                                  const std::optional<ParentRow>& after, int limit) {
-  const std::string table = schema_q_ + "." + db_.quote_ident(spec_.parent_table);
+  const std::string table = sql_.schema + "." + db_.quote_ident(spec_.parent_table);
   Params params = {std::to_string(tenant_)};
   std::string sql = fmt::format("SELECT id::text, (extract(epoch FROM synced_at) * 1000000)::bigint FROM {} "
                                 "WHERE tenant_id = $1 AND deleted_at IS NULL",
@@ -275,7 +150,7 @@ bool JobStore::resume_after_reconnect() {
   if (listing_) {
     // The keys seen so far died with the session: this listing can no longer tell what is gone.
     listing_lost_ = true;
-    db_.exec(fmt::format("CREATE TEMP TABLE IF NOT EXISTS {} (id {} PRIMARY KEY)", seen_q_,
+    db_.exec(fmt::format("CREATE TEMP TABLE IF NOT EXISTS {} (id {} PRIMARY KEY)", sql_.seen,
                          column_type_sql(spec_.key_type)));
   }
   if (helper_) {
@@ -318,20 +193,20 @@ void JobStore::check_session(PgResult& r) const {
 
 void JobStore::drop_temporary_tables() {
   if (!db_.healthy()) return;
-  db_.exec(fmt::format("DROP TABLE IF EXISTS pg_temp.{}, pg_temp.{}", stage_q_, seen_q_));
+  db_.exec(fmt::format("DROP TABLE IF EXISTS pg_temp.{}, pg_temp.{}", sql_.stage, sql_.seen));
   staging_ready_ = false;
 }
 
 JobState JobStore::load_state() {
   const bool fresh = db_.exec(fmt::format("INSERT INTO {}.sync_state (tenant_id, job) VALUES ($1, $2) "
                                           "ON CONFLICT DO NOTHING RETURNING 1",
-                                          schema_q_),
+                                          sql_.schema),
                               {std::to_string(tenant_), spec_.name})
                          .rows() == 1;
   Params params = {std::to_string(tenant_), spec_.name};
   std::string current = "ARRAY[";
-  for (size_t i = 0; i < analyzable_.size(); ++i) {
-    params.push_back(analyzable_[i]);
+  for (size_t i = 0; i < sql_.analyzable.size(); ++i) {
+    params.push_back(sql_.analyzable[i]);
     current += fmt::format("{}to_regclass(${})::oid", i ? ", " : "", params.size());
   }
   current += "]::oid[]::text";
@@ -339,7 +214,7 @@ JobState JobStore::load_state() {
       fmt::format("SELECT export_token, {}, {}, {}, list_pass_field, {}, {}, table_oids::text, {} FROM {}.sync_state "
                   "WHERE tenant_id = $1 AND job = $2",
                   micros("watermark"), micros("list_cursor"), micros("list_pass_start"),
-                  micros("complete_through"), micros("reconciled_at"), current, schema_q_),
+                  micros("complete_through"), micros("reconciled_at"), current, sql_.schema),
       params);
   JobState s;
   s.export_token = r.get_optional(0, 0);
@@ -360,7 +235,7 @@ std::optional<std::string> JobStore::tables_problem(const JobState& state) {
   if (fresh_state_) {
     // No state row, yet the table holds rows of the tenant: the state table was emptied (or the
     // table came from elsewhere). Reading everything again is exact (rows are merged); say so.
-    if (db_.exec(fmt::format("SELECT EXISTS (SELECT 1 FROM {} WHERE tenant_id = $1)", table_q_),
+    if (db_.exec(fmt::format("SELECT EXISTS (SELECT 1 FROM {} WHERE tenant_id = $1)", sql_.table),
                  {std::to_string(tenant_)})
             .get(0, 0) == "t")
       log::warn("job {} tenant {}: no stored state, but table {} holds rows of the tenant: the state table was "
@@ -391,7 +266,7 @@ std::optional<std::string> JobStore::tables_problem(const JobState& state) {
                     "p.tenant_id AND c.parent_id = p.id)) FROM (SELECT t.tenant_id, t.id FROM {} t WHERE t.tenant_id "
                     "= $1 AND jsonb_array_length(CASE WHEN jsonb_typeof(t.raw::jsonb #> $2::text[]) = 'array' THEN "
                     "t.raw::jsonb #> $2::text[] END) > 0 LIMIT 50) p",
-                    analyzable_[k + 1], table_q_),
+                    sql_.analyzable[k + 1], sql_.table),
         {std::to_string(tenant_), path});
     const std::int64_t sampled = r.get_int(0, 0), missing = r.get_int(0, 1);
     if (sampled > 0 && missing == sampled)
@@ -406,58 +281,23 @@ std::int64_t JobStore::begin_run(SyncMode mode) {
   db_.exec(fmt::format("UPDATE {}.sync_runs SET outcome = 'interrupted', finished_at = now(), "
                        "error = 'the process ended before the run finished' "
                        "WHERE tenant_id = $1 AND job = $2 AND outcome = 'running'",
-                       schema_q_),
+                       sql_.schema),
            key);
   PgResult r = db_.exec(fmt::format("INSERT INTO {}.sync_runs (tenant_id, job, mode) "
                                     "VALUES ($1, $2, $3) RETURNING run_id",
-                                    schema_q_),
+                                    sql_.schema),
                         {std::to_string(tenant_), spec_.name, std::string(mode_name(mode))});
   const std::int64_t run_id = r.get_int(0, 0);
   db_.exec(fmt::format("UPDATE {}.sync_state SET last_run_id = $3 WHERE tenant_id = $1 AND job = $2",
-                       schema_q_),
+                       sql_.schema),
            {std::to_string(tenant_), spec_.name, std::to_string(run_id)});
   return run_id;
 }
 
-std::vector<std::string> parse_pg_array(std::string_view text) {
-  // {a,"b c","d\"e",NULL}: elements are bare or double-quoted with backslash escapes.
-  std::vector<std::string> out;
-  if (text.size() < 2 || text.front() != '{' || text.back() != '}') return out;
-  size_t i = 1;
-  const size_t end = text.size() - 1;
-  while (i < end) {
-    std::string element;
-    if (text[i] == '"') {
-      for (++i; i < end && text[i] != '"'; ++i) {
-        if (text[i] == '\\' && i + 1 < end) ++i;
-        element.push_back(text[i]);
-      }
-      ++i;  // the closing quote
-    } else {
-      while (i < end && text[i] != ',') element.push_back(text[i++]);
-    }
-    out.push_back(std::move(element));
-    if (i < end && text[i] == ',') ++i;
-  }
-  return out;
-}
 
-std::string pg_array_literal(const std::vector<std::string>& elements) {
-  std::string out = "{";
-  for (size_t i = 0; i < elements.size(); ++i) {
-    if (i) out += ',';
-    out += '"';
-    for (char c : elements[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  return out + "}";
-}
 
 bool JobStore::copy_direct(const ParsedPage& page) {
-  if (db_.exec(any_stored_sql_, {std::to_string(tenant_), pg_array_literal(page.ids)}).get_int(0, 0) != 0) return false;
+  if (db_.exec(sql_.any_stored, {std::to_string(tenant_), pg_array_literal(page.ids)}).get_int(0, 0) != 0) return false;
   // The page's rows without their last field (the ordinal, a staging column): runs of the
   // page's buffer, nothing copied on the way.
   static constexpr std::string_view kNewline = "\n";
@@ -472,7 +312,7 @@ bool JobStore::copy_direct(const ParsedPage& page) {
     begin = end;
   }
   page_went_direct_ = true;
-  require_stored(spec_.table, db_.copy_in(copy_direct_sql_, parts), static_cast<std::int64_t>(page.row_ends.size()));
+  require_stored(spec_.table, db_.copy_in(sql_.copy_direct, parts), static_cast<std::int64_t>(page.row_ends.size()));
   return true;
 }
 
@@ -493,7 +333,7 @@ bool JobStore::table_skips_rows() {
     skips_rows_ = db_.exec("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = to_regclass($1) AND "
                            "NOT tgisinternal AND (tgtype & 2) <> 0) OR EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite "
                            "WHERE ev_class = to_regclass($1) AND rulename <> '_RETURN')",
-                           {table_q_})
+                           {sql_.table})
                       .get(0, 0) == "t";
   return *skips_rows_;
 }
@@ -508,9 +348,9 @@ MergeCounts JobStore::merge_rows(const ParsedPage& page, std::string_view rows, 
     counts.inserted = static_cast<std::int64_t>(page.ids.size());
     for (size_t i = 0; i < page.ids.size(); ++i) inserted.push_back(i);
   } else {
-    db_.copy_in(copy_sql_, rows);
-    if (listing_) db_.exec(fmt::format("INSERT INTO {} (id) SELECT id FROM {} ON CONFLICT DO NOTHING", seen_q_, stage_q_));
-    merged = db_.exec(by_id ? merge_unique_sql_ : merge_sql_);
+    db_.copy_in(sql_.copy_stage, rows);
+    if (listing_) db_.exec(fmt::format("INSERT INTO {} (id) SELECT id FROM {} ON CONFLICT DO NOTHING", sql_.seen, sql_.stage));
+    merged = db_.exec(by_id ? sql_.merge_unique : sql_.merge);
     const std::int64_t staged = merged->get_int(0, 0);
     counts.inserted = merged->get_int(0, 1);
     counts.updated = merged->get_int(0, 2);
@@ -522,12 +362,12 @@ MergeCounts JobStore::merge_rows(const ParsedPage& page, std::string_view rows, 
           db_.exec(fmt::format("SELECT count(*) FROM {} s WHERE NOT EXISTS (SELECT 1 FROM {} t WHERE t.tenant_id = "
                                "s.tenant_id AND t.id = s.id AND coalesce(t.modified_on, '-infinity') >= "
                                "coalesce(s.modified_on, '-infinity'))",
-                               stage_q_, table_q_))
+                               sql_.stage, sql_.table))
               .get_int(0, 0);
       require_stored(spec_.table, staged - missing, staged);
     }
   }
-  if (child_sql_.empty()) return counts;
+  if (sql_.children.empty()) return counts;
   // The records whose children are written (by their position in the page), and the parents whose
   // old children are deleted first: those the merge updated. A parent the merge inserted has none,
   // unless a person deleted the parent row by hand and left its children (then the child COPY
@@ -563,7 +403,7 @@ MergeCounts JobStore::merge_rows(const ParsedPage& page, std::string_view rows, 
   std::vector<std::string> cleared_ids;
   for (size_t i : cleared) cleared_ids.push_back(page.ids.at(i));
   const std::string ids = pg_array_literal(cleared_ids);
-  for (size_t k = 0; k < child_sql_.size(); ++k) {
+  for (size_t k = 0; k < sql_.children.size(); ++k) {
     // The written records' child rows, as runs of the page's buffer (one run when every record
     // was written): nothing is copied on the way.
     const ParsedPage::ChildRows& rows_k = page.children.at(k);
@@ -581,11 +421,11 @@ MergeCounts JobStore::merge_rows(const ParsedPage& page, std::string_view rows, 
       total += end - begin;
     }
     if (run_end > run_begin) parts.push_back(all.substr(run_begin, run_end - run_begin));
-    if (!cleared.empty()) db_.exec(child_sql_[k].delete_sql, {std::to_string(tenant_), ids});
+    if (!cleared.empty()) db_.exec(sql_.children[k].delete_sql, {std::to_string(tenant_), ids});
     if (total > 0) {
       std::int64_t sent = 0;
       for (std::string_view part : parts) sent += static_cast<std::int64_t>(std::count(part.begin(), part.end(), '\n'));
-      require_stored(child_sql_[k].table, db_.copy_in(child_sql_[k].copy_sql, parts), sent);
+      require_stored(sql_.children[k].table, db_.copy_in(sql_.children[k].copy_sql, parts), sent);
     }
   }
   return counts;
@@ -595,7 +435,7 @@ void JobStore::quarantine_record(std::optional<std::string> id, const std::strin
                                  std::string_view raw) {
   db_.exec(fmt::format("INSERT INTO {}.quarantine (tenant_id, job, record_id, page, error, raw) "
                        "VALUES ($1, $2, $3, $4, $5, $6)",
-                       schema_q_),
+                       sql_.schema),
            {std::to_string(tenant_), spec_.name, id, where, error, std::string(raw)});
 }
 
@@ -613,7 +453,7 @@ MergeCounts JobStore::merge_by_record(const ParsedPage& page, const std::string&
     db_.exec("SAVEPOINT record");
     try {
       counts += merge_rows(page, row, /*single=*/true);
-      db_.exec(fmt::format("DELETE FROM {}", stage_q_));
+      db_.exec(fmt::format("DELETE FROM {}", sql_.stage));
       db_.exec("RELEASE SAVEPOINT record");
     } catch (const PgError& e) {
       if (e.kind() != ErrorKind::db_value) throw;
@@ -640,7 +480,7 @@ void JobStore::write_state(const JobState& state, std::int64_t run_id, const Mer
                        "WHERE tenant_id = $1 AND job = $2) "
                        "UPDATE {0}.sync_runs SET pages = pages + 1, rows_inserted = rows_inserted + $9, "
                        "rows_updated = rows_updated + $10, rows_unchanged = rows_unchanged + $11 WHERE run_id = $12",
-                       schema_q_),
+                       sql_.schema),
            {std::to_string(tenant_), spec_.name, state.export_token, ts_param(state.watermark),
             ts_param(state.complete_through), ts_param(state.list_cursor), ts_param(state.list_pass_start),
             state.list_pass_field, std::to_string(counts.inserted), std::to_string(counts.updated),
@@ -670,7 +510,7 @@ MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState* state,
         quarantine_record(q.id, where, q.error, q.raw);
         // Served, only not storable: a listing saw it (it is not deleted).
         if (listing_ && q.id)
-          db_.exec(fmt::format("INSERT INTO {} (id) VALUES ($1) ON CONFLICT DO NOTHING", seen_q_), {*q.id});
+          db_.exec(fmt::format("INSERT INTO {} (id) VALUES ($1) ON CONFLICT DO NOTHING", sql_.seen), {*q.id});
       }
       if (gates && gates->before_state) gates->before_state();
       if (state) write_state(*state, run_id, counts);
@@ -686,7 +526,7 @@ MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState* state,
         direct_refused_ = true;
         continue;
       }
-      if (e.sqlstate() == sqlstate::unique_violation && !child_sql_.empty() && !delete_for_inserted_) {
+      if (e.sqlstate() == sqlstate::unique_violation && !sql_.children.empty() && !delete_for_inserted_) {
         // Child rows whose parent row was deleted by hand: clear by every written parent from now on.
         log::warn("{}: child rows without their parent row are in the way ({}); committing the page again "
                   "with those cleared",
@@ -703,9 +543,9 @@ MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState* state,
 
 void JobStore::begin_listing() {
   ensure_staging();
-  db_.exec(fmt::format("CREATE TEMP TABLE IF NOT EXISTS {} (id {} PRIMARY KEY)", seen_q_,
+  db_.exec(fmt::format("CREATE TEMP TABLE IF NOT EXISTS {} (id {} PRIMARY KEY)", sql_.seen,
                        column_type_sql(spec_.key_type)));
-  db_.exec(fmt::format("TRUNCATE {}", seen_q_));
+  db_.exec(fmt::format("TRUNCATE {}", sql_.seen));
   listing_ = true;
   listing_lost_ = false;
 }
@@ -713,7 +553,7 @@ void JobStore::begin_listing() {
 void JobStore::end_listing() {
   if (!listing_) return;
   listing_ = false;
-  db_.exec(fmt::format("TRUNCATE {}", seen_q_));
+  db_.exec(fmt::format("TRUNCATE {}", sql_.seen));
 }
 
 std::vector<std::string> JobStore::unseen_rows(const std::optional<std::string>& parent) {
@@ -722,8 +562,8 @@ std::vector<std::string> JobStore::unseen_rows(const std::optional<std::string>&
   PgResult r = db_.exec(
       fmt::format("SELECT t.id::text FROM {} t WHERE t.tenant_id = $1 AND t.deleted_at IS NULL{} "
                   "AND NOT EXISTS (SELECT 1 FROM {} s WHERE s.id = t.id) ORDER BY t.id",
-                  table_q_, parent ? fmt::format(" AND t.parent_id = $2::{}", column_type_sql(spec_.parent_key_type)) : "",
-                  seen_q_),
+                  sql_.table, parent ? fmt::format(" AND t.parent_id = $2::{}", column_type_sql(spec_.parent_key_type)) : "",
+                  sql_.seen),
       parent ? std::vector<std::optional<std::string>>{std::to_string(tenant_), *parent}
              : std::vector<std::optional<std::string>>{std::to_string(tenant_)});
   std::vector<std::string> out;
@@ -740,7 +580,7 @@ std::int64_t JobStore::mark_deleted(const std::vector<std::string>& ids, const J
     if (!ids.empty()) {
       PgResult r = db_.exec(fmt::format("WITH d AS (UPDATE {} SET deleted_at = now() WHERE tenant_id = $1 "
                                         "AND id = ANY($2::{}[]) AND deleted_at IS NULL RETURNING 1) SELECT count(*) FROM d",
-                                        table_q_, column_type_sql(spec_.key_type)),
+                                        sql_.table, column_type_sql(spec_.key_type)),
                             {std::to_string(tenant_), pg_array_literal(ids)});
       marked = r.get_int(0, 0);
     }
@@ -751,7 +591,7 @@ std::int64_t JobStore::mark_deleted(const std::vector<std::string>& ids, const J
 }
 
 void JobStore::refresh_statistics_if_stale() {
-  for (const std::string& table : analyzable_) {
+  for (const std::string& table : sql_.analyzable) {
     PgResult r = db_.exec(
         "SELECT relpages, pg_relation_size(oid) / current_setting('block_size')::bigint FROM pg_catalog.pg_class "
         "WHERE oid = to_regclass($1)",
@@ -771,27 +611,27 @@ void JobStore::finish_run(std::int64_t run_id, std::string_view outcome, const s
   {
     db_.exec(fmt::format("UPDATE {}.sync_runs SET finished_at = now(), outcome = $2, error = $3, requests = $4, "
                          "throttled = $5, retries = $6 WHERE run_id = $1",
-                         schema_q_),
+                         sql_.schema),
              {std::to_string(run_id), std::string(outcome),
               succeeded ? std::nullopt : std::optional<std::string>(error), std::to_string(counters.requests),
               std::to_string(counters.throttled), std::to_string(counters.retries)});
     if (succeeded) {
       db_.exec(fmt::format("UPDATE {}.sync_state SET last_success_at = now(), last_error = NULL, "
                            "last_error_at = NULL, not_permitted_at = NULL WHERE tenant_id = $1 AND job = $2",
-                           schema_q_),
+                           sql_.schema),
                {std::to_string(tenant_), spec_.name});
     } else if (outcome == "not_permitted") {
       // Not a failure of the data or the services: the tenant's app lacks the scope.
       db_.exec(fmt::format("UPDATE {}.sync_state SET not_permitted_at = now(), last_error = $3, last_error_at = now() "
                            "WHERE tenant_id = $1 AND job = $2",
-                           schema_q_),
+                           sql_.schema),
                {std::to_string(tenant_), spec_.name, error});
     } else if (outcome != "interrupted") {
       // A stop (SIGTERM, Ctrl-C, --max-run-time) is not an error: the run's row says why it
       // ended, and the job's standing error, if any, stays what it was.
       db_.exec(fmt::format("UPDATE {}.sync_state SET last_error = $3, last_error_at = now() "
                            "WHERE tenant_id = $1 AND job = $2",
-                           schema_q_),
+                           sql_.schema),
                {std::to_string(tenant_), spec_.name, error});
     }
   }

@@ -10,19 +10,13 @@
 
 #include "job_spec.h"
 #include "job_storage.h"
+#include "job_table_sql.h"
 #include "page_parser.h"
 #include "pg.h"
 #include "timestamp.h"
 
 namespace stsync {
 
-/// A PostgreSQL array's text form ({a,"b c"}) → its elements; and back, every element quoted.
-std::vector<std::string> parse_pg_array(std::string_view text);
-std::string pg_array_literal(const std::vector<std::string>& elements);
-
-/// The statement that counts how many of the keys $2 (an array) the job table `table` (quoted)
-/// holds for tenant $1: one index probe per key, whatever the statistics say.
-std::string stored_keys_sql(const std::string& table, ColumnType key_type);
 
 class JobStore final : public JobStorage {
  public:
@@ -133,28 +127,21 @@ class JobStore final : public JobStorage {
   bool fresh_state_ = false;                // load_state created the state row
   int lock_backend_pid_ = 0;  // the server session that took the lock (a helper: its own session)
   bool helper_ = false;
-  std::string raw_type_;  // "jsonb" or "json": the job table's raw column
-  std::vector<std::string> analyzable_;  // the job's table and its child tables, quoted
   PgConnection& db_;
   const JobSpec& spec_;
   std::int64_t tenant_;
-  std::string schema_q_, table_q_, stage_q_, seen_q_, lock_key_;
+  std::string lock_key_;
+  JobTableSql sql_;  // the statements of the job's tables
   AdvisoryLock lock_;  // the job's session lock (not taken by a helper)
   bool listing_ = false, listing_lost_ = false;
-  std::string copy_sql_, merge_sql_, merge_unique_sql_;
   // Pages of keys the table does not hold yet (a first load) are copied straight into it: the
   // rows are written once, not staged and then inserted. Tried while the pages before were all
   // new; a page that met a stored key, or whose direct copy collided with a row written
   // meanwhile, goes through the staging table and the guarded merge.
-  std::string copy_direct_sql_, any_stored_sql_;
   bool direct_hopeful_ = true;   // the last merged page held only new keys
   bool page_went_direct_ = false;
   bool direct_refused_ = false;  // the page's direct copy collided: commit it again by the merge
   bool delete_for_inserted_ = false;  // children without a parent were met: clear for every written parent
-  struct ChildSql {
-    std::string table, delete_sql, copy_sql;
-  };
-  std::vector<ChildSql> child_sql_;
   bool rewrite_children_ = false;
   bool staging_ready_ = false;
 };
