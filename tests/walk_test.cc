@@ -271,3 +271,33 @@ TEST_CASE("a job whose lock another run holds is skipped and touches nothing", "
   CHECK(w.store.data().outcomes.empty());
   CHECK(w.store.data().locked);  // still the other run's
 }
+
+TEST_CASE("a per-parent walk over parents with nothing under them writes its state at most once a second",
+          "[walk][parents]") {
+  JobSpec spec = parse_job_spec(R"(
+name = "thing_notes"
+table = "thing_notes"
+list_path = "x/v2/tenant/{tenant}/things/{parent}/notes"
+mode = "full"
+parent = "things"
+columns = [ { path = "name", type = "text" } ]
+)",
+                                "thing_notes.toml");
+  spec.parent_table = "things";
+  // Parent 25 has a note; the other 49 have none.
+  Walk w(spec, [](const std::string& path, const FakeApi::Query&) {
+    const bool has_note = path.find("things/25/") != std::string::npos;
+    return FakeApi::ok(FakeApi::page(has_note ? std::vector<std::string>{record_json(2500, at_second(1))}
+                                              : std::vector<std::string>{},
+                                     false, fmt::format(R"("page":1,"pageSize":5000,"totalCount":{})", has_note)));
+  });
+  for (int p = 1; p <= 50; ++p) w.store.data().parents.push_back(ParentRow{std::to_string(p), 1000 + p});
+  const JobResult r = w.run();  // the fake clock stands still: no second passes
+  REQUIRE(r.outcome == JobOutcome::succeeded);
+  CHECK(w.api.requests.size() == 50);
+  // The first empty parent (a second since the last write), parent 25's page, the walk's end.
+  CHECK(w.store.data().commits == 2);
+  CHECK(w.store.data().tokens_written.size() == 3);
+  CHECK(w.store.data().state.list_cursor == std::optional<Ticks>(1050 * kTicksPerMicro));
+  CHECK(w.store.live_keys() == std::vector<std::string>{"2500"});
+}

@@ -229,6 +229,7 @@ void JobRun::commit(JobStorage& store, const ParsedPage& page, const JobState& s
   // could spoil; a first load (all inserts) never pays for an ANALYZE.
   if (result_.counts.updated > 0 && result_.pages % 4 == 0) store.refresh_statistics_if_stale();
   result_.counts += commit_on(store, page, state, run_id, where, nullptr);
+  last_commit_at_ = clock_.monotonic();
   ++result_.pages;
   report_progress();
 }

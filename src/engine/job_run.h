@@ -109,6 +109,7 @@ class JobRun {
   /// committed; the next run resumes there).
   void check_run_time(const std::string& where) const;
   double started_ = 0;  // steady seconds when the run began
+  double last_commit_at_ = 0;  // steady seconds of the last page committed on this connection
 
   const Settings& settings_;
   const JobSpec& spec_;
