@@ -44,6 +44,21 @@ columns = [ { path = "name", type = "text" } ]
                         "things.toml");
 }
 
+// A per-parent job: the notes of each "things" row.
+JobSpec thing_notes() {
+  JobSpec spec = parse_job_spec(R"(
+name = "thing_notes"
+table = "thing_notes"
+list_path = "x/v2/tenant/{tenant}/things/{parent}/notes"
+mode = "full"
+parent = "things"
+columns = [ { path = "name", type = "text" } ]
+)",
+                                "thing_notes.toml");
+  spec.parent_table = "things";  // what loading the job files resolves
+  return spec;
+}
+
 // A job run against the fakes, as the scheduler starts one.
 struct Walk {
   Settings settings = walk_settings();
@@ -207,16 +222,7 @@ TEST_CASE("a sweep whose connection was re-opened mid-listing marks nothing dele
 
 TEST_CASE("a per-parent walk reads the listing of each parent changed since its cursor and moves the cursor past it",
           "[walk][parents]") {
-  JobSpec spec = parse_job_spec(R"(
-name = "thing_notes"
-table = "thing_notes"
-list_path = "x/v2/tenant/{tenant}/things/{parent}/notes"
-mode = "full"
-parent = "things"
-columns = [ { path = "name", type = "text" } ]
-)",
-                                "thing_notes.toml");
-  spec.parent_table = "things";
+  const JobSpec spec = thing_notes();
   Walk w(spec, [](const std::string& path, const FakeApi::Query&) {
     const std::string parent = path.substr(path.find("things/") + 7, path.find("/notes") - path.find("things/") - 7);
     return FakeApi::ok(FakeApi::page({record_json(std::stoll(parent) * 100, at_second(1))}, false,
@@ -274,16 +280,7 @@ TEST_CASE("a job whose lock another run holds is skipped and touches nothing", "
 
 TEST_CASE("a per-parent walk over parents with nothing under them writes its state at most once a second",
           "[walk][parents]") {
-  JobSpec spec = parse_job_spec(R"(
-name = "thing_notes"
-table = "thing_notes"
-list_path = "x/v2/tenant/{tenant}/things/{parent}/notes"
-mode = "full"
-parent = "things"
-columns = [ { path = "name", type = "text" } ]
-)",
-                                "thing_notes.toml");
-  spec.parent_table = "things";
+  const JobSpec spec = thing_notes();
   // Parent 25 has a note; the other 49 have none.
   Walk w(spec, [](const std::string& path, const FakeApi::Query&) {
     const bool has_note = path.find("things/25/") != std::string::npos;
