@@ -15,7 +15,7 @@
 #include "suggest.h"
 #include "check.h"
 #include "scheduler.h"
-#include "quarantine.h"
+#include "quarantine_view.h"
 #include "status.h"
 #include "stop.h"
 

@@ -102,10 +102,13 @@ int apply_migrations(PgConnection& db, const std::string& schema) {
       db.exec(fmt::format("CREATE SCHEMA IF NOT EXISTS {}", s));
     // Migrations that need the schema's name inside a PL/pgSQL block read it from here.
     db.exec("SELECT set_config('stsync.schema', $1, true)", {schema});
-    db.exec(fmt::format(
-        "CREATE TABLE IF NOT EXISTS {}.schema_migrations (version integer PRIMARY KEY, "
-        "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
-        s));
+    auto with_schema = [&](std::string sql) {
+      for (size_t pos; (pos = sql.find("{{schema}}")) != std::string::npos;) sql.replace(pos, 10, s);
+      return sql;
+    };
+    // schema/000_schema_migrations.sql: the list of applied versions (version 0: run every time).
+    for (const EmbeddedFile& f : embedded_migrations())
+      if (std::atoi(std::string(f.name).c_str()) == 0) db.exec(with_schema(std::string(f.content)));
     std::set<int> applied;
     PgResult r = db.exec(fmt::format("SELECT version FROM {}.schema_migrations", s));
     for (int i = 0; i < r.rows(); ++i) applied.insert(static_cast<int>(r.get_int(i, 0)));
@@ -113,10 +116,8 @@ int apply_migrations(PgConnection& db, const std::string& schema) {
     for (const EmbeddedFile& f : embedded_migrations()) {
       const int version = std::atoi(std::string(f.name).c_str());
       if (version <= 0 || applied.count(version)) continue;
-      std::string sql(f.content);
-      for (size_t pos; (pos = sql.find("{{schema}}")) != std::string::npos;) sql.replace(pos, 10, s);
       try {
-        db.exec(sql);
+        db.exec(with_schema(std::string(f.content)));
       } catch (const PgError& e) {
         throw PgError(e.kind(), fmt::format("migration {} failed: {}", f.name, e.what()), e.sqlstate(),
                       e.context());

@@ -61,11 +61,12 @@ bool superseded(PgConnection& db, const std::string& schema, const JobSpec& spec
 
 }  // namespace
 
-std::string render_quarantine(const Settings& settings, const QuarantineFilter& filter, bool json) {
-  PgConnection db(settings.database_url, session_options(settings));
+std::optional<std::vector<QuarantinedRow>> quarantined_records(const Settings& settings,
+                                                               const QuarantineFilter& filter) {
+  auto connection = connect(settings);
+  PgConnection& db = *connection;
   const std::string s = db.quote_ident(settings.schema);
-  if (db.exec("SELECT to_regclass($1) IS NOT NULL", {s + ".quarantine"}).get(0, 0) != "t")
-    return json ? "[]\n" : "Nothing in quarantine.\n";
+  if (db.exec("SELECT to_regclass($1) IS NOT NULL", {s + ".quarantine"}).get(0, 0) != "t") return std::nullopt;
   Params params;
   const std::string where = where_clause(filter, params);
   PgResult r = db.exec(fmt::format("SELECT quarantine_id, tenant_id, job, coalesce(record_id::text, ''), "
@@ -73,31 +74,9 @@ std::string render_quarantine(const Settings& settings, const QuarantineFilter& 
                                    "FROM {}.quarantine{} ORDER BY quarantine_id DESC",
                                    s, where),
                        params);
-  std::string out;
-  if (json) {
-    out = "[";
-    for (int i = 0; i < r.rows(); ++i) {
-      out += fmt::format("{}\n  {{\"quarantine_id\":{},\"tenant\":{},\"job\":", i ? "," : "", r.get(i, 0), r.get(i, 1));
-      append_json_string(out, r.get(i, 2));
-      out += fmt::format(",\"record_id\":{},\"seen_at\":", r.get(i, 3).empty() ? "null" : r.get(i, 3));
-      append_json_string(out, r.get(i, 4));
-      out += ",\"page\":";
-      append_json_string(out, r.get(i, 5));
-      out += ",\"error\":";
-      append_json_string(out, r.get(i, 6));
-      out += "}";
-    }
-    return out + "\n]\n";
-  }
-  if (r.rows() == 0) return "Nothing in quarantine.\n";
-  const char* const row_format = "{:>6} {:<20} {:<14} {:<20} {:<20}  {}\n";
-  out = fmt::format(fmt::runtime(row_format), "QID", "TENANT", "JOB", "RECORD ID", "SEEN", "ERROR (and where)");
-  for (int i = 0; i < r.rows(); ++i) {
-    std::string tail = r.get(i, 6) + " — " + r.get(i, 5);
-    if (tail.size() > 200) tail = tail.substr(0, 197) + "...";
-    out += fmt::format(fmt::runtime(row_format), r.get(i, 0), r.get(i, 1), r.get(i, 2), r.get(i, 3), r.get(i, 4), tail);
-  }
-  out += fmt::format("{} record(s). After fixing the job file, `stsync quarantine --retry` stores them.\n", r.rows());
+  std::vector<QuarantinedRow> out;
+  for (int i = 0; i < r.rows(); ++i)
+    out.push_back(QuarantinedRow{r.get(i, 0), r.get(i, 1), r.get(i, 2), r.get(i, 3), r.get(i, 4), r.get(i, 5), r.get(i, 6)});
   return out;
 }
 

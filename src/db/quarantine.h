@@ -16,8 +16,15 @@ struct QuarantineFilter {
   std::vector<std::int64_t> ids;  // quarantine ids (empty: any)
 };
 
-/// The records still in quarantine (not stored since), newest first: a text table or JSON.
-std::string render_quarantine(const Settings& settings, const QuarantineFilter& filter, bool json);
+/// A record still in quarantine, as text.
+struct QuarantinedRow {
+  std::string quarantine_id, tenant, job, record_id, seen_at, page, error;
+};
+
+/// The records still in quarantine (not stored since) that match `filter`, newest first;
+/// nullopt when the schema has no quarantine table yet.
+std::optional<std::vector<QuarantinedRow>> quarantined_records(const Settings& settings,
+                                                               const QuarantineFilter& filter);
 
 struct QuarantineRetry {
   int stored = 0;      // now in their job's table (through the guard: never over a newer row)
