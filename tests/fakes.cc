@@ -4,6 +4,7 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <stdexcept>
 #include <tuple>
 
 #include "copy_text.h"
@@ -51,6 +52,7 @@ MergeCounts FakeStore::commit_page(const ParsedPage& page, const JobState* state
                                    const CommitGates* gates) {
   {
     std::lock_guard lock(data_->mutex);
+    if (data_->defect) throw std::out_of_range("a defect in the store");
     if (data_->connection_broken || data_->fail_commits > 0) {
       if (data_->fail_commits > 0) --data_->fail_commits;
       data_->connection_broken = true;

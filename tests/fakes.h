@@ -51,6 +51,7 @@ class FakeStore final : public JobStorage {
     int commits = 0;
     int fail_commits = 0;                    // the next N commit_page calls fail: the connection broke
     bool connection_broken = false;
+    bool defect = false;                     // commit_page throws std::out_of_range (a bug, not a condition)
     int reconnects = 0;
   };
 

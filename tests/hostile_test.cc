@@ -27,7 +27,6 @@ constexpr bool kMemoryIsMeasured = true;
 #endif
 constexpr long kBoundKb = (3 * 16 + 64) * 1024;  // 3 x max_response_mb (16) + 64 MB
 
-
 // The environment of a production run: the clock check at its default tolerance.
 std::map<std::string, std::string> strict_clock_env(TestSandbox& sandbox, TestSchema& schema) {
   auto env = stsync_env(sandbox, schema, kTenantA);

@@ -16,7 +16,6 @@
 using namespace stsync;
 using namespace stsync::test;
 
-
 TEST_CASE("a job whose lock another session holds is skipped and its table is not written, the others run",
           "[promises][lock]") {
   TestSandbox sandbox;

@@ -19,7 +19,6 @@
 #include <httplib.h>
 #include <sstream>
 
-
 namespace stsync::test {
 namespace {
 std::atomic<int> g_counter{0};

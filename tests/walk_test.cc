@@ -298,3 +298,12 @@ TEST_CASE("a per-parent walk over parents with nothing under them writes its sta
   CHECK(w.store.data().state.list_cursor == std::optional<Ticks>(1050 * kTicksPerMicro));
   CHECK(w.store.live_keys() == std::vector<std::string>{"2500"});
 }
+
+TEST_CASE("a run that meets a defect releases the job's lock and lets the exception through", "[walk][outcome]") {
+  Walk w(things(), [](const std::string&, const FakeApi::Query&) {
+    return FakeApi::ok(FakeApi::page({record_json(1, at_second(1))}, false, R"("continueFrom":"end")"));
+  });
+  w.store.data().defect = true;
+  CHECK_THROWS_AS(w.run(), std::out_of_range);  // the scheduler fails that job and goes on
+  CHECK_FALSE(w.store.data().locked);
+}

@@ -80,7 +80,6 @@ struct FieldError {
 
 }  // namespace
 
-
 void ParsedPage::clear() {
   has_more = false;
   continue_from.reset();

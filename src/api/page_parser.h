@@ -49,7 +49,6 @@ struct ParsedPage {
   void clear();
 };
 
-
 class PageParser {
  public:
   /// Throws Error(config) when the spec's paths cannot be walked in one pass (a column path

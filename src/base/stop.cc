@@ -43,5 +43,4 @@ const char* stop_signal_name() {
   }
 }
 
-
 }  // namespace stsync

@@ -21,7 +21,6 @@ namespace stsync {
 
 namespace {
 
-
 std::map<std::string, int> cadences(const Settings& settings) {
   std::map<std::string, int> out;
   for (const JobSpec& j : resolve_jobs(settings)) out[j.name] = j.every_seconds;
@@ -65,8 +64,6 @@ void append_json_or_null(std::string& out, const std::string& value) {
   if (value.empty()) out += "null";
   else append_json_string(out, value);
 }
-
-
 
 std::string render_tenants(const std::vector<JobFigures>& figures, const std::map<std::string, int>& every,
                            const std::map<std::pair<std::string, std::string>, std::int64_t>& quarantine, bool json) {

@@ -32,8 +32,6 @@ std::string render_status(const Settings& settings, const StatusOptions& options
 /// endpoint, enabled, cadence, child tables and the last result, when the database can be read.
 std::string render_jobs(const Settings& settings, bool json);
 
-
-
 /// The Prometheus metrics (text format, see the README), per tenant and job or aggregated per
 /// tenant or per job (`Settings::metrics_by`), from sync_state, sync_runs and sync_run_totals.
 /// Kept by the daemon: the job files' cadences are read once, the schema's shape until it is

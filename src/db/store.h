@@ -17,7 +17,6 @@
 
 namespace stsync {
 
-
 class JobStore final : public JobStorage {
  public:
   /// `rewrite_children`: rebuild the child rows of every parent in a page, not only of parents

@@ -59,7 +59,6 @@ void JobRun::walk_list(JobStorage& store, JobState& state, std::int64_t run_id) 
   if (lo < end) walk_windows(store, state, run_id, "modified", lo, end);
 }
 
-
 void JobRun::check_window(const std::string& field, std::optional<Ticks> lo, Ticks hi,
                           const std::string& where) const {
   // The walk's correctness rests on the server's filters; a server that ignores or rounds them

@@ -293,7 +293,6 @@ void write_employee(std::string& out, const RecordMeta& m, Rng& rng) {
   out += fmt::format("[{{\"id\":{},\"value\":\"true\"}}]", 1 + rng.below(90));
 }
 
-
 // A GUID derived from the row's id: the same row keeps it across versions and runs.
 std::string guid_for(std::int64_t id, std::uint64_t salt) {
   Rng r(mix_seed(static_cast<std::uint64_t>(id), salt));
