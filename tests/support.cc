@@ -20,6 +20,20 @@
 #include <sstream>
 
 namespace stsync::test {
+
+namespace {
+// A field path for #> and #>> as ARRAY['a','b'] with quotes escaped (no '{a,b}' parsing).
+std::string json_path_sql(const std::vector<std::string>& path) {
+  std::string out = "ARRAY[";
+  for (size_t i = 0; i < path.size(); ++i) {
+    out += i ? ",'" : "'";
+    for (char ch : path[i]) out += ch == '\'' ? std::string("''") : std::string(1, ch);
+    out += "'";
+  }
+  return out + "]::text[]";
+}
+}  // namespace
+
 namespace {
 std::atomic<int> g_counter{0};
 

@@ -92,16 +92,6 @@ std::string_view column_type_sql(ColumnType type) {
   return "text";
 }
 
-std::string json_path_sql(const std::vector<std::string>& path) {
-  std::string out = "ARRAY[";
-  for (size_t i = 0; i < path.size(); ++i) {
-    out += i ? ",'" : "'";
-    for (char ch : path[i]) out += ch == '\'' ? std::string("''") : std::string(1, ch);
-    out += "'";
-  }
-  return out + "]::text[]";
-}
-
 std::string_view mode_name(SyncMode mode) {
   switch (mode) {
     case SyncMode::export_feed: return "export";

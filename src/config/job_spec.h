@@ -90,8 +90,6 @@ std::string key_description(const JobSpec& spec);
 /// "sales_tax_code_tax_rate".
 std::string snake_case(std::string_view dotted_path);
 
-/// `'{a,b}'`-free form of a field path for #> and #>>: ARRAY['a','b'] with quotes escaped.
-std::string json_path_sql(const std::vector<std::string>& path);
 
 /// Parses one job file's text. Throws Error(config) naming `origin` and the problem.
 JobSpec parse_job_spec(std::string_view toml_text, const std::string& origin);

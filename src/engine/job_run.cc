@@ -252,15 +252,18 @@ MergeCounts JobRun::commit_on(JobStorage& store, const ParsedPage& page, const J
     try {
       return store.commit_page(page, &state, run_id, where, gates);
     } catch (const PgError& e) {
-      if (e.kind() == ErrorKind::db_conflict && attempt <= 5) {
+      // Whether to try again is Error::retryable()'s to say; how often and how is this loop's: a
+      // conflict reruns the page at once (5 times), a lost connection is re-opened first.
+      const bool conflict = e.kind() == ErrorKind::db_conflict;
+      // Every database error names its job, tenant and page, with PostgreSQL's own words.
+      if (!e.retryable() || attempt > (conflict ? 5 : settings_.db_reconnect_attempts))
+        throw PgError(e.kind(), fmt::format("{}: {}", where, e.what()), e.sqlstate(), e.context());
+      if (conflict) {
         // A serialization failure or deadlock rolled the page back: run the same page again.
         log::warn("{}: {}; committing the page again ({} of 5)", where, e.what(), attempt);
         clock_.sleep(0.05 * attempt);
         continue;
       }
-      // Every database error names its job, tenant and page, with PostgreSQL's own words.
-      if (e.kind() != ErrorKind::db_unavailable || attempt > settings_.db_reconnect_attempts)
-        throw PgError(e.kind(), fmt::format("{}: {}", where, e.what()), e.sqlstate(), e.context());
       const double wait = std::min(30.0, 0.5 * (1 << std::min(attempt - 1, 6)));
       log::warn("{}: {}; reconnecting in {:.1f} s ({} of {})", where, e.what(), wait, attempt,
                 settings_.db_reconnect_attempts);
