@@ -271,6 +271,11 @@ def job_file(res, by_list_path):
     inactive = active_filter(params)
     if inactive:
         out.append(f"inactive_filter = {toml_str(inactive)}")
+    # Parameters the spec requires besides paging and the windows: sent with every list request.
+    fixed = [p for p in params if p.get("required") and p["name"] not in ("page", "pageSize", "includeTotal")
+             and p.get("type") == "boolean" and not (inactive or "").startswith(p["name"] + "=")]
+    if fixed:
+        out.append(f"list_params = {toml_str('&'.join(p['name'] + '=false' for p in fixed))}")
     export_params = [p["name"] for p in (res.get("export") or {}).get("query_params") or []]
     if has_export and "active" in export_params:
         out.append('export_filter = "active=Any"')
@@ -284,7 +289,9 @@ def job_file(res, by_list_path):
         out.append(f"page_size = {page_size}")
     pnames = {p["name"] for p in params}
     if "ids" in pnames and key == ["id"]:
-        out.append("ids_param = true")
+        ids = next(p for p in params if p["name"] == "ids")
+        # An array parameter is sent repeated (ids=1&ids=2); elsewhere ids is one comma list.
+        out.append('ids_param = "repeated"' if ids.get("type") == "array" else "ids_param = true")
     sort = next((p for p in params if p["name"] == "sort"), None)
     if sort and "Id" in (sort.get("sort_fields") or []):
         out.append('list_sort = "+Id"')

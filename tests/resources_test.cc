@@ -120,10 +120,12 @@ TEST_CASE("rows a list-only resource stops returning get deleted_at, never a DEL
           "[resources][deletes]") {
   TestSandbox sandbox = every_resource_sandbox(40);
   TestSchema schema;
-  // project_types has no date filter (read whole every run); zones is walked by modifiedOn and
-  // swept for deletes every reconcile_every (or --reconcile).
+  // project_types has no date filter (read whole every run); zones and vendors are walked by
+  // modifiedOn and swept for deletes every reconcile_every (or --reconcile). vendors confirms a
+  // row is gone by asking for it by id, in the form its contract types ids: an array, sent as
+  // the parameter repeated (the sandbox refuses a comma list there, as the API does).
   const auto env = with_env(all_jobs_env(sandbox, schema), {});
-  const std::vector<std::string> run = {"run", "--jobs", "project_types,zones"};
+  const std::vector<std::string> run = {"run", "--jobs", "project_types,zones,vendors"};
   REQUIRE(run_stsync(run, env).exit_code == 0);
   const std::int64_t project_types = schema.scalar("SELECT count(*) FROM {s}.project_types");
   const std::int64_t zones = schema.scalar("SELECT count(*) FROM {s}.zones");
@@ -141,8 +143,10 @@ TEST_CASE("rows a list-only resource stops returning get deleted_at, never a DEL
   };
   const std::vector<std::string> gone_types = deleted_keys("project_types");
   const std::vector<std::string> gone_zones = deleted_keys("zones");
+  const std::vector<std::string> gone_vendors = deleted_keys("vendors");
   REQUIRE(gone_types.size() == 3);
   REQUIRE(gone_zones.size() == 3);
+  REQUIRE(gone_vendors.size() == 3);
   auto marked = [&](const std::string& table, const std::vector<std::string>& keys) {
     std::string list;
     for (const std::string& k : keys) list += (list.empty() ? "" : ",") + k;
@@ -159,8 +163,9 @@ TEST_CASE("rows a list-only resource stops returning get deleted_at, never a DEL
   CHECK(marked("project_types", gone_types) == std::pair<std::int64_t, std::int64_t>(3, 3));
   CHECK(marked("zones", gone_zones).first == 0);
   // The sweep (due every reconcile_every; forced here) marks exactly the rows that went.
-  REQUIRE(run_stsync({"run", "--jobs", "project_types,zones", "--reconcile"}, env).exit_code == 0);
+  REQUIRE(run_stsync({"run", "--jobs", "project_types,zones,vendors", "--reconcile"}, env).exit_code == 0);
   CHECK(marked("zones", gone_zones) == std::pair<std::int64_t, std::int64_t>(3, 3));
+  CHECK(marked("vendors", gone_vendors) == std::pair<std::int64_t, std::int64_t>(3, 3));
   // Nothing is ever removed.
   CHECK(schema.scalar("SELECT count(*) FROM {s}.project_types") == project_types);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.zones") == zones);

@@ -9,6 +9,8 @@
 #include <set>
 
 #include "http.h"
+#include "job_spec.h"
+#include "sandbox/contract.h"
 #include "support.h"
 #include "timestamp.h"
 
@@ -498,4 +500,47 @@ TEST_CASE("invoices and employees take no sort, as on the real API: it is ignore
   auto sorted = api.get(inv(kTenantA, "?pageSize=100&sort=-Id"), token);
   REQUIRE(sorted->status == 200);
   CHECK(parse_page(sorted->body).ids == parse_page(plain->body).ids);
+}
+
+TEST_CASE("the sandbox refuses what ServiceTitan's published contract refuses: required parameters, maxima, types",
+          "[sandbox][contract]") {
+  auto o = TestSandbox::default_options(10, 10);
+  for (auto& t : o.data.tenants)
+    for (const char* r : {"installed_equipment_custom_fields", "journal_entries", "vendors"}) t.counts[r] = 5;
+  TestSandbox s(o);
+  Api api(s);
+  const std::string token = api.token(kTenantA);
+  // page, pageSize and descending are all required on this one endpoint (equipment-systems spec).
+  const std::string fields = fmt::format("/equipmentsystems/v2/tenant/{}/installed-equipment/custom-field-types", kTenantA);
+  auto missing = api.get(fields + "?page=1&pageSize=10", token);
+  CHECK(missing->status == 400);
+  CHECK(missing->body.find(R"("descending":["The descending field is required."])") != std::string::npos);
+  CHECK(api.get(fields + "?page=1&pageSize=10&descending=false", token)->status == 200);
+  CHECK(api.get(fields + "?page=1&pageSize=10&descending=perhaps", token)->status == 400);
+  // Journal entries take at most 500 a page (stated in the spec's text).
+  const std::string journal = fmt::format("/accounting/v2/tenant/{}/journal-entries", kTenantA);
+  auto too_many = api.get(journal + "?pageSize=501", token);
+  CHECK(too_many->status == 400);
+  CHECK(too_many->body.find("pageSize") != std::string::npos);
+  CHECK(api.get(journal + "?pageSize=500", token)->status == 200);
+  // ids is an array of integers on the vendors list: the parameter repeated, not a comma list.
+  const std::string vendors = fmt::format("/inventory/v2/tenant/{}/vendors", kTenantA);
+  CHECK(api.get(vendors + "?ids=1%2C2", token)->status == 400);
+  CHECK(api.get(vendors + "?ids=1&ids=2", token)->status == 200);
+}
+
+TEST_CASE("every default job's endpoints are operations of ServiceTitan's published specs", "[sandbox][contract]") {
+  const sandbox::Contract& contract = sandbox::Contract::builtin();
+  REQUIRE(contract.size() > 500);
+  int checked = 0;
+  std::vector<std::string> unknown;
+  for (const JobSpec& job : load_job_specs("")) {
+    for (const std::string& path : {job.list_path, job.export_path}) {
+      if (path.empty()) continue;
+      ++checked;
+      if (!contract.find("GET", path)) unknown.push_back(job.name + ": " + path);
+    }
+  }
+  CHECK(checked > 144);
+  CHECK(unknown == std::vector<std::string>{});
 }

@@ -167,7 +167,7 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
     fail(origin, fmt::format("line {}: {}", e.source().begin.line, e.description()));
   }
   check_keys(t,
-             {"name", "table", "list_path", "export_path", "mode", "inactive_filter", "page_size",
+             {"name", "table", "list_path", "export_path", "mode", "inactive_filter", "list_params", "page_size",
               "overlap_seconds", "include_recent_changes", "quarantine", "raw_type", "columns", "children",
               "export_filter", "enabled", "every", "key", "key_type", "parent", "created_field", "created_params",
               "response", "ids_param", "list_sort", "reconcile_every"},
@@ -184,6 +184,7 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
   spec.list_path = str("list_path", false);
   spec.export_path = str("export_path", false);
   spec.inactive_filter = str("inactive_filter", false);
+  spec.list_params = str("list_params", false);
   spec.export_filter = str("export_filter", false);
   const std::string mode = str("mode", false);
   if (!mode.empty() && !parse_mode(mode, spec.mode))
@@ -245,7 +246,13 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
   else if (!response.empty() && response != "paged") fail(origin, "response must be \"paged\", \"data\" or \"object\"");
   if (spec.response != ResponseShape::paged && spec.mode != SyncMode::full_listing)
     fail(origin, "an unpaged response (data, object) can only be read whole: mode must be \"full\"");
-  spec.ids_param = t["ids_param"].value_or(false);
+  // true (ids=1,2) or "repeated" (ids=1&ids=2, where the spec types ids as an array).
+  if (const auto form = t["ids_param"].value<std::string>()) {
+    if (*form != "repeated") fail(origin, fmt::format("ids_param '{}' is not true, false or \"repeated\"", *form));
+    spec.ids_param = spec.ids_repeated = true;
+  } else {
+    spec.ids_param = t["ids_param"].value_or(false);
+  }
   spec.list_sort = str("list_sort", false);
   spec.page_size = static_cast<int>(t["page_size"].value_or<std::int64_t>(5000));
   if (spec.page_size < 1 || spec.page_size > 5000) fail(origin, "page_size must be 1..5000");

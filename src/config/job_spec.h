@@ -43,6 +43,7 @@ struct JobSpec {
   std::string export_path;   // "accounting/v2/tenant/{tenant}/export/invoices"
   SyncMode mode = SyncMode::export_feed;
   std::string inactive_filter;  // query pair that makes the list endpoint return inactive rows
+  std::string list_params;      // fixed query pairs the list endpoint requires ("descending=false")
   std::string export_filter;    // query pair(s) the export endpoint needs to return every row
   bool enabled = true;          // false: runs only when named (--jobs, or enabled in the config)
   bool named = false;           // the user asked for this job by name: a 403 fails it (else: "not permitted")
@@ -62,6 +63,7 @@ struct JobSpec {
   std::string created_after = "createdOnOrAfter", created_before = "createdBefore";
   ResponseShape response = ResponseShape::paged;
   bool ids_param = false;        // the list takes ids=… (confirms a row is gone before marking it)
+  bool ids_repeated = false;     // …as the parameter repeated (ids=1&ids=2: an array), not one comma list
   std::string list_sort;         // sort=… for complete listings ("+Id": new rows go to the end)
   int reconcile_every_seconds = 7 * 86400;  // list jobs: sweep for hard deletes this often (0: never)
   int page_size = 5000;         // list mode
@@ -72,6 +74,14 @@ struct JobSpec {
   // decomposed, indexable, operators work directly) or "json" (validated text, kept byte for
   // byte; about half the COPY cost; queries cast it: raw::jsonb).
   std::string raw_type = "jsonb";
+  /// What every list request starts its query with: the inactive filter and the fixed
+  /// parameters, each followed by '&' (empty when there are none).
+  std::string list_query_prefix() const {
+    std::string out;
+    for (const std::string* part : {&inactive_filter, &list_params})
+      if (!part->empty()) out += *part + "&";
+    return out;
+  }
   std::vector<ColumnSpec> columns;  // typed columns besides tenant_id, id, parent_id, modified_on, active, raw, deleted_at
   std::vector<ChildSpec> children;
 };

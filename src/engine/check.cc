@@ -62,9 +62,13 @@ std::vector<std::string> check_connectivity(const Settings& settings, const Chec
                                spec->parent));
         continue;
       }
-      std::string path = tenant_path(spec->list_path.empty() ? spec->export_path : spec->list_path, t.id);
-      if (spec->list_path.empty()) path += "?includeRecentChanges=false";
-      else if (spec->response == ResponseShape::paged) path += "?page=1&pageSize=1";
+      // The endpoint the job reads, asked as the job asks it (an export-mode job's export: some
+      // list endpoints refuse a request without filters the job never needs).
+      const bool exports = spec->mode == SyncMode::export_feed && !spec->export_path.empty();
+      std::string path = tenant_path(exports ? spec->export_path : spec->list_path, t.id);
+      if (exports) path += "?includeRecentChanges=false";
+      else if (spec->response == ResponseShape::paged) path += "?" + spec->list_query_prefix() + "page=1&pageSize=1";
+      else if (!spec->list_query_prefix().empty()) path += "?" + spec->list_query_prefix().substr(0, spec->list_query_prefix().size() - 1);
       try {
         client.get(path, fmt::format("job {} tenant {} probe", spec->name, t.id));
         ++tenant_permitted;

@@ -92,7 +92,7 @@ Ticks JobRun::walk_windows(JobStorage& store, JobState& state, std::int64_t run_
   Ticks width = hi - cur;
   while (cur < hi) {
     const Ticks w_hi = (width >= hi - cur) ? hi : cur + width;
-    std::string window = path + "?" + (spec_.inactive_filter.empty() ? "" : spec_.inactive_filter + "&");
+    std::string window = path + "?" + spec_.list_query_prefix();
     if (!unbounded) window += lo_name + "=" + url_encode(format_timestamp(cur, 7)) + "&";
     window += hi_name + "=" + url_encode(format_timestamp(w_hi, 7));
     const std::string where =

@@ -25,8 +25,7 @@ std::int64_t JobRun::read_listing(JobStorage& store, JobState& state, std::int64
     const size_t pos = path.find("{parent}");
     path.replace(pos, 8, url_encode(*parent));
   }
-  std::string filters;
-  if (!spec_.inactive_filter.empty()) filters += spec_.inactive_filter + "&";
+  std::string filters = spec_.list_query_prefix();
   if (!spec_.list_sort.empty()) filters += "sort=" + url_encode(spec_.list_sort) + "&";
   std::int64_t position = 0;
   std::optional<std::int64_t> total;
@@ -75,12 +74,15 @@ std::vector<std::string> JobRun::confirm_gone(JobStorage& store, JobState& state
   const std::string path = tenant_path(spec_.list_path, session_.tenant().id);
   std::unordered_set<std::string> present;
   for (size_t i = 0; i < candidates.size(); i += 50) {
+    // ids=1%2C2, or ids=1&ids=2 where the contract types ids as an array (then a comma list is
+    // refused with a 400).
+    const bool repeated = spec_.ids_repeated;
     std::string ids;
-    for (size_t j = i; j < std::min(candidates.size(), i + 50); ++j) ids += (j > i ? "," : "") + candidates[j];
+    for (size_t j = i; j < std::min(candidates.size(), i + 50); ++j)
+      ids += (repeated || j == i ? "ids=" : "%2C") + url_encode(candidates[j]) + (repeated ? "&" : "");
+    if (!repeated) ids += "&";
     const std::string where = what(fmt::format("deleted-row check {}", i / 50 + 1));
-    fetch_and_parse(path + "?" + (spec_.inactive_filter.empty() ? "" : spec_.inactive_filter + "&") +
-                        "ids=" + url_encode(ids) + "&page=1&pageSize=50",
-                    where, page_);
+    fetch_and_parse(path + "?" + spec_.list_query_prefix() + ids + "page=1&pageSize=50", where, page_);
     present.insert(page_.ids.begin(), page_.ids.end());
     commit(store, state, run_id, where);  // they are current versions: store them
   }

@@ -1,6 +1,7 @@
 // The resources: list, export and per-parent endpoints with their filters, paging and export tokens.
 #include "sandbox/server.h"
 #include "sandbox/server_internal.h"
+#include "sandbox/contract.h"
 
 #include <httplib.h>
 #include <fmt/format.h>
@@ -47,6 +48,12 @@ void Server::handle_resource(const httplib::Request& req, httplib::Response& res
     send_problem(res, 403, "Forbidden", "", "The application is not authorized to access this resource.");
     return;
   }
+  // The published contract: what the real API refuses with a 400, so does the sandbox.
+  if (const ContractOperation* op = Contract::builtin().find(req.method, std::string_view(req.path).substr(1)))
+    if (const std::optional<ContractViolation> v = Contract::check(*op, req.params)) {
+      send_problem(res, 400, "One or more validation errors occurred.", v->field, v->message);
+      return;
+    }
   std::optional<FaultKind> data_fault;
   if (inject_fault(res, data_fault)) return;
   auto param = [&](const char* name) -> std::optional<std::string> {
@@ -144,7 +151,11 @@ void Server::handle_resource(const httplib::Request& req, httplib::Response& res
         }
       }
     }
-    if (auto v = param("ids"); v && !v->empty() && cat.ids) {
+    // ids: one comma list, or (where the contract types it as an array) the parameter repeated.
+    std::optional<std::string> all_ids;
+    for (size_t i = 0; i < req.get_param_value_count("ids"); ++i)
+      all_ids = (all_ids ? *all_ids + "," : std::string()) + req.get_param_value("ids", i);
+    if (auto v = all_ids; v && !v->empty() && cat.ids) {
       size_t start = 0;
       const FieldDef* id_field = cat.field("id");
       while (start <= v->size()) {
