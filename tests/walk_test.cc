@@ -307,3 +307,21 @@ TEST_CASE("a run that meets a defect releases the job's lock and lets the except
   CHECK_THROWS_AS(w.run(), std::out_of_range);  // the scheduler fails that job and goes on
   CHECK_FALSE(w.store.data().locked);
 }
+
+TEST_CASE("a parent the API no longer knows answers 404 and its rows are marked deleted while the walk goes on",
+          "[walk][parents]") {
+  const JobSpec spec = thing_notes();
+  Walk w(spec, [](const std::string& path, const FakeApi::Query&) {
+    if (path.find("things/12/") != std::string::npos) return FakeApi::status(404, R"({"title":"Thing not found"})");
+    const std::string parent = path.substr(path.find("things/") + 7, 2);
+    return FakeApi::ok(FakeApi::page({record_json(std::stoll(parent) * 100, at_second(1))}, false,
+                                     R"("page":1,"pageSize":5000,"totalCount":1)"));
+  });
+  w.store.data().parents = {ParentRow{"11", 1000}, ParentRow{"12", 2000}, ParentRow{"13", 3000}};
+  w.store.data().rows["1200"] = FakeStore::Row{at_second(1), "{}", "12", false};  // stored under parent 12
+  const JobResult r = w.run();
+  REQUIRE(r.outcome == JobOutcome::succeeded);
+  CHECK(r.deleted == 1);
+  CHECK(w.store.live_keys() == std::vector<std::string>{"1100", "1300"});
+  CHECK(w.store.data().state.list_cursor == std::optional<Ticks>(3000 * kTicksPerMicro));
+}

@@ -41,8 +41,13 @@ std::int64_t JobRun::read_listing(JobStorage& store, JobState& state, std::int64
     try {
       fetch_and_parse(query, where, page_);
     } catch (const Error& e) {
-      // A parent without the one object this endpoint serves (a job never booked): none.
-      if (!(spec_.response == ResponseShape::object && parent && e.http_status() == 404)) throw;
+      // 404 for a parent: the API no longer knows it ("Customer not found": deleted at the
+      // source), or it never had the one object this endpoint serves (a job never booked).
+      // Either way nothing is under it now: its rows are marked deleted by the sweep, and the
+      // walk goes on to the next parent instead of failing on this one every run.
+      if (!(parent && e.http_status() == 404)) throw;
+      if (spec_.response != ResponseShape::object)
+        log::info("{}: the API does not know parent {} (404); its rows here are marked deleted", where, *parent);
       page_.clear();
     }
     if (page_.total_count) total = page_.total_count;
