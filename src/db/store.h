@@ -133,6 +133,10 @@ class JobStore final : public JobStorage {
   JobTableSql sql_;  // the statements of the job's tables
   AdvisoryLock lock_;  // the job's session lock (not taken by a helper)
   bool listing_ = false, listing_lost_ = false;
+  /// Keys in the seen table at most (-1: it may not exist, or holds an unknown number).
+  std::int64_t seen_rows_ = -1;
+  /// Empties the seen table (it exists): DELETE while it is small, else TRUNCATE.
+  void clear_seen();
   // Pages of keys the table does not hold yet (a first load) are copied straight into it: the
   // rows are written once, not staged and then inserted. Tried while the pages before were all
   // new; a page that met a stored key, or whose direct copy collided with a row written
