@@ -325,3 +325,26 @@ TEST_CASE("a parent the API no longer knows answers 404 and its rows are marked 
   CHECK(w.store.live_keys() == std::vector<std::string>{"1100", "1300"});
   CHECK(w.store.data().state.list_cursor == std::optional<Ticks>(3000 * kTicksPerMicro));
 }
+
+TEST_CASE("a stored token the server keeps failing on is left once for the date and a server that is down fails the job",
+          "[walk][export]") {
+  for (const bool down : {false, true}) {
+    Walk w(things(), [&](const std::string&, const FakeApi::Query& q) {
+      if (down || value_of(q, "from") == "choking-token") return FakeApi::status(503, R"({"title":"Service Unavailable"})");
+      return FakeApi::ok(FakeApi::page({record_json(1, at_second(1))}, false, R"("continueFrom":"fresh-token")"));
+    });
+    w.settings.max_attempts = 3;
+    w.store.data().state.export_token = "choking-token";
+    w.store.data().state.complete_through = *parse_timestamp("2025-03-01T12:00:00Z");
+    const JobResult r = w.run();
+    if (down) {
+      CHECK(r.outcome == JobOutcome::failed);
+      CHECK(w.store.data().state.export_token == std::optional<std::string>("choking-token"));  // kept
+    } else {
+      CHECK(r.outcome == JobOutcome::succeeded);
+      CHECK(w.store.data().state.export_token == std::optional<std::string>("fresh-token"));
+    }
+    CHECK(w.requests_with("from=choking-token").size() == 3);  // every attempt the client makes
+    CHECK(w.requests_with("from=2025-03-01T11%3A55%3A00").size() == (down ? 3u : 1u));
+  }
+}

@@ -124,13 +124,20 @@ void JobRun::walk_export(JobStorage& store, JobState state, std::int64_t run_id)
           --page_no;
           continue;
         }
-        if (rejected && !date_fallback_used) {
+        // A request from the stored token that the server keeps failing (5xx after every retry):
+        // the token may be what it chokes on (the spec does not say how an expired token
+        // fails). Once per run, and only when a date is known, the feed restarts from it; a
+        // server that fails that request too is down, and the job fails as before.
+        const bool failing = from_token && page_no == 1 && e.kind() == ErrorKind::http_transient &&
+                             !date_fallback_used && date_fallback().has_value();
+        if ((rejected || failing) && !date_fallback_used) {
           // Rows re-read from there are merged idempotently: nothing is lost or duplicated.
           date_fallback_used = true;
           tokens_seen.clear();
           from = date_fallback();
           from_token = false;
-          log::warn("{}: the continueFrom token was rejected again ({}); restarting from {}", where, e.what(),
+          log::warn("{}: the continueFrom token {} ({}); restarting from {}", where,
+                    failing ? "keeps failing on the server" : "was rejected again", e.what(),
                     from ? *from + " (complete through − overlap)" : "the beginning of the feed");
           --page_no;
           continue;
