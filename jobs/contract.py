@@ -48,6 +48,16 @@ def param_entry(spec, p):
     return out
 
 
+def one_of(text):
+    """A filter combination the text requires ("Either CustomerIds, modifiedOn or modifiedOnOrAfter
+    parameter must be specified"): the names as written, and the sentence as the message."""
+    m = re.search(r"Either ([A-Za-z, ]+?) parameters? must be specified\.?", text)
+    if not m:
+        return None
+    names = [n.strip() for n in re.split(r",| or ", m.group(1)) if n.strip()]
+    return {"names": names, "message": m.group(0).rstrip(".") + "."}
+
+
 def main():
     operations = []
     for name in sorted(os.listdir(SPECS)):
@@ -62,8 +72,12 @@ def main():
                     continue
                 params = [param_entry(spec, p) for p in shared + op.get("parameters", []) if p.get("in") == "query"]
                 errors = sorted(int(code) for code in op.get("responses", {}) if code.isdigit() and int(code) >= 400)
-                operations.append({"module": name[:-5], "method": method.upper(),
-                                   "path": prefix + path, "params": params, "errors": errors})
+                entry = {"module": name[:-5], "method": method.upper(), "path": prefix + path, "params": params,
+                         "errors": errors}
+                rule = one_of(op.get("description", "") or op.get("summary", "") or "")
+                if rule:
+                    entry["one_of"] = rule
+                operations.append(entry)
     out = {
         "source": "ServiceTitan's OpenAPI 3.0.1 specs (24 modules) as archived in archdotdev/tap-service-titan "
                   "@0001e25 (spec files refreshed in commit 80da1cb, 2026-03-05), "

@@ -21,6 +21,10 @@ ROOT = os.path.dirname(HERE)
 DEFAULT_CATALOGUE = os.path.join(ROOT, "..", "shared", "servicetitan", "resources.json")
 
 HAND_WRITTEN = {"invoices", "employees"}
+# Parameters sent although not required, where the spec leaves the default unstated: tasks'
+# includeSubtasks (nullable, no default) is sent as true, so that subtasks are read whichever
+# default the server has (docs/resources.md, "Where the specs are silent").
+EXTRA_LIST_PARAMS = {"tasks": "includeSubtasks=true"}
 # Arrays of objects kept as child tables: line items and the like, which reports join on.
 CHILD_ARRAYS = {"items", "expenseItems", "splits", "appliedTo", "history"}
 # Column names stsync itself uses in every job table.
@@ -74,6 +78,16 @@ def pg_type(field):
 
 def toml_str(s):
     return json.dumps(s, ensure_ascii=False)
+
+
+def contract_one_of():
+    """The filter combinations the specs' text requires, by list path (from src/sandbox/contract.json)."""
+    with open(os.path.join(ROOT, "src", "sandbox", "contract.json")) as f:
+        ops = json.load(f)["operations"]
+    return {o["path"]: o["one_of"] for o in ops if o["method"] == "GET" and "one_of" in o}
+
+
+CONTRACT_ONE_OF = contract_one_of()
 
 
 def find_parent(res, by_list_path):
@@ -274,8 +288,22 @@ def job_file(res, by_list_path):
     # Parameters the spec requires besides paging and the windows: sent with every list request.
     fixed = [p for p in params if p.get("required") and p["name"] not in ("page", "pageSize", "includeTotal")
              and p.get("type") == "boolean" and not (inactive or "").startswith(p["name"] + "=")]
-    if fixed:
-        out.append(f"list_params = {toml_str('&'.join(p['name'] + '=false' for p in fixed))}")
+    pairs = [p["name"] + "=false" for p in fixed] + ([EXTRA_LIST_PARAMS[name]] if name in EXTRA_LIST_PARAMS else [])
+    if pairs:
+        out.append(f"list_params = {toml_str('&'.join(pairs))}")
+    # A filter the spec's text requires one of ("Either CustomerIds, modifiedOn or modifiedOnOrAfter
+    # parameter must be specified"): a listing of everything sends modifiedOnOrAfter at a floor.
+    # Paging parameters the list does not declare are not sent (the API would ignore them).
+    std = list_info.get("standard_params_present") or {}
+    if response == "paged" and std and not all(std.get(n) for n in ("page", "pageSize", "includeTotal")):
+        declared = [n for n in ("page", "pageSize", "includeTotal") if std.get(n)]
+        out.append(f"list_paging = [{', '.join(toml_str(n) for n in declared)}]")
+    if mode == "export" and any(p.get("required") and p["name"] == "ids" for p in params):
+        # Its list answers only rows asked for by id: no listing can find hard deletes.
+        out.append('reconcile_every = "0"  # the list endpoint requires ids: it cannot list everything')
+    rule = CONTRACT_ONE_OF.get(list_path)
+    if rule and "modifiedOnOrAfter" in rule["names"]:
+        out.append('list_floor = "modifiedOnOrAfter"')
     export_params = [p["name"] for p in (res.get("export") or {}).get("query_params") or []]
     if has_export and "active" in export_params:
         out.append('export_filter = "active=Any"')

@@ -78,6 +78,7 @@ class FakeStore final : public JobStorage {
   DatabaseClock database_clock() override;
   std::vector<ParentRow> changed_parents(const std::optional<Ticks>& since, const std::optional<ParentRow>& after,
                                          int limit) override;
+  std::vector<std::string> rows_of_deleted_parents() override { return {}; }  // the fake's parents are never deleted
   std::unique_ptr<JobStorage> open_helper() override;
 
   /// The live rows' keys, sorted.

@@ -506,7 +506,8 @@ TEST_CASE("the sandbox refuses what ServiceTitan's published contract refuses: r
           "[sandbox][contract]") {
   auto o = TestSandbox::default_options(10, 10);
   for (auto& t : o.data.tenants)
-    for (const char* r : {"installed_equipment_custom_fields", "journal_entries", "vendors"}) t.counts[r] = 5;
+    for (const char* r : {"installed_equipment_custom_fields", "journal_entries", "vendors", "customer_contacts"})
+      t.counts[r] = 5;
   TestSandbox s(o);
   Api api(s);
   const std::string token = api.token(kTenantA);
@@ -527,6 +528,20 @@ TEST_CASE("the sandbox refuses what ServiceTitan's published contract refuses: r
   const std::string vendors = fmt::format("/inventory/v2/tenant/{}/vendors", kTenantA);
   CHECK(api.get(vendors + "?ids=1%2C2", token)->status == 400);
   CHECK(api.get(vendors + "?ids=1&ids=2", token)->status == 200);
+  // A combination only the spec's text states: the customers' contacts need a filter.
+  const std::string contacts = fmt::format("/crm/v2/tenant/{}/customers/contacts", kTenantA);
+  auto unfiltered = api.get(contacts + "?page=1&pageSize=10", token);
+  CHECK(unfiltered->status == 400);
+  CHECK(unfiltered->body.find("Either CustomerIds, modifiedOn or modifiedOnOrAfter parameter must be specified.") !=
+        std::string::npos);
+  CHECK(unfiltered->body.find(R"("status":400)") != std::string::npos);
+  CHECK(unfiltered->body.find(R"("traceId")") != std::string::npos);
+  CHECK(api.get(contacts + "?page=1&pageSize=10&modifiedOnOrAfter=1970-01-01T00:00:00Z", token)->status == 200);
+  CHECK(api.get(contacts + "?customerids=5", token)->status == 200);  // names bind ignoring case
+  // A parameter the operation does not declare is ignored, as the real API ignores it, and noted.
+  CHECK(s.admin("undeclared-params", "", false) == "[]");
+  CHECK(api.get(journal + "?pageSize=10&modifiedSince=2025-01-01", token)->status == 200);
+  CHECK(s.admin("undeclared-params", "", false) == R"(["accounting/v2/tenant/{tenant}/journal-entries modifiedSince"])");
 }
 
 TEST_CASE("every default job's endpoints are operations of ServiceTitan's published specs", "[sandbox][contract]") {
@@ -543,4 +558,46 @@ TEST_CASE("every default job's endpoints are operations of ServiceTitan's publis
   }
   CHECK(checked > 144);
   CHECK(unknown == std::vector<std::string>{});
+}
+
+TEST_CASE("the sandbox's data joins: invoices name the tenant's customers locations and jobs and assignments its "
+          "technicians appointments and jobs",
+          "[sandbox][data]") {
+  auto o = TestSandbox::default_options(40, 5);
+  for (auto& t : o.data.tenants)
+    for (const char* r : {"customers", "locations", "jobs", "technicians", "appointments", "appointment_assignments"})
+      t.counts[r] = 12;
+  TestSandbox s(o);
+  simdjson::dom::parser parser;
+  auto ids_of = [&](const std::string& resource) {
+    std::set<std::int64_t> ids;
+    simdjson::padded_string body(s.truth(kTenantA, resource));
+    for (simdjson::dom::object row : parser.parse(body).get_array()) ids.insert(std::int64_t(row["id"]));
+    return ids;
+  };
+  const std::set<std::int64_t> customers = ids_of("customers"), locations = ids_of("locations"),
+                               jobs = ids_of("jobs"), technicians = ids_of("technicians"),
+                               appointments = ids_of("appointments");
+  REQUIRE(customers.size() == 12);
+  // Every reference names a row of the tenant (null references aside).
+  using Refs = std::vector<std::pair<std::string, const std::set<std::int64_t>*>>;  // field[/subfield] → ids
+  auto check_refs = [&](const std::string& resource, const Refs& refs) {
+    std::map<std::string, int> joined;
+    simdjson::padded_string body(s.truth(kTenantA, resource));
+    for (simdjson::dom::object row : parser.parse(body).get_array()) {
+      for (const auto& [path, into] : refs) {
+        const size_t slash = path.find('/');
+        simdjson::dom::element v = row[path.substr(0, slash)].value();
+        if (slash != std::string::npos && !v.is_null()) v = v[path.substr(slash + 1)].value();
+        if (v.is_null()) continue;
+        INFO(resource << " " << path << " " << std::int64_t(v));
+        CHECK(into->count(std::int64_t(v)) == 1);
+        ++joined[path];
+      }
+    }
+    for (const auto& [path, into] : refs) CHECK(joined[path] > 0);
+  };
+  check_refs("invoices", {{"customer/id", &customers}, {"location/id", &locations}, {"job/id", &jobs}});
+  check_refs("appointment_assignments", {{"technicianId", &technicians}, {"appointmentId", &appointments}, {"jobId", &jobs}});
+  check_refs("appointments", {{"jobId", &jobs}, {"customerId", &customers}});
 }

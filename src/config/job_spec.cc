@@ -111,6 +111,21 @@ bool parse_mode(std::string_view text, SyncMode& out) {
   return false;
 }
 
+std::string JobSpec::paging(int page, int page_size, bool include_total) const {
+  std::string out;
+  if (list_page) out += fmt::format("page={}&", page);
+  if (list_page_size) out += fmt::format("pageSize={}&", page_size);
+  if (include_total && list_include_total) out += "includeTotal=true&";
+  if (!out.empty()) out.pop_back();
+  return out;
+}
+
+std::string JobSpec::with_query(const std::string& path, std::string parts) {
+  while (!parts.empty() && parts.back() == '&') parts.pop_back();
+  if (parts.empty()) return path;
+  return path + (path.find('?') == std::string::npos ? "?" : "&") + parts;
+}
+
 std::optional<int> parse_duration(std::string_view text) {
   if (text.empty()) return std::nullopt;
   long long unit = 1;
@@ -167,10 +182,10 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
     fail(origin, fmt::format("line {}: {}", e.source().begin.line, e.description()));
   }
   check_keys(t,
-             {"name", "table", "list_path", "export_path", "mode", "inactive_filter", "list_params", "page_size",
+             {"name", "table", "list_path", "export_path", "mode", "inactive_filter", "list_params", "list_floor", "page_size",
               "overlap_seconds", "include_recent_changes", "quarantine", "raw_type", "columns", "children",
               "export_filter", "enabled", "every", "key", "key_type", "parent", "created_field", "created_params",
-              "response", "ids_param", "list_sort", "reconcile_every"},
+              "response", "ids_param", "list_sort", "reconcile_every", "list_paging"},
              origin, "the top level");
   JobSpec spec;
   auto str = [&](const char* key, bool required) {
@@ -185,6 +200,17 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
   spec.export_path = str("export_path", false);
   spec.inactive_filter = str("inactive_filter", false);
   spec.list_params = str("list_params", false);
+  spec.list_floor = str("list_floor", false);
+  if (const toml::array* paging = t["list_paging"].as_array()) {
+    spec.list_page = spec.list_page_size = spec.list_include_total = false;
+    for (const toml::node& n : *paging) {
+      const std::string name = n.value_or(std::string());
+      if (name == "page") spec.list_page = true;
+      else if (name == "pageSize") spec.list_page_size = true;
+      else if (name == "includeTotal") spec.list_include_total = true;
+      else fail(origin, fmt::format("list_paging: '{}' is not page, pageSize or includeTotal", name));
+    }
+  }
   spec.export_filter = str("export_filter", false);
   const std::string mode = str("mode", false);
   if (!mode.empty() && !parse_mode(mode, spec.mode))

@@ -44,6 +44,10 @@ struct JobSpec {
   SyncMode mode = SyncMode::export_feed;
   std::string inactive_filter;  // query pair that makes the list endpoint return inactive rows
   std::string list_params;      // fixed query pairs the list endpoint requires ("descending=false")
+  // A date filter the list endpoint requires one of (its spec's text: "Either CustomerIds,
+  // modifiedOn or modifiedOnOrAfter parameter must be specified"): requests that do not set it
+  // themselves send it at kListFloor, which every row is after.
+  std::string list_floor;
   std::string export_filter;    // query pair(s) the export endpoint needs to return every row
   bool enabled = true;          // false: runs only when named (--jobs, or enabled in the config)
   bool named = false;           // the user asked for this job by name: a 403 fails it (else: "not permitted")
@@ -74,14 +78,25 @@ struct JobSpec {
   // decomposed, indexable, operators work directly) or "json" (validated text, kept byte for
   // byte; about half the COPY cost; queries cast it: raw::jsonb).
   std::string raw_type = "jsonb";
-  /// What every list request starts its query with: the inactive filter and the fixed
-  /// parameters, each followed by '&' (empty when there are none).
-  std::string list_query_prefix() const {
+  /// What every list request starts its query with: the inactive filter, the fixed parameters
+  /// and the required floor (unless the request sets that filter itself: `with_floor` false),
+  /// each followed by '&' (empty when there are none).
+  std::string list_query_prefix(bool with_floor = true) const {
     std::string out;
     for (const std::string* part : {&inactive_filter, &list_params})
       if (!part->empty()) out += *part + "&";
+    if (with_floor && !list_floor.empty()) out += list_floor + "=" + kListFloor + "&";
     return out;
   }
+  static constexpr const char* kListFloor = "1970-01-01T00%3A00%3A00Z";
+  // The paging parameters the list endpoint declares (its spec may lack some, or all: the API
+  // ignores what it does not declare, so they are not sent).
+  bool list_page = true, list_page_size = true, list_include_total = true;
+  /// "page=…&pageSize=…&includeTotal=true", with only the declared ones ("" when none).
+  std::string paging(int page, int page_size, bool include_total = true) const;
+  /// `path` (which may hold a query already) with the query `parts` added ('&'-separated
+  /// pieces, each may end with '&'); `path` itself when there are none.
+  static std::string with_query(const std::string& path, std::string parts);
   std::vector<ColumnSpec> columns;  // typed columns besides tenant_id, id, parent_id, modified_on, active, raw, deleted_at
   std::vector<ChildSpec> children;
 };

@@ -108,10 +108,14 @@ class JobStorage {
   virtual bool reconnect() = 0;
 
   /// Per-parent jobs: the database's clock, and the parents written after `since` (all when
-  /// empty), in (synced_at, id) order after `after`, at most `limit`.
+  /// empty), in (synced_at, id) order after `after`, at most `limit`; parents marked deleted are
+  /// not visited, inactive ones are (ServiceTitan keeps serving what is under them).
   virtual DatabaseClock database_clock() = 0;
   virtual std::vector<ParentRow> changed_parents(const std::optional<Ticks>& since,
                                                  const std::optional<ParentRow>& after, int limit) = 0;
+  /// Per-parent jobs: the keys of live rows whose parent row is marked deleted (a parent the
+  /// walk no longer visits: its rows went with it at the source).
+  virtual std::vector<std::string> rows_of_deleted_parents() = 0;
 
   /// A store on a connection of its own for the same run (a second commit lane): it commits
   /// pages but holds no lock, and checks at each page that this store's run still holds it.

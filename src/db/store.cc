@@ -505,6 +505,18 @@ void JobStore::clear_seen() {
   seen_rows_ = 0;
 }
 
+std::vector<std::string> JobStore::rows_of_deleted_parents() {
+  const std::string parents = sql_.schema + "." + db_.quote_ident(spec_.parent_table);
+  PgResult r = db_.exec(fmt::format("SELECT t.id::text FROM {} t WHERE t.tenant_id = $1 AND t.deleted_at IS NULL AND "
+                                    "EXISTS (SELECT 1 FROM {} p WHERE p.tenant_id = t.tenant_id AND p.id = t.parent_id "
+                                    "AND p.deleted_at IS NOT NULL) ORDER BY t.id",
+                                    sql_.table, parents),
+                        {std::to_string(tenant_)});
+  std::vector<std::string> out;
+  for (int i = 0; i < r.rows(); ++i) out.push_back(r.get(i, 0));
+  return out;
+}
+
 std::vector<std::string> JobStore::unseen_rows(const std::optional<std::string>& parent) {
   // An anti-join over the tenant's live rows: the cost of a sweep, which runs every
   // reconcile_every (or per parent, over that parent's rows), never per page.

@@ -86,6 +86,7 @@ class JobStore final : public JobStorage {
   DatabaseClock database_clock() override;
   std::vector<ParentRow> changed_parents(const std::optional<Ticks>& since, const std::optional<ParentRow>& after,
                                          int limit) override;
+  std::vector<std::string> rows_of_deleted_parents() override;
   /// A JobStore on a new connection (the same parameters) that commits pages of this run
   /// without holding the lock.
   std::unique_ptr<JobStorage> open_helper() override;

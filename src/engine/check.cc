@@ -67,8 +67,9 @@ std::vector<std::string> check_connectivity(const Settings& settings, const Chec
       const bool exports = spec->mode == SyncMode::export_feed && !spec->export_path.empty();
       std::string path = tenant_path(exports ? spec->export_path : spec->list_path, t.id);
       if (exports) path += "?includeRecentChanges=false";
-      else if (spec->response == ResponseShape::paged) path += "?" + spec->list_query_prefix() + "page=1&pageSize=1";
-      else if (!spec->list_query_prefix().empty()) path += "?" + spec->list_query_prefix().substr(0, spec->list_query_prefix().size() - 1);
+      else
+        path = JobSpec::with_query(path, spec->list_query_prefix() +
+                                             (spec->response == ResponseShape::paged ? spec->paging(1, 1, false) : ""));
       try {
         client.get(path, fmt::format("job {} tenant {} probe", spec->name, t.id));
         ++tenant_permitted;

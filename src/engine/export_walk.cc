@@ -19,7 +19,7 @@ constexpr size_t kOverlapParseBytes = 6 << 20;
 
 }  // namespace
 
-void JobRun::walk_export(JobStorage& store, JobState state, std::int64_t run_id) {
+void JobRun::walk_export(JobStorage& store, JobState& state, std::int64_t run_id) {
   const std::int64_t tenant = session_.tenant().id;
   const std::string base = tenant_path(spec_.export_path, tenant);
   // A date restarts the feed at complete_through − overlap: everything changed before
@@ -186,6 +186,10 @@ void JobRun::walk_export(JobStorage& store, JobState state, std::int64_t run_id)
         const Ticks through = std::min(*state.watermark, server_now_.value_or(now_ticks()));
         if (!state.complete_through || through > *state.complete_through) state.complete_through = through;
       }
+      // The first walk to the feed's end (from its beginning, or a job from before export jobs
+      // were swept): the first sweep for hard deletes is due a reconcile period after it.
+      if (!page.has_more && !state.reconciled_at)
+        state.reconciled_at = server_now_.value_or(now_ticks());
       const bool large = last_body_bytes_ > kOverlapParseBytes;
       const bool two_lanes = !large && settings_.page_connections >= 2 && (page_no > 1 || has_more);
       if (!two_lanes) {

@@ -113,7 +113,14 @@ JobResult JobRun::run() {
       throw Error(ErrorKind::config, what("") + "has no list endpoint: it can only be read by its export");
     switch (mode_) {
       case SyncMode::export_feed:
-        walk_export(store, std::move(state), run_id);
+        walk_export(store, state, run_id);
+        // The feed sees changes, not hard deletes: every reconcile_every, a complete listing of
+        // the list endpoint (the same rows, merged through the guard) finds what it no longer has.
+        // reconcile_every = 0 (a list that cannot list everything, e.g. one that requires ids):
+        // never, not even with --reconcile.
+        if (!spec_.list_path.empty() && spec_.reconcile_every_seconds > 0 &&
+            reconcile_due(state, server_now_.value_or(now_ticks())))
+          sweep(store, state, run_id, std::nullopt);
         break;
       case SyncMode::list_windows:
       case SyncMode::created_windows:

@@ -22,7 +22,7 @@ struct RunOptions {
   std::optional<std::int64_t> tenant;   // empty: every configured tenant
   bool full_refresh = false;            // ignore saved watermarks (rows are upserted, never dropped)
   std::optional<SyncMode> mode;         // override every selected job's mode for this run
-  bool reconcile = false;               // sweep list jobs for hard deletes now, due or not
+  bool reconcile = false;               // sweep for hard deletes now, due or not (jobs with a list endpoint)
   bool due = false;                     // only jobs whose cadence (`every`) has passed since their last success
   double max_run_seconds = 0;           // a job stops after the page in flight past this (0: no limit)
   /// Called after each committed page (from the job's thread): tenant, job, pages, rows so far.
@@ -54,7 +54,8 @@ class JobRun {
   JobResult run();
 
  private:
-  void walk_export(JobStorage& store, JobState state, std::int64_t run_id);
+  /// The export feed; `state` is left as the last page committed it.
+  void walk_export(JobStorage& store, JobState& state, std::int64_t run_id);
   /// List walks by windows: createdOn then modifiedOn (list mode), or the creation field only
   /// (created mode, append-only records).
   void walk_list(JobStorage& store, JobState& state, std::int64_t run_id);

@@ -92,13 +92,13 @@ Ticks JobRun::walk_windows(JobStorage& store, JobState& state, std::int64_t run_
   Ticks width = hi - cur;
   while (cur < hi) {
     const Ticks w_hi = (width >= hi - cur) ? hi : cur + width;
-    std::string window = path + "?" + spec_.list_query_prefix();
+    std::string window = path + "?" + spec_.list_query_prefix(unbounded || lo_name != spec_.list_floor);
     if (!unbounded) window += lo_name + "=" + url_encode(format_timestamp(cur, 7)) + "&";
     window += hi_name + "=" + url_encode(format_timestamp(w_hi, 7));
     const std::string where =
         what(fmt::format("list window {} [{}, {})", field, unbounded ? "-" : format_timestamp(cur, 7),
                          format_timestamp(w_hi, 7)));
-    HttpResponse r = client_.get(window + fmt::format("&page=1&pageSize={}&includeTotal=true", spec_.page_size), where);
+    HttpResponse r = client_.get(JobSpec::with_query(window, spec_.paging(1, spec_.page_size)), where);
     note_server_time(r);
     if (!r.date && !server_now_) log::warn("{}: the response has no Date header; using the local clock", where);
     // (A Date header is whole seconds: the server's clock may be up to a second past it.)
@@ -151,9 +151,7 @@ void JobRun::walk_offset_pages(JobStorage& store, JobState& state, std::int64_t 
     int max_pages = 0;
     for (int page_no = 1;; ++page_no) {
       const std::string where = what(fmt::format("list window page {} (pass {})", page_no, pass));
-      HttpResponse r = client_.get(window + fmt::format("&page={}&pageSize={}&includeTotal=true",
-                                                        page_no, spec_.page_size),
-                                   where);
+      HttpResponse r = client_.get(JobSpec::with_query(window, spec_.paging(page_no, spec_.page_size)), where);
       note_server_time(r);
       parse_body(r.body, where, page_);
       check_window(field, lo, hi, where);

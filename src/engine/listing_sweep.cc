@@ -34,7 +34,7 @@ std::int64_t JobRun::read_listing(JobStorage& store, JobState& state, std::int64
     const std::string where = what(fmt::format("{}listing page {}", scope, page_no));
     std::string query = path;
     if (spec_.response == ResponseShape::paged)
-      query += "?" + filters + fmt::format("page={}&pageSize={}&includeTotal=true", page_no, spec_.page_size);
+      query = JobSpec::with_query(query, filters + spec_.paging(page_no, spec_.page_size));
     else if (!filters.empty())
       query += "?" + filters.substr(0, filters.size() - 1);
     parser_.set_listing(parent.value_or(""), position);
@@ -87,7 +87,7 @@ std::vector<std::string> JobRun::confirm_gone(JobStorage& store, JobState& state
       ids += (repeated || j == i ? "ids=" : "%2C") + url_encode(candidates[j]) + (repeated ? "&" : "");
     if (!repeated) ids += "&";
     const std::string where = what(fmt::format("deleted-row check {}", i / 50 + 1));
-    fetch_and_parse(path + "?" + spec_.list_query_prefix() + ids + "page=1&pageSize=50", where, page_);
+    fetch_and_parse(JobSpec::with_query(path, spec_.list_query_prefix() + ids + spec_.paging(1, 50, false)), where, page_);
     present.insert(page_.ids.begin(), page_.ids.end());
     commit(store, state, run_id, where);  // they are current versions: store them
   }
@@ -169,8 +169,18 @@ void JobRun::walk_parents(JobStorage& store, JobState& state, std::int64_t run_i
       after = parent;
     }
   }
-  if (all) state.reconciled_at = db_now;
-  if (all || parents > 0) store.mark_deleted({}, &state, run_id);  // the state, with nothing to mark
+  // A parent marked deleted (by its own job's sweep) is no longer visited: the rows under it
+  // went with it at the source. Checked on the walks over every parent, as deletes are.
+  std::vector<std::string> orphans;
+  if (all) {
+    state.reconciled_at = db_now;
+    orphans = store.rows_of_deleted_parents();
+  }
+  if (all || parents > 0) {
+    const std::int64_t marked = store.mark_deleted(orphans, &state, run_id);  // and the state
+    if (marked > 0) log::info("{}: {} row(s) under parents marked deleted: deleted_at set", what(""), marked);
+    result_.deleted += marked;
+  }
   log::info("{}: {} parent(s) read", what(""), parents);
 }
 

@@ -24,7 +24,7 @@ void Server::handle_admin(const httplib::Request& req, httplib::Response& res) {
     if (applied < 0) return send_problem(res, 404, "Unknown tenant or resource");
     res.set_content(fmt::format(R"({{"applied":{}}})", applied), kJson);
   } else if (what == "deletes" && tenant && req.method == "POST") {
-    // Hard deletes (or, with restore=1, their undoing) in a list-only resource.
+    // Hard deletes (or, with restore=1, their undoing): gone from listings and export feeds.
     auto n = parse_int(param("n"));
     auto keys = dataset_.delete_rows(*tenant, resource, n ? static_cast<int>(*n) : 1, param("restore") == "1");
     std::string out = "{\"keys\":[";
@@ -118,6 +118,7 @@ void Server::handle_admin(const httplib::Request& req, httplib::Response& res) {
     std::lock_guard lock(mutex_);
     tokens_.clear();
     stats_.clear();
+    undeclared_params_.clear();
     queued_faults_.clear();
     options_.faults.rate = 0;
     faults_injected_ = 0;
@@ -130,6 +131,15 @@ void Server::handle_admin(const httplib::Request& req, httplib::Response& res) {
     std::lock_guard lock(mutex_);
     ++export_token_epoch_;
     res.set_content(R"({"status":"ok"})", kJson);
+  } else if (what == "undeclared-params") {
+    // Parameters requests carried that the operation's contract does not declare (ignored).
+    std::lock_guard lock(mutex_);
+    std::string body = "[";
+    for (const std::string& n : undeclared_params_) {
+      if (body.size() > 1) body += ',';
+      append_json_string(body, n);
+    }
+    res.set_content(body + "]", kJson);
   } else if (what == "stats") {
     std::lock_guard lock(mutex_);
     std::string body = fmt::format(R"({{"faults_injected":{},"tenants":{{)", faults_injected_);

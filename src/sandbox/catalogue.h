@@ -44,7 +44,6 @@ struct CatalogueResource {
   const FieldDef* field(std::string_view name) const;
   bool has_field(std::string_view name) const { return field(name) != nullptr; }
   /// Rows are hard-deleted (they vanish) rather than deactivated: list-only resources.
-  bool hard_deletes() const { return export_path.empty(); }
 };
 
 /// Every catalogued resource, parsed once from the compiled-in JSON.

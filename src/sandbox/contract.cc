@@ -25,6 +25,12 @@ std::vector<std::string_view> segments(std::string_view path) {
   return out;
 }
 
+bool same_name(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
 bool is_integer(std::string_view v) {
   if (v.empty() || v.size() > 20) return false;
   size_t i = v[0] == '-' ? 1 : 0;
@@ -87,6 +93,10 @@ Contract::Contract(std::string_view json) {
         for (std::string_view e : a) c.enums.emplace_back(e);
       o.params.push_back(std::move(c));
     }
+    if (simdjson::dom::object rule; op["one_of"].get(rule) == simdjson::SUCCESS) {
+      for (std::string_view n : rule["names"].get_array()) o.one_of.emplace_back(n);
+      o.one_of_message = std::string(std::string_view(rule["message"]));
+    }
     operations_.push_back(std::move(o));
   }
 }
@@ -133,7 +143,24 @@ std::optional<ContractViolation> Contract::check(const ContractOperation& op,
         return ContractViolation{p.name, fmt::format("The field {} must be between 1 and {}.", p.name, *p.maximum)};
     }
   }
+  if (!op.one_of.empty()) {
+    const bool given = std::any_of(query.begin(), query.end(), [&](const auto& q) {
+      return std::any_of(op.one_of.begin(), op.one_of.end(), [&](const std::string& n) { return same_name(n, q.first); });
+    });
+    if (!given) return ContractViolation{op.one_of.front(), op.one_of_message};
+  }
   return std::nullopt;
+}
+
+std::vector<std::string> Contract::undeclared(const ContractOperation& op,
+                                              const std::multimap<std::string, std::string>& query) {
+  std::vector<std::string> out;
+  for (auto it = query.begin(); it != query.end(); it = query.upper_bound(it->first)) {
+    const bool declared = std::any_of(op.params.begin(), op.params.end(),
+                                      [&](const ContractParam& p) { return same_name(p.name, it->first); });
+    if (!declared) out.push_back(it->first);
+  }
+  return out;
 }
 
 }  // namespace stsync::sandbox

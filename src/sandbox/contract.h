@@ -22,6 +22,10 @@ struct ContractParam {
 struct ContractOperation {
   std::string method, path;  // "GET", "crm/v2/tenant/{tenant}/customers"
   std::vector<ContractParam> params;
+  // A filter combination the operation's text requires ("Either CustomerIds, modifiedOn or
+  // modifiedOnOrAfter parameter must be specified"): at least one of the names, any case.
+  std::vector<std::string> one_of;
+  std::string one_of_message;
 };
 
 /// A broken rule: the parameter it names and the API's message.
@@ -40,6 +44,10 @@ class Contract {
   /// not in its enum, or above its maximum. `values(name)` gives every value sent for a name.
   static std::optional<ContractViolation> check(
       const ContractOperation& op, const std::multimap<std::string, std::string>& query);
+  /// The query's parameter names the operation does not declare (compared as ASP.NET binds them:
+  /// ignoring case). The real API ignores them, so a misspelt filter silently filters nothing.
+  static std::vector<std::string> undeclared(const ContractOperation& op,
+                                             const std::multimap<std::string, std::string>& query);
   size_t size() const { return operations_.size(); }
 
  private:

@@ -59,8 +59,12 @@ void Dataset::reset() {
   build_locked();
 }
 
+std::int64_t initial_row_id(int i) { return (i % 40 == 39) ? kBigIdBase + 2LL * i : 1000 + 3LL * i; }
+
 void Dataset::build_locked() {
   tables_.clear();
+  tenant_counts_.clear();
+  for (const TenantSetup& tenant : options_.tenants) tenant_counts_[tenant.id] = tenant.counts;
   // Per-parent resources last: their rows are spread over their parents' rows.
   for (int per_parent = 0; per_parent < 2; ++per_parent)
     for (const TenantSetup& tenant : options_.tenants)
@@ -103,7 +107,8 @@ void Dataset::build_table_locked(const TenantSetup& tenant, const std::string& r
   for (int i = 0; i < count; ++i) {
     RecordMeta m;
     m.tenant = tenant.id;
-    m.id = (i % 40 == 39) ? kBigIdBase + 2LL * i : 1000 + 3LL * i;
+    m.id = initial_row_id(i);
+    m.tenant_counts = &tenant_counts_[tenant.id];
     if (parents != nullptr) m.parent = parents->rows[static_cast<size_t>(i) % parents->rows.size()].meta.id;
     m.fraction_digits = i % 8;
     const Ticks step = span / std::max(count, 1);
@@ -366,6 +371,7 @@ int Dataset::apply_changes(std::int64_t tenant, const std::string& resource, int
         !(t->def->cat != nullptr && t->def->generate == nullptr && t->def->cat->response == "object")) {
       RecordMeta m;
       m.tenant = tenant;
+      m.tenant_counts = &tenant_counts_[tenant];
       m.id = t->next_id;
       t->next_id += 3;
       m.created = truncate_to_digits(now, digits);
@@ -411,9 +417,17 @@ std::optional<std::string> Dataset::truth(std::int64_t tenant, const std::string
     if (!has_tenant(tenant) || find_resource(resource) == nullptr) return std::nullopt;
     return std::string("[]");
   }
+  // Rows under a deleted parent went with it: the API answers 404 for that parent's listing.
+  const Table* parents = t->def->cat != nullptr && !t->def->cat->parent.empty()
+                             ? table_locked(tenant, t->def->cat->parent) : nullptr;
+  auto parent_deleted = [&](const RecordMeta& m) {
+    if (parents == nullptr) return false;
+    const auto it = parents->by_id.find(m.parent);
+    return it != parents->by_id.end() && parents->rows[it->second].deleted;
+  };
   std::vector<const Row*> rows;
   for (const Row& r : t->rows)
-    if (!r.deleted) rows.push_back(&r);
+    if (!r.deleted && !parent_deleted(r.meta)) rows.push_back(&r);
   std::sort(rows.begin(), rows.end(), [](auto a, auto b) { return a->meta.id < b->meta.id; });
   std::string out = "[";
   for (size_t i = 0; i < rows.size(); ++i) {
@@ -452,7 +466,7 @@ std::vector<std::string> Dataset::delete_rows(std::int64_t tenant, const std::st
   std::lock_guard lock(mutex_);
   std::vector<std::string> keys;
   Table* t = table_locked(tenant, resource);
-  if (t == nullptr || t->def->cat == nullptr || !t->def->cat->hard_deletes()) return keys;
+  if (t == nullptr || t->def->cat == nullptr) return keys;
   const Ticks now = now_locked();
   for (size_t i = 0; i < t->rows.size() && static_cast<int>(keys.size()) < n; i += 3) {
     Row& row = t->rows[i];

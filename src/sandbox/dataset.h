@@ -41,7 +41,13 @@ struct RecordMeta {
   // How the record's timestamps are written: 'Z' (UTC, the API's own form), an offset
   // ("+02:00", the same instant), or no zone at all (meant as UTC).
   enum class TimeStyle : std::uint8_t { utc, offset, zoneless } time_style = TimeStyle::utc;
+  // The tenant's initial row counts by resource, so that a record's references (customerId,
+  // job.id, …) name rows the tenant has: the data joins as a real tenant's does.
+  const std::map<std::string, int>* tenant_counts = nullptr;
 };
+
+/// The id of a resource's i-th initial row (every 40th past 2^53, as real tenants have).
+std::int64_t initial_row_id(int i);
 
 /// A timestamp as the record's style writes it.
 std::string styled_timestamp(Ticks t, int fraction_digits, RecordMeta::TimeStyle style);
@@ -188,6 +194,7 @@ class Dataset {
   DatasetOptions options_;
   mutable std::mutex mutex_;
   std::map<std::pair<std::int64_t, std::string>, Table> tables_;
+  std::map<std::int64_t, std::map<std::string, int>> tenant_counts_;  // what RecordMeta::tenant_counts points to
   Ticks clock_offset_ = 0;
   Ticks real_start_ = 0;
   mutable std::uint64_t list_calls_ = 0;  // seeds the unstable order of each list call

@@ -107,6 +107,33 @@ void modified_on(JsonObject& o, const RecordMeta& m) {
   }
 }
 
+// The resource a reference names: "customer" (customerId, customer.id) → customers,
+// "businessUnit" → business_units, "technician" → technicians; empty when the tenant has none.
+const ResourceDef* referenced_resource(std::string_view stem) {
+  std::string snake;
+  for (char c : stem) {
+    if (std::isupper(static_cast<unsigned char>(c))) {
+      snake += '_';
+      snake += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    } else {
+      snake += c;
+    }
+  }
+  if (const ResourceDef* d = find_resource(snake + "s")) return d;
+  return find_resource(snake + "es");
+}
+
+// An id of one of the tenant's initial rows of the resource `stem` names, so that the sandbox's
+// data joins (invoices to customers, assignments to technicians) as a real tenant's does.
+std::optional<std::int64_t> reference_id(const RecordMeta& m, std::string_view stem, Rng& rng) {
+  if (m.tenant_counts == nullptr) return std::nullopt;
+  const ResourceDef* d = referenced_resource(stem);
+  if (d == nullptr) return std::nullopt;
+  const auto it = m.tenant_counts->find(d->name);
+  if (it == m.tenant_counts->end() || it->second <= 0) return std::nullopt;
+  return initial_row_id(static_cast<int>(rng.below(static_cast<std::uint64_t>(it->second))));
+}
+
 std::string generate_invoice(const RecordMeta& m, std::uint64_t seed) {
   Rng rng(mix_seed(seed, mix_seed(static_cast<std::uint64_t>(m.id), m.version * 7919ULL + 1)));
   std::string out;
@@ -136,10 +163,12 @@ std::string generate_invoice(const RecordMeta& m, std::uint64_t seed) {
     o.str("total", money(total_cents)).str("balance", money(rng.chance(0.5) ? 0 : total_cents));
     o.str("discountTotal", money(-static_cast<std::int64_t>(rng.below(1000))));
     id_name(o, "invoiceType", 1 + static_cast<std::int64_t>(rng.below(3)), "Standard");
-    id_name(o, "customer", 5000 + static_cast<std::int64_t>(rng.below(900)),
+    const std::int64_t customer_fallback = 5000 + static_cast<std::int64_t>(rng.below(900));
+    id_name(o, "customer", reference_id(m, "customer", rng).value_or(customer_fallback),
             fmt::format("{} {}", kFirstNames[rng.below(10)], kLastNames[rng.below(8)]));
     address(o, "customerAddress", rng);
-    id_name(o, "location", 7000 + static_cast<std::int64_t>(rng.below(900)), "Main house");
+    const std::int64_t location_fallback = 7000 + static_cast<std::int64_t>(rng.below(900));
+    id_name(o, "location", reference_id(m, "location", rng).value_or(location_fallback), "Main house");
     address(o, "locationAddress", rng);
     id_name(o, "businessUnit", 319, "Plumbing - Service");
     o.str("termName", "Due Upon Receipt").str("createdBy", "admin");
@@ -159,7 +188,8 @@ std::string generate_invoice(const RecordMeta& m, std::uint64_t seed) {
     } else {
       o.key("job");
       JsonObject j(o.out());
-      j.num("id", 20000 + static_cast<std::int64_t>(rng.below(10000)))
+      const std::int64_t job_fallback = 20000 + static_cast<std::int64_t>(rng.below(10000));
+      j.num("id", reference_id(m, "job", rng).value_or(job_fallback))
           .str("number", std::to_string(rng.below(99999)))
           .str("type", "Service");
     }
@@ -303,6 +333,7 @@ std::string guid_for(std::int64_t id, std::uint64_t salt) {
 
 bool is_integer_type(const FieldDef& f) { return f.type == "integer"; }
 
+
 // Values for one field, by its declared type: the hard cases real tenants produce (ids past
 // 2^53, 20-digit decimals, Unicode and control characters, nulls, 0–7 fractional digits).
 void generic_value(std::string& out, const FieldDef& f, Rng& rng, int depth, std::string_view resource,
@@ -413,9 +444,15 @@ std::string generate_generic(const ResourceDef& def, const RecordMeta& m, std::u
       // A key field is never null and never changes: it is the record's identity (derived from
       // the row's id alone, not its version).
       const bool in_key = std::find(cat.key.begin(), cat.key.end(), f.name) != cat.key.end();
+      const bool reference = is_integer_type(f) && f.name.size() > 2 && f.name.ends_with("Id");
       if (in_key) {
         Rng stable(mix_seed(seed ^ salt, static_cast<std::uint64_t>(m.id) * 31 + f.name.size()));
         generic_value(out, f, stable, 0, def.name, false);
+      } else if (const std::optional<std::int64_t> ref =
+                     reference ? reference_id(m, std::string_view(f.name).substr(0, f.name.size() - 2), rng)
+                               : std::nullopt;
+                 ref && !(f.nullable && rng.chance(0.12))) {
+        out += std::to_string(*ref);  // a row of the tenant's: customerId, technicianId, jobId, …
       } else {
         generic_value(out, f, rng, 0, def.name);
       }

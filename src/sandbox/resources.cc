@@ -49,11 +49,18 @@ void Server::handle_resource(const httplib::Request& req, httplib::Response& res
     return;
   }
   // The published contract: what the real API refuses with a 400, so does the sandbox.
-  if (const ContractOperation* op = Contract::builtin().find(req.method, std::string_view(req.path).substr(1)))
+  if (const ContractOperation* op = Contract::builtin().find(req.method, std::string_view(req.path).substr(1))) {
     if (const std::optional<ContractViolation> v = Contract::check(*op, req.params)) {
       send_problem(res, 400, "One or more validation errors occurred.", v->field, v->message);
       return;
     }
+    // Ignored, as the real API ignores them; noted for the conformance tests (a filter the
+    // client misspells would filter nothing there).
+    if (std::vector<std::string> names = Contract::undeclared(*op, req.params); !names.empty()) {
+      std::lock_guard lock(mutex_);
+      for (const std::string& n : names) undeclared_params_.insert(op->path + " " + n);
+    }
+  }
   std::optional<FaultKind> data_fault;
   if (inject_fault(res, data_fault)) return;
   auto param = [&](const char* name) -> std::optional<std::string> {

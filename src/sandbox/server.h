@@ -76,6 +76,7 @@ class Server {
   Dataset& dataset() { return dataset_; }
 
  private:
+  std::set<std::string> undeclared_params_;  // "path name": parameters sent that the contract lacks
   struct TenantStats {
     std::int64_t requests = 0, throttled = 0, token_requests = 0, records_served = 0;
     std::int64_t slow_bodies_started = 0, slow_bodies_finished = 0;  // slow_body faults: events tests wait for
