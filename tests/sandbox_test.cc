@@ -601,3 +601,91 @@ TEST_CASE("the sandbox's data joins: invoices name the tenant's customers locati
   check_refs("appointment_assignments", {{"technicianId", &technicians}, {"appointmentId", &appointments}, {"jobId", &jobs}});
   check_refs("appointments", {{"jobId", &jobs}, {"customerId", &customers}});
 }
+
+namespace {
+
+// "a=1&b=x%3Ay" → {a: 1, b: x:y}
+std::multimap<std::string, std::string> query_pairs(const std::string& query) {
+  std::multimap<std::string, std::string> out;
+  auto decode = [](const std::string& v) {
+    std::string d;
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (v[i] == '%' && i + 2 < v.size()) {
+        d += static_cast<char>(std::stoi(v.substr(i + 1, 2), nullptr, 16));
+        i += 2;
+      } else {
+        d += v[i];
+      }
+    }
+    return d;
+  };
+  for (size_t at = 0; at < query.size();) {
+    size_t end = query.find('&', at);
+    if (end == std::string::npos) end = query.size();
+    const std::string pair = query.substr(at, end - at);
+    if (!pair.empty()) {
+      const size_t eq = pair.find('=');
+      out.emplace(pair.substr(0, eq), eq == std::string::npos ? "" : decode(pair.substr(eq + 1)));
+    }
+    at = end + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("every request a default job can make names only parameters its operation declares and breaks none of "
+          "its rules",
+          "[sandbox][contract]") {
+  const sandbox::Contract& contract = sandbox::Contract::builtin();
+  const std::string date = "2025-01-01T00%3A00%3A00Z";
+  std::vector<std::string> problems;
+  int requests = 0;
+  for (const JobSpec& job : load_job_specs("")) {
+    if (!job.enabled) continue;
+    // The request forms of the walks (export_walk, list_walk, listing_sweep, check), with
+    // representative values: path → query.
+    std::vector<std::pair<std::string, std::string>> forms;
+    if (!job.export_path.empty()) {
+      std::string q = "includeRecentChanges=false&from=" + date;
+      if (!job.export_filter.empty()) q += "&" + job.export_filter;
+      forms.emplace_back(job.export_path, q);
+    }
+    if (!job.list_path.empty()) {
+      const std::string paged = job.response == ResponseShape::paged ? job.paging(2, job.page_size) : "";
+      // A complete listing (full jobs every run, the others' sweeps unless reconcile_every = 0).
+      if (job.mode == SyncMode::full_listing || job.reconcile_every_seconds > 0)
+        forms.emplace_back(job.list_path, job.list_query_prefix() + paged);
+      if (job.mode != SyncMode::export_feed)  // check's probe (of the export for export jobs)
+        forms.emplace_back(job.list_path, job.list_query_prefix() +
+                                              (job.response == ResponseShape::paged ? job.paging(1, 1, false) : ""));
+      if (job.ids_param && job.parent.empty() && job.reconcile_every_seconds > 0)
+        forms.emplace_back(job.list_path, job.list_query_prefix() + (job.ids_repeated ? "ids=1&ids=2&" : "ids=1%2C2&") +
+                                              job.paging(1, 50, false));  // a deleted-row check
+      if (job.mode == SyncMode::list_windows || job.mode == SyncMode::created_windows) {
+        forms.emplace_back(job.list_path, job.list_query_prefix() + job.created_after + "=" + date + "&" +
+                                              job.created_before + "=" + date + "&" + paged);
+        forms.emplace_back(job.list_path, job.list_query_prefix() + job.created_before + "=" + date + "&" + paged);
+      }
+      if (job.mode == SyncMode::list_windows)
+        forms.emplace_back(job.list_path, job.list_query_prefix(job.list_floor != "modifiedOnOrAfter") +
+                                              "modifiedOnOrAfter=" + date + "&modifiedBefore=" + date + "&" + paged);
+    }
+    for (const auto& [path, query] : forms) {
+      ++requests;
+      const sandbox::ContractOperation* op = contract.find("GET", path);
+      if (op == nullptr) {
+        problems.push_back(job.name + ": " + path + " is not an operation of the specs");
+        continue;
+      }
+      const auto pairs = query_pairs(query);
+      if (const auto v = sandbox::Contract::check(*op, pairs))
+        problems.push_back(fmt::format("{}: {}?{}: {} ({})", job.name, path, query, v->message, v->field));
+      for (const std::string& name : sandbox::Contract::undeclared(*op, pairs))
+        problems.push_back(fmt::format("{}: {}?{}: {} is not declared", job.name, path, query, name));
+    }
+  }
+  CHECK(requests > 400);
+  for (const std::string& p : problems) UNSCOPED_INFO(p);
+  CHECK(problems.empty());
+}
