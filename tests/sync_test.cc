@@ -6,6 +6,8 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <fmt/format.h>
+#include <future>
+#include <set>
 #include <thread>
 
 #include "page_parser.h"
@@ -34,21 +36,23 @@ std::int64_t last_run_writes(TestSchema& schema, std::int64_t tenant, const std:
                        {std::to_string(tenant), job});
 }
 
-// A run of a job driven by hand, page by page, for tenant 5.
+// A run of a job driven by hand, page by page, for tenant 5 (or another).
 struct HandRun {
-  HandRun(PgConnection& db, const std::string& schema, const JobSpec& spec) : store(db, schema, spec, 5), parser(spec) {
+  HandRun(PgConnection& db, const std::string& schema, const JobSpec& spec, std::int64_t tenant = 5)
+      : store(db, schema, spec, tenant), parser(spec), tenant(tenant) {
     REQUIRE(store.try_lock());  // as every run: the lock ties the job to one server session
     state = store.load_state();
     run = store.begin_run(SyncMode::list_windows);
   }
-  MergeCounts commit(std::string body) {
-    parser.parse(body, 5, page);
-    return store.commit_page(page, state, run);
+  MergeCounts commit(std::string body, const CommitGates* gates = nullptr) {
+    parser.parse(body, tenant, page);
+    return store.commit_page(page, &state, run, {}, gates);
   }
   JobStore store;
   PageParser parser;
   ParsedPage page;
   JobState state;
+  std::int64_t tenant;
   std::int64_t run = 0;
 };
 
@@ -230,6 +234,7 @@ TEST_CASE("a replayed page never overwrites a newer row", "[sync][store]") {
   const std::string s = db.quote_ident(schema.name());
   db.exec(fmt::format("CREATE SCHEMA {0}; CREATE TABLE {0}.things (tenant_id bigint, id bigint, amount numeric, "
                       "modified_on timestamptz, active boolean NOT NULL, raw jsonb NOT NULL, synced_at timestamptz, deleted_at timestamptz, "
+                      "change_xid xid8 DEFAULT pg_current_xact_id(), "
                       "PRIMARY KEY (tenant_id, id))", s));
   apply_migrations(db, schema.name());  // the state tables, as every run has them
   HandRun hand(db, schema.name(), spec);
@@ -503,4 +508,104 @@ TEST_CASE("a PostgreSQL that refuses connections exits 4 and names the refusal",
   ProcessResult run = run_stsync({"run"}, env);
   CHECK(run.exit_code == 4);
   CHECK(run.err.find("refused") != std::string::npos);
+}
+
+TEST_CASE("a reader following the change cursor misses no committed change while two writers commit out of order",
+          "[sync][cursor]") {
+  TestSchema schema;
+  PgConnection& db = schema.db();
+  const JobSpec spec = things_spec();
+  apply_migrations(db, schema.name());
+  ensure_job_tables(db, schema.name(), {spec});
+  const std::string s = db.quote_ident(schema.name());
+  auto things = [](std::initializer_list<int> ids, const char* modified) {
+    std::string body = "{\"data\":[";
+    for (int id : ids)
+      body += fmt::format(R"({}{{"id":{},"amount":"{}.00","modifiedOn":"{}"}})", body.size() > 9 ? "," : "", id, id,
+                          modified);
+    return body + "]}";
+  };
+  // The reader: one remembered number; each poll one REPEATABLE READ transaction that reads the
+  // changes since it and the next horizon, as the README documents.
+  PgConnection reader(database_url());
+  std::string last = "0";
+  std::multiset<std::string> seen;  // "tenant:id:deleted"
+  auto poll = [&] {
+    reader.exec("BEGIN ISOLATION LEVEL REPEATABLE READ");
+    PgResult rows = reader.exec(fmt::format("SELECT tenant_id::text || ':' || id::text || ':' || (deleted_at IS NOT NULL)::text "
+                                            "FROM {0}.changes_since(NULL::{0}.things, $1::xid8)",
+                                            s),
+                                {last});
+    std::vector<std::string> got;
+    for (int i = 0; i < rows.rows(); ++i) got.push_back(rows.get(i, 0));
+    last = reader.exec(fmt::format("SELECT {}.change_horizon()::text", s)).get(0, 0);
+    reader.exec("COMMIT");
+    seen.insert(got.begin(), got.end());
+    return got;
+  };
+  PgConnection db_a(database_url()), db_b(database_url());
+  HandRun a(db_a, schema.name(), spec, 5), b(db_b, schema.name(), spec, 6);
+  a.commit(things({1, 2}, "2025-01-01T00:00:00Z"));
+  b.commit(things({1, 2}, "2025-01-01T00:00:00Z"));
+  CHECK(poll().size() == 4);
+  CHECK(poll().empty());  // nothing new: nothing read twice
+
+  // Writer A merges (its transaction takes its id first) and stays open; writer B starts later,
+  // commits first. A cursor on "the largest id seen" would now pass A's id, and miss A's rows.
+  std::promise<void> merged, release;
+  std::shared_future<void> released = release.get_future().share();
+  CommitGates gates;
+  gates.after_merge = [&] { merged.set_value(); };
+  gates.before_state = [&] { released.wait(); };
+  std::string failure;  // an exception must not leave the thread
+  std::thread writer_a([&] {
+    try {
+      a.commit(things({2, 3}, "2025-02-01T00:00:00Z"), &gates);
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  });
+  merged.get_future().wait();
+  b.commit(things({2, 3}, "2025-02-01T00:00:00Z"));
+  const std::vector<std::string> while_a_open = poll();
+  CHECK(while_a_open.empty());  // B's transaction is newer than A's, which may still commit
+  CHECK(schema.scalar(fmt::format("SELECT count(*) FROM {}.things WHERE tenant_id = 6 AND id = 3", s)) == 1);
+  release.set_value();
+  writer_a.join();
+  REQUIRE(failure.empty());
+  const std::vector<std::string> after = poll();
+  CHECK(std::multiset<std::string>(after.begin(), after.end()) ==
+        std::multiset<std::string>{"5:2:false", "5:3:false", "6:2:false", "6:3:false"});
+
+  // A hard delete moves the row's cursor: the reader sees the deletion.
+  REQUIRE(a.store.mark_deleted({"1"}, &a.state, a.run) == 1);
+  CHECK(poll() == std::vector<std::string>{"5:1:true"});
+  // Every committed version was read exactly once per change.
+  CHECK(seen.count("5:2:false") == 2);
+  CHECK(seen.count("6:1:false") == 1);
+  CHECK(seen.size() == 9);
+}
+
+TEST_CASE("a table from before the change cursor gains it without a rewrite and rows written later carry it",
+          "[sync][cursor]") {
+  TestSchema schema;
+  PgConnection& db = schema.db();
+  const JobSpec spec = things_spec();
+  apply_migrations(db, schema.name());
+  ensure_job_tables(db, schema.name(), {spec});
+  const std::string s = db.quote_ident(schema.name());
+  // As an older stsync left it: no change_xid, no index on it, a row already stored.
+  db.exec(fmt::format("ALTER TABLE {}.things DROP COLUMN change_xid", s));
+  db.exec(fmt::format("INSERT INTO {}.things (tenant_id, id, amount, modified_on, active, raw) VALUES "
+                      "(5, 1, 1, '2024-01-01', true, '{{\"id\":1}}')",
+                      s));
+  const std::int64_t file_before = schema.scalar(fmt::format("SELECT pg_relation_filenode('{}.things')", s));
+  ensure_job_tables(db, schema.name(), {spec});
+  CHECK(schema.scalar(fmt::format("SELECT pg_relation_filenode('{}.things')", s)) == file_before);  // not rewritten
+  CHECK(schema.scalar(fmt::format("SELECT count(*) FROM {}.things WHERE change_xid IS NULL", s)) == 1);
+  CHECK(schema.scalar("SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND indexname = 'things_change_idx'",
+                      {schema.name()}) == 1);
+  HandRun run(db, schema.name(), spec);
+  run.commit(R"({"data":[{"id":2,"amount":"2.00","modifiedOn":"2025-01-01T00:00:00Z"}]})");
+  CHECK(schema.scalar(fmt::format("SELECT count(*) FROM {0}.changes_since(NULL::{0}.things, '0')", s)) == 1);
 }

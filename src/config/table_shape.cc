@@ -6,6 +6,19 @@ namespace {
 
 using Role = TableColumn::Role;
 
+// The change cursor: the id of the transaction that last wrote the row (inserted, updated,
+// marked deleted), which a reader follows with one remembered number (README, "Reading changes").
+// Added to existing tables without a default first (no rewrite), then given it.
+TableColumn change_column() {
+  TableColumn c;
+  c.name = "change_xid";
+  c.sql_type = "xid8";
+  c.role = TableColumn::Role::database;
+  c.default_sql = "pg_current_xact_id()";
+  c.later = true;
+  return c;
+}
+
 TableColumn column(std::string name, std::string type, Role role, bool not_null) {
   TableColumn c;
   c.name = std::move(name);
@@ -62,6 +75,8 @@ TableShape job_table_shape(const JobSpec& spec) {
   TableColumn synced_at = column("synced_at", "timestamptz", Role::database, true);
   synced_at.default_sql = "now()";
   s.columns.push_back(synced_at);
+  s.columns.push_back(change_column());
+  s.change_index_name = (spec.table + "_change_idx").substr(0, 63);
   s.primary_key = {"tenant_id", "id"};
   if (spec.parent.empty()) {
     s.index = {"tenant_id", "modified_on"};
@@ -84,6 +99,8 @@ TableShape child_table_shape(const JobSpec& spec, const ChildSpec& child) {
   TableColumn synced_at = column("synced_at", "timestamptz", Role::database, true);
   synced_at.default_sql = "now()";
   s.columns.push_back(synced_at);
+  s.columns.push_back(change_column());
+  s.change_index_name = (child.table + "_change_idx").substr(0, 63);
   s.primary_key = {"tenant_id", "parent_id", "position"};
   return s;
 }

@@ -15,7 +15,7 @@ struct TableColumn {
     parent,    // a per-parent job's parent_id
     typed,     // one of the job file's columns: a value taken from the record
     record,    // modified_on, active, raw: the record's version and the record itself
-    database,  // set by PostgreSQL, not carried by a page: synced_at, deleted_at
+    database,  // set by PostgreSQL, not carried by a page: synced_at, deleted_at, change_xid
   };
   std::string name;
   std::string sql_type;     // "bigint", "timestamptz", "jsonb" …
@@ -28,14 +28,16 @@ struct TableColumn {
 struct TableShape {
   std::string table;
   /// Every column, in the table's order: for a job table tenant_id, id, [parent_id], the typed
-  /// columns, deleted_at, modified_on, active, raw, synced_at; for a child table tenant_id,
-  /// parent_id, position, the typed columns, raw, synced_at.
+  /// columns, deleted_at, modified_on, active, raw, synced_at, change_xid; for a child table
+  /// tenant_id, parent_id, position, the typed columns, raw, synced_at, change_xid.
   std::vector<TableColumn> columns;
   std::vector<std::string> primary_key;
   /// The secondary index's columns (job tables: (tenant_id, modified_on), per-parent ones
   /// (tenant_id, parent_id); none for child tables) and its name.
   std::vector<std::string> index;
   std::string index_name;
+  /// The index on change_xid that a reader of changes follows (created on tables that lack it).
+  std::string change_index_name;
 
   /// The columns a page's rows carry, in COPY order.
   std::vector<TableColumn> row_columns() const;

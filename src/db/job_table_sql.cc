@@ -105,7 +105,8 @@ JobTableSql::JobTableSql(PgConnection& db, const std::string& schema_name, const
   // the records whose children are rebuilt.
   const std::string guard =
       "  ON CONFLICT (tenant_id, id) DO UPDATE SET " + set_list + "modified_on = EXCLUDED.modified_on,"
-      "    active = EXCLUDED.active, raw = EXCLUDED.raw, synced_at = EXCLUDED.synced_at, deleted_at = NULL"
+      "    active = EXCLUDED.active, raw = EXCLUDED.raw, synced_at = EXCLUDED.synced_at,"
+      "    change_xid = EXCLUDED.change_xid, deleted_at = NULL"
       "  WHERE coalesce(EXCLUDED.modified_on, '-infinity') > coalesce(t.modified_on, '-infinity')"
       "     OR (coalesce(EXCLUDED.modified_on, '-infinity') = coalesce(t.modified_on, '-infinity')"
       "         AND (" + raw_differs + typed_differ + " OR t.deleted_at IS NOT NULL))"

@@ -43,6 +43,8 @@ void ensure_table(PgConnection& db, const std::string& schema, const TableShape&
     if (!shape.index.empty())
       db.exec(fmt::format("CREATE INDEX IF NOT EXISTS {} ON {} ({})", db.quote_ident(shape.index_name), table,
                           names(shape.index)));
+    db.exec(fmt::format("CREATE INDEX IF NOT EXISTS {} ON {} (change_xid)", db.quote_ident(shape.change_index_name),
+                        table));
     return;
   }
   std::set<std::string> have;
@@ -50,7 +52,13 @@ void ensure_table(PgConnection& db, const std::string& schema, const TableShape&
   for (const TableColumn& c : shape.addable_columns()) {
     if (have.count(c.name)) continue;
     try {
-      db.exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", table, db.quote_ident(c.name), c.sql_type));
+      // A volatile default (change_xid's) given with ADD COLUMN would rewrite the table under an
+      // exclusive lock; set afterwards, it applies to new rows only, and existing ones stay NULL.
+      db.exec(fmt::format("ALTER TABLE {0} ADD COLUMN IF NOT EXISTS {1} {2}{3}", table, db.quote_ident(c.name),
+                          c.sql_type,
+                          c.default_sql.empty() ? ""
+                                                : fmt::format(", ALTER COLUMN {} SET DEFAULT {}",
+                                                              db.quote_ident(c.name), c.default_sql)));
     } catch (const PgError& e) {
       if (e.sqlstate() != sqlstate::lock_not_available) throw;
       throw PgError(ErrorKind::db_fault,
@@ -62,6 +70,13 @@ void ensure_table(PgConnection& db, const std::string& schema, const TableShape&
                     e.sqlstate(), e.context());
     }
   }
+  // The change cursor's index on a table from before it. CREATE INDEX takes a SHARE lock:
+  // readers go on; writers (only stsync, holding the job's lock here) wait for the build.
+  if (db.exec("SELECT to_regclass($1) IS NULL",
+              {db.quote_ident(schema) + "." + db.quote_ident(shape.change_index_name)})
+          .get(0, 0) == "t")
+    db.exec(fmt::format("CREATE INDEX IF NOT EXISTS {} ON {} (change_xid)", db.quote_ident(shape.change_index_name),
+                        table));
 }
 
 }  // namespace

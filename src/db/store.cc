@@ -539,7 +539,7 @@ std::int64_t JobStore::mark_deleted(const std::vector<std::string>& ids, const J
   {
     std::int64_t marked = 0;
     if (!ids.empty()) {
-      PgResult r = db_.exec(fmt::format("WITH d AS (UPDATE {} SET deleted_at = now() WHERE tenant_id = $1 "
+      PgResult r = db_.exec(fmt::format("WITH d AS (UPDATE {} SET deleted_at = now(), change_xid = pg_current_xact_id() WHERE tenant_id = $1 "
                                         "AND id = ANY($2::{}[]) AND deleted_at IS NULL RETURNING 1) SELECT count(*) FROM d",
                                         sql_.table, column_type_sql(spec_.key_type)),
                             {std::to_string(tenant_), pg_array_literal(ids)});
