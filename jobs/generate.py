@@ -183,11 +183,85 @@ def money_fields(res):
     return {c["path"] for c in res["columns"] if c.get("money_like_string")}
 
 
-def write_columns(lines, cols, key="columns"):
+SPECS_DIR = os.path.join(ROOT, "..", "shared", "servicetitan", "openapi")
+_specs = {}
+
+
+def spec_named(spec_file):
+    """The official OpenAPI spec a catalogue entry names (specs/crm-v2.json), or None."""
+    name = os.path.basename(spec_file or "")
+    if name not in _specs:
+        path = os.path.join(SPECS_DIR, name)
+        _specs[name] = json.load(open(path)) if name and os.path.exists(path) else None
+    return _specs[name]
+
+
+def schema_props(spec, schema):
+    """The properties of a schema, through $ref, allOf and oneOf."""
+    seen = 0
+    while isinstance(schema, dict) and seen < 10:
+        seen += 1
+        if "$ref" in schema:
+            schema = spec.get("components", {}).get("schemas", {}).get(schema["$ref"].split("/")[-1], {})
+        elif schema.get("allOf") or schema.get("oneOf"):
+            merged = {}
+            for part in schema.get("allOf") or schema.get("oneOf"):
+                merged.update(schema_props(spec, part))
+            return merged
+        elif schema.get("type") == "array" and "items" in schema:
+            schema = schema["items"]
+        else:
+            return schema.get("properties") or {}
+    return {}
+
+
+def clean_text(text):
+    text = re.sub(r"<[^>]+>", "", text or "")
+    return " ".join(text.split())
+
+
+def field_description(spec, schema_name, path):
+    """The spec's description of the field at `path` (dotted) in `schema_name`, or None."""
+    if spec is None or not schema_name:
+        return None
+    schema = {"$ref": "#/components/schemas/" + schema_name}
+    prop = None
+    for part in path.split("."):
+        prop = schema_props(spec, schema).get(part)
+        if prop is None:
+            return None
+        schema = prop
+    text = clean_text(prop.get("description")) if isinstance(prop, dict) else ""
+    if not text and isinstance(prop, dict) and "$ref" in prop:
+        target = spec.get("components", {}).get("schemas", {}).get(prop["$ref"].split("/")[-1], {})
+        text = clean_text(target.get("description"))
+    return text or None
+
+
+def table_description(res, spec):
+    """What the table holds: the resource, its module, and the spec's summary of its endpoint."""
+    summary = None
+    if spec is not None:
+        prefix = res.get("url_prefix", "")
+        for path in (res.get("export_path"), res.get("list_path")):
+            if not path:
+                continue
+            op = (spec.get("paths", {}).get(path[len(prefix):], {}) or {}).get("get") or {}
+            summary = clean_text(op.get("description") or op.get("summary"))
+            if summary:
+                break
+    text = f"ServiceTitan {res.get('module_title', res.get('module', ''))}: {res['name']}"
+    return text + (f" ({summary})" if summary else "")
+
+
+def write_columns(lines, cols, key="columns", describe=None):
     lines.append(f"{key} = [")
     for path, ty, col in cols:
         default = snake(path)
         extra = "" if col == default else f", name = {toml_str(col)}"
+        text = describe(path) if describe else None
+        if text:
+            extra += f", description = {toml_str(text)}"
         lines.append(f"  {{ path = {toml_str(path)}, type = {toml_str(ty)}{extra} }},")
     lines.append("]")
 
@@ -323,8 +397,10 @@ def job_file(res, by_list_path):
     sort = next((p for p in params if p["name"] == "sort"), None)
     if sort and "Id" in (sort.get("sort_fields") or []):
         out.append('list_sort = "+Id"')
+    spec = spec_named(res.get("spec_file"))
+    out.append(f"description = {toml_str(table_description(res, spec))}")
     out.append("")
-    write_columns(out, cols)
+    write_columns(out, cols, describe=lambda path: field_description(spec, res.get("record_schema"), path))
     for path, table, ccols in children:
         out.append("")
         out.append(f"# One row per element of `{path}` (keyed by tenant, parent and position), always equal to")
@@ -332,7 +408,10 @@ def job_file(res, by_list_path):
         out.append("[[children]]")
         out.append(f"path = {toml_str(path)}")
         out.append(f"table = {toml_str(table)}")
-        write_columns(out, ccols)
+        element = field_description(spec, res.get("record_schema"), path)
+        out.append(f"description = {toml_str(f'One row per element of {path} of {name}' + (f': {element}' if element else ''))}")
+        write_columns(out, ccols,
+                      describe=lambda p, path=path: field_description(spec, res.get("record_schema"), f"{path}.{p}"))
     return "\n".join(out) + "\n"
 
 

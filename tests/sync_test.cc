@@ -6,7 +6,9 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <fmt/format.h>
+#include <fstream>
 #include <future>
+#include <sstream>
 #include <set>
 #include <thread>
 
@@ -608,4 +610,63 @@ TEST_CASE("a table from before the change cursor gains it without a rewrite and 
   HandRun run(db, schema.name(), spec);
   run.commit(R"({"data":[{"id":2,"amount":"2.00","modifiedOn":"2025-01-01T00:00:00Z"}]})");
   CHECK(schema.scalar(fmt::format("SELECT count(*) FROM {0}.changes_since(NULL::{0}.things, '0')", s)) == 1);
+}
+
+TEST_CASE("every table and column of every default job has a comment from the specs and migrations keep them current",
+          "[sync][comments]") {
+  TestSchema schema;
+  PgConnection& db = schema.db();
+  std::vector<JobSpec> specs = load_job_specs("");
+  apply_migrations(db, schema.name());
+  REQUIRE(ensure_job_tables(db, schema.name(), specs).empty());
+  std::vector<std::string> tables;
+  for (const JobSpec& spec : specs) {
+    tables.push_back(spec.table);
+    for (const ChildSpec& child : spec.children) tables.push_back(child.table);
+  }
+  const std::string list = fmt::format("{}", fmt::join(tables, ","));
+  CHECK(schema.scalar("SELECT count(*) FROM unnest(string_to_array($1, ',')) AS t(name) "
+                      "WHERE obj_description(to_regclass(quote_ident($2) || '.' || quote_ident(t.name)), 'pg_class') IS NULL",
+                      {list, schema.name()}) == 0);
+  const std::int64_t columns = schema.scalar(
+      "SELECT count(*) FROM information_schema.columns WHERE table_schema = $1 AND table_name = ANY(string_to_array($2, ','))",
+      {schema.name(), list});
+  CHECK(columns > 2000);
+  CHECK(schema.scalar("SELECT count(*) FROM information_schema.columns c WHERE c.table_schema = $1 AND "
+                      "c.table_name = ANY(string_to_array($2, ',')) AND col_description(to_regclass(quote_ident($1) || '.' "
+                      "|| quote_ident(c.table_name)), c.ordinal_position) IS NULL",
+                      {schema.name(), list}) == 0);
+  // The spec's own words where it has them.
+  auto comment = [&](const std::string& table, const std::string& column) {
+    return db.exec("SELECT col_description(to_regclass(quote_ident($1) || '.' || quote_ident($2)), a.attnum) FROM "
+                   "pg_attribute a WHERE a.attrelid = to_regclass(quote_ident($1) || '.' || quote_ident($2)) AND a.attname = $3",
+                   {schema.name(), table, column})
+        .get(0, 0);
+  };
+  CHECK(comment("customers", "name") == "Name of the customer (from raw: name)");
+  CHECK(comment("invoices", "change_xid").find("changes_since") != std::string::npos);
+  // A job file whose description changed: the next run's migration writes the new one.
+  for (JobSpec& spec : specs)
+    if (spec.name == "customers") spec.columns.front().description = "Who the customer is";
+  REQUIRE(ensure_job_tables(db, schema.name(), specs).empty());
+  CHECK(comment("customers", "name") == "Who the customer is (from raw: name)");
+}
+
+TEST_CASE("the committed data dictionary and dbt sources are what stsync docs and stsync dbt write for the default jobs",
+          "[sync][comments]") {
+  auto read = [](const std::string& path) {
+    std::ifstream in(std::string(STSYNC_SOURCE_DIR) + "/" + path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
+  const std::map<std::string, std::string> env = {{"STSYNC_SCHEMA", "servicetitan"}};
+  ProcessResult docs = run_stsync({"docs"}, env);
+  REQUIRE(docs.exit_code == 0);
+  CHECK(docs.out.find("| `invoice_date` |") != std::string::npos);
+  CHECK(docs.out == read("docs/data-dictionary.md"));  // else: build/stsync docs --out docs/data-dictionary.md
+  ProcessResult dbt = run_stsync({"dbt"}, env);
+  REQUIRE(dbt.exit_code == 0);
+  CHECK(dbt.out.find("loaded_at_field: synced_at") != std::string::npos);
+  CHECK(dbt.out == read("docs/dbt/sources.yml"));  // else: build/stsync dbt --out docs/dbt/sources.yml
 }

@@ -3,11 +3,14 @@
 #include <malloc.h>
 #include <fmt/format.h>
 
+#include <fstream>
+
 #include <sstream>
 
 #include "config.h"
 #include "connect.h"
 #include "daemon.h"
+#include "dictionary.h"
 #include "errors.h"
 #include "exit_status.h"
 #include "log.h"
@@ -142,6 +145,11 @@ int main(int argc, char** argv) {
   bool jobs_json = false;
   CLI::App* jobs_cmd = app.add_subcommand("jobs", "Every job: table, mode, key, endpoint, enabled, last result");
   jobs_cmd->add_flag("--json", jobs_json, "Machine-readable output");
+  std::string docs_out, dbt_out;
+  CLI::App* docs_cmd = app.add_subcommand("docs", "Write a data dictionary (markdown) of the enabled jobs' tables");
+  docs_cmd->add_option("--out", docs_out, "File to write (default: standard output)");
+  CLI::App* dbt_cmd = app.add_subcommand("dbt", "Write a dbt sources.yml for the enabled jobs' tables");
+  dbt_cmd->add_option("--out", dbt_out, "File to write (default: standard output)");
   CLI::App* check = app.add_subcommand(
       "check", "Connect to PostgreSQL, then per tenant authenticate with ServiceTitan and probe each of its jobs' "
                "endpoints (one small request: is the scope granted?); prints the failures and a summary; writes "
@@ -264,6 +272,20 @@ int main(int argc, char** argv) {
       }
       daemon_options.run.jobs = split_commas(daemon_jobs);
       return run_daemon(settings, daemon_options);
+    }
+    if (docs_cmd->parsed() || dbt_cmd->parsed()) {
+      const std::vector<JobSpec> specs = resolve_jobs(settings);
+      const std::string text = docs_cmd->parsed() ? render_data_dictionary(specs, settings.schema)
+                                                  : render_dbt_sources(specs, settings.schema);
+      const std::string& out = docs_cmd->parsed() ? docs_out : dbt_out;
+      if (out.empty()) {
+        fmt::print("{}", text);
+      } else {
+        std::ofstream file(out);
+        file << text;
+        if (!file.flush()) throw Error(ErrorKind::config, fmt::format("cannot write {}", out));
+      }
+      return kExitSuccess;
     }
     if (jobs_cmd->parsed()) {
       fmt::print("{}", render_jobs(settings, jobs_json));

@@ -48,12 +48,13 @@ std::vector<ColumnSpec> parse_columns(const toml::array* columns, const std::str
   for (const toml::node& node : *columns) {
     const toml::table* c = node.as_table();
     if (c == nullptr) fail(origin, fmt::format("every entry of '{}' must be a table", where));
-    check_keys(*c, {"path", "type", "name"}, origin, "a column");
+    check_keys(*c, {"path", "type", "name", "description"}, origin, "a column");
     ColumnSpec col;
     const std::string path = (*c)["path"].value_or(std::string());
     if (path.empty()) fail(origin, "a column has no 'path'");
     col.path = split_path(path);
     col.name = (*c)["name"].value_or(snake_case(path));
+    col.description = (*c)["description"].value_or(std::string());
     const std::string type = (*c)["type"].value_or(std::string("text"));
     bool known = false;
     for (const auto& [name, ty] : kTypes)
@@ -185,7 +186,7 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
              {"name", "table", "list_path", "export_path", "mode", "inactive_filter", "list_params", "list_floor", "page_size",
               "overlap_seconds", "include_recent_changes", "quarantine", "raw_type", "columns", "children",
               "export_filter", "enabled", "every", "key", "key_type", "parent", "created_field", "created_params",
-              "response", "ids_param", "list_sort", "reconcile_every", "list_paging"},
+              "response", "ids_param", "list_sort", "reconcile_every", "list_paging", "description"},
              origin, "the top level");
   JobSpec spec;
   auto str = [&](const char* key, bool required) {
@@ -201,6 +202,7 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
   spec.inactive_filter = str("inactive_filter", false);
   spec.list_params = str("list_params", false);
   spec.list_floor = str("list_floor", false);
+  spec.description = str("description", false);
   if (const toml::array* paging = t["list_paging"].as_array()) {
     spec.list_page = spec.list_page_size = spec.list_include_total = false;
     for (const toml::node& n : *paging) {
@@ -290,7 +292,7 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
   if (spec.raw_type != "jsonb" && spec.raw_type != "json") fail(origin, "raw_type must be \"jsonb\" or \"json\"");
   spec.columns = parse_columns(t["columns"].as_array(), origin, "columns",
                                {"tenant_id", "id", "modified_on", "active", "raw", "synced_at", "deleted_at",
-                                "parent_id"});
+                                "parent_id", "change_xid"});
   // A key other than the record's id is read from the typed columns: each key field must be one.
   if (!(spec.key.size() == 1 && spec.key[0] == std::vector<std::string>{"id"}))
     for (const auto& k : spec.key)
@@ -302,13 +304,14 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
     for (const toml::node& node : *list) {
       const toml::table* c = node.as_table();
       if (c == nullptr) fail(origin, "every [[children]] entry must be a table");
-      check_keys(*c, {"path", "table", "columns"}, origin, "[[children]]");
+      check_keys(*c, {"path", "table", "columns", "description"}, origin, "[[children]]");
       ChildSpec child;
       child.path = split_path((*c)["path"].value_or(std::string()));
       child.table = (*c)["table"].value_or(std::string());
+      child.description = (*c)["description"].value_or(std::string());
       if (child.path.empty() || child.table.empty()) fail(origin, "[[children]] needs 'path' and 'table'");
       child.columns = parse_columns((*c)["columns"].as_array(), origin, "children.columns",
-                                    {"tenant_id", "parent_id", "position", "raw", "synced_at"});
+                                    {"tenant_id", "parent_id", "position", "raw", "synced_at", "change_xid"});
       spec.children.push_back(std::move(child));
     }
   }

@@ -14,6 +14,7 @@ struct ColumnSpec {
   std::string name;               // SQL column, default: snake_case of the path
   std::vector<std::string> path;  // JSON field path, e.g. {"customer", "id"}
   ColumnType type = ColumnType::text;
+  std::string description;        // the spec's description of the field (the column's COMMENT)
 };
 
 // export_feed: the export endpoint's continueFrom feed. list_windows: list pages by createdOn
@@ -30,6 +31,7 @@ struct ChildSpec {
   std::vector<std::string> path;  // the array's field path in the record, e.g. {"items"}
   std::string table;              // "invoices_items"
   std::vector<ColumnSpec> columns;  // typed columns, paths relative to the element
+  std::string description;          // the child table's COMMENT
 };
 
 /// How a list endpoint answers: {page, hasMore, data[]} ("paged"), {data[]} ("data"), or one
@@ -48,6 +50,8 @@ struct JobSpec {
   // modifiedOn or modifiedOnOrAfter parameter must be specified"): requests that do not set it
   // themselves send it at kListFloor, which every row is after.
   std::string list_floor;
+  std::string description;  // what the table holds (its COMMENT), from the spec
+
   std::string export_filter;    // query pair(s) the export endpoint needs to return every row
   bool enabled = true;          // false: runs only when named (--jobs, or enabled in the config)
   bool named = false;           // the user asked for this job by name: a 403 fails it (else: "not permitted")

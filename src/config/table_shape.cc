@@ -11,6 +11,9 @@ using Role = TableColumn::Role;
 // Added to existing tables without a default first (no rewrite), then given it.
 TableColumn change_column() {
   TableColumn c;
+  c.description =
+      "stsync: id of the transaction that last wrote this row (insert, update, deleted_at). Follow it with "
+      "changes_since(NULL::<table>, last) and change_horizon() in one REPEATABLE READ transaction (README)";
   c.name = "change_xid";
   c.sql_type = "xid8";
   c.role = TableColumn::Role::database;
@@ -19,8 +22,9 @@ TableColumn change_column() {
   return c;
 }
 
-TableColumn column(std::string name, std::string type, Role role, bool not_null) {
+TableColumn column(std::string name, std::string type, Role role, bool not_null, std::string description = {}) {
   TableColumn c;
+  c.description = std::move(description);
   c.name = std::move(name);
   c.sql_type = std::move(type);
   c.role = role;
@@ -29,8 +33,16 @@ TableColumn column(std::string name, std::string type, Role role, bool not_null)
 }
 
 void add_typed(TableShape& s, const std::vector<ColumnSpec>& columns) {
-  for (const ColumnSpec& spec : columns)
-    s.columns.push_back(column(spec.name, std::string(column_type_sql(spec.type)), Role::typed, false));
+  for (const ColumnSpec& spec : columns) {
+    std::string path;
+    for (const std::string& p : spec.path) path += (path.empty() ? "" : ".") + p;
+    // The spec's description where it has one; else what the column is, so that every column
+    // says where it comes from.
+    std::string text = spec.description.empty() ? "the record's " + path + " (the API spec has no description)"
+                                                : spec.description;
+    s.columns.push_back(column(spec.name, std::string(column_type_sql(spec.type)), Role::typed, false,
+                               text + " (from raw: " + path + ")"));
+  }
 }
 
 }  // namespace
@@ -59,20 +71,31 @@ std::vector<TableColumn> TableShape::data_columns() const {
 TableShape job_table_shape(const JobSpec& spec) {
   TableShape s;
   s.table = spec.table;
-  s.columns.push_back(column("tenant_id", "bigint", Role::key, true));
-  s.columns.push_back(column("id", std::string(column_type_sql(spec.key_type)), Role::key, true));
+  s.description = (spec.description.empty() ? "ServiceTitan " + spec.name : spec.description) +
+                  ". Written by stsync job " + spec.name + "; one row per (tenant_id, id); rows the API no longer "
+                  "returns keep their data with deleted_at set.";
+  s.columns.push_back(column("tenant_id", "bigint", Role::key, true, "stsync: the ServiceTitan tenant the row belongs to"));
+  s.columns.push_back(column("id", std::string(column_type_sql(spec.key_type)), Role::key, true,
+                             spec.key.size() == 1 && spec.key[0] == std::vector<std::string>{"id"}
+                                 ? "The record's id in ServiceTitan"
+                                 : "stsync: the record's key (its key fields, or its position in its listing)"));
   if (!spec.parent.empty())
-    s.columns.push_back(column("parent_id", std::string(column_type_sql(spec.parent_key_type)), Role::parent, true));
+    s.columns.push_back(column("parent_id", std::string(column_type_sql(spec.parent_key_type)), Role::parent, true,
+                               "stsync: the key of the " + spec.parent + " row this record was listed under"));
   add_typed(s, spec.columns);
   // deleted_at came with a later version: in a table created now it stands where an added
   // column would, after the typed ones.
-  TableColumn deleted_at = column("deleted_at", "timestamptz", Role::database, false);
+  TableColumn deleted_at = column("deleted_at", "timestamptz", Role::database, false,
+                                  "stsync: when stsync found the row gone from the API (hard delete); NULL while live");
   deleted_at.later = true;
   s.columns.push_back(deleted_at);
-  s.columns.push_back(column("modified_on", "timestamptz", Role::record, false));
-  s.columns.push_back(column("active", "boolean", Role::record, true));
-  s.columns.push_back(column("raw", spec.raw_type, Role::record, true));
-  TableColumn synced_at = column("synced_at", "timestamptz", Role::database, true);
+  s.columns.push_back(column("modified_on", "timestamptz", Role::record, false,
+                             "The record's modifiedOn in ServiceTitan: its version (an older one never replaces a newer)"));
+  s.columns.push_back(column("active", "boolean", Role::record, true,
+                             "The record's active flag (false: deactivated in ServiceTitan; true when the record has none)"));
+  s.columns.push_back(column("raw", spec.raw_type, Role::record, true, "The whole record as the API sent it"));
+  TableColumn synced_at = column("synced_at", "timestamptz", Role::database, true,
+                                 "stsync: start of the transaction that last wrote the row (not a change cursor: see change_xid)");
   synced_at.default_sql = "now()";
   s.columns.push_back(synced_at);
   s.columns.push_back(change_column());
@@ -91,12 +114,19 @@ TableShape job_table_shape(const JobSpec& spec) {
 TableShape child_table_shape(const JobSpec& spec, const ChildSpec& child) {
   TableShape s;
   s.table = child.table;
-  s.columns.push_back(column("tenant_id", "bigint", Role::key, true));
-  s.columns.push_back(column("parent_id", std::string(column_type_sql(spec.key_type)), Role::key, true));
-  s.columns.push_back(column("position", "integer", Role::key, true));
+  std::string path;
+  for (const std::string& p : child.path) path += (path.empty() ? "" : ".") + p;
+  s.description = (child.description.empty() ? "One row per element of " + path + " of " + spec.name
+                                             : child.description) +
+                  ". Child table of " + spec.table + " (parent_id = " + spec.table + ".id), rewritten with its parent.";
+  s.columns.push_back(column("tenant_id", "bigint", Role::key, true, "stsync: the ServiceTitan tenant the row belongs to"));
+  s.columns.push_back(column("parent_id", std::string(column_type_sql(spec.key_type)), Role::key, true,
+                             "stsync: the id of the " + spec.table + " row this element belongs to"));
+  s.columns.push_back(column("position", "integer", Role::key, true, "stsync: the element's position in the array (1 for the first)"));
   add_typed(s, child.columns);
-  s.columns.push_back(column("raw", "jsonb", Role::record, true));
-  TableColumn synced_at = column("synced_at", "timestamptz", Role::database, true);
+  s.columns.push_back(column("raw", "jsonb", Role::record, true, "The whole element as the API sent it"));
+  TableColumn synced_at = column("synced_at", "timestamptz", Role::database, true,
+                                 "stsync: start of the transaction that last wrote the row (not a change cursor: see change_xid)");
   synced_at.default_sql = "now()";
   s.columns.push_back(synced_at);
   s.columns.push_back(change_column());

@@ -23,10 +23,12 @@ struct TableColumn {
   bool not_null = false;
   std::string default_sql;  // "now()" for synced_at
   bool later = false;       // missing from the table's first version: added to existing tables
+  std::string description;  // the column's COMMENT
 };
 
 struct TableShape {
   std::string table;
+  std::string description;  // the table's COMMENT
   /// Every column, in the table's order: for a job table tenant_id, id, [parent_id], the typed
   /// columns, deleted_at, modified_on, active, raw, synced_at, change_xid; for a child table
   /// tenant_id, parent_id, position, the typed columns, raw, synced_at, change_xid.

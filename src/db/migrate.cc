@@ -22,10 +22,41 @@ void lock_schema(PgConnection& db, const std::string& schema) {
 // EXCLUSIVE lock even when the column exists ("ADD COLUMN IF NOT EXISTS"), and would queue behind
 // any open reporting transaction, and every reader behind it. So a routine run alters nothing;
 // only a really missing column is added, and then within lock_timeout.
+// Sets the table's and its columns' COMMENTs where they differ from the shape's descriptions
+// (`have`: column → its comment, "" for the table's own). COMMENT takes a lock that neither
+// readers nor writers wait for; nothing is sent when every comment is current.
+void ensure_comments(PgConnection& db, const std::string& table, const TableShape& shape,
+                     const std::map<std::string, std::string>& have) {
+  auto current = [&](const std::string& key) {
+    const auto it = have.find(key);
+    return it == have.end() ? std::string() : it->second;
+  };
+  std::string sql;
+  if (!shape.description.empty() && current("") != shape.description)
+    sql += fmt::format("COMMENT ON TABLE {} IS {};", table, db.quote_literal(shape.description));
+  for (const TableColumn& c : shape.columns)
+    if (!c.description.empty() && current(c.name) != c.description)
+      sql += fmt::format("COMMENT ON COLUMN {}.{} IS {};", table, db.quote_ident(c.name), db.quote_literal(c.description));
+  if (sql.empty()) return;
+  // A comment is documentation: one that must wait (a VACUUM of the table holds the same lock)
+  // is written by a later run rather than failing this one.
+  db.exec("SAVEPOINT comments");
+  try {
+    db.exec(sql);
+    db.exec("RELEASE SAVEPOINT comments");
+  } catch (const PgError& e) {
+    if (e.sqlstate() != sqlstate::lock_not_available) throw;
+    db.exec("ROLLBACK TO SAVEPOINT comments");
+    log::warn("the comments of table {} are left for a later run: {}", table, e.what());
+  }
+}
+
 void ensure_table(PgConnection& db, const std::string& schema, const TableShape& shape) {
   const std::string table = db.quote_ident(schema) + "." + db.quote_ident(shape.table);
   PgResult existing = db.exec(
-      "SELECT a.attname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+      "SELECT a.attname, coalesce(col_description(c.oid, a.attnum), ''), "
+      "coalesce(obj_description(c.oid, 'pg_class'), '') FROM pg_catalog.pg_class c "
+      "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
       "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
       "WHERE n.nspname = $1 AND c.relname = $2",
       {schema, shape.table});
@@ -45,10 +76,16 @@ void ensure_table(PgConnection& db, const std::string& schema, const TableShape&
                           names(shape.index)));
     db.exec(fmt::format("CREATE INDEX IF NOT EXISTS {} ON {} (change_xid)", db.quote_ident(shape.change_index_name),
                         table));
+    ensure_comments(db, table, shape, {});
     return;
   }
   std::set<std::string> have;
-  for (int i = 0; i < existing.rows(); ++i) have.insert(existing.get(i, 0));
+  std::map<std::string, std::string> comments;
+  for (int i = 0; i < existing.rows(); ++i) {
+    have.insert(existing.get(i, 0));
+    comments[existing.get(i, 0)] = existing.get(i, 1);
+    comments[""] = existing.get(i, 2);
+  }
   for (const TableColumn& c : shape.addable_columns()) {
     if (have.count(c.name)) continue;
     try {
@@ -77,6 +114,7 @@ void ensure_table(PgConnection& db, const std::string& schema, const TableShape&
           .get(0, 0) == "t")
     db.exec(fmt::format("CREATE INDEX IF NOT EXISTS {} ON {} (change_xid)", db.quote_ident(shape.change_index_name),
                         table));
+  ensure_comments(db, table, shape, comments);
 }
 
 }  // namespace
