@@ -59,6 +59,16 @@ def snake(path):
     return out
 
 
+# PostgreSQL's reserved keywords (categories R and T): a column named like one would need quoting in
+# every query, so it gets "_value" (the same rule as column_name_for in src/config/job_spec.cc).
+RESERVED_WORDS = set("""all analyse analyze and any array as asc asymmetric authorization binary both case cast check collate collation column concurrently constraint create cross current_catalog current_date current_role current_schema current_time current_timestamp current_user default deferrable desc distinct do else end except false fetch for foreign freeze from full grant group having ilike in initially inner intersect into is isnull join lateral leading left like limit localtime localtimestamp natural not notnull null offset on only or order outer overlaps placing primary references returning right select session_user similar some symmetric table tablesample then to trailing true union unique user using variadic verbose when where window with""".split())
+
+
+def column_name(path):
+    name = snake(path)
+    return name + "_value" if name in RESERVED_WORDS else name
+
+
 def pg_type(field):
     t, f = field.get("type"), field.get("format")
     if t == "integer":
@@ -162,9 +172,9 @@ def columns_for(fields, reserved, key_fields):
                 t = "numeric"
             entries.append((name, t))
         for path, ty in entries:
-            col = snake(path)
+            col = column_name(path)
             if col in reserved or col in used:
-                col = snake(path.replace(".", "__"))
+                col = column_name(path.replace(".", "__"))
                 if col in reserved or col in used:
                     col += "_field"
             used.add(col)
@@ -257,7 +267,7 @@ def table_description(res, spec):
 def write_columns(lines, cols, key="columns", describe=None):
     lines.append(f"{key} = [")
     for path, ty, col in cols:
-        default = snake(path)
+        default = column_name(path)
         extra = "" if col == default else f", name = {toml_str(col)}"
         text = describe(path) if describe else None
         if text:

@@ -449,3 +449,46 @@ TEST_CASE("two daemons sharing tenants never run the same job of a tenant at onc
                       "a.finished_at") == 0);
   for (int i = 0; i < 4; ++i) check_exact(schema, sandbox, {"invoices", "employees"}, 6000 + i);
 }
+
+TEST_CASE("reset forgets a job's token and watermark only with --yes and its next run reads everything again with the "
+          "rows kept exact",
+          "[promises][reset]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  REQUIRE(run_stsync({"run", "--jobs", "invoices,employees"}, env).exit_code == 0);
+  const std::int64_t rows = schema.scalar("SELECT count(*) FROM {s}.invoices");
+  REQUIRE(rows == 600);
+  auto token_kept = [&](const std::string& job) {
+    return schema.scalar("SELECT count(*) FROM {s}.sync_state WHERE job = $1 AND export_token IS NOT NULL", {job});
+  };
+  REQUIRE(token_kept("invoices") == 1);
+  // A misspelt job is refused with a suggestion; without --yes nothing changes.
+  ProcessResult typo = run_stsync({"reset", "--jobs", "invoice"}, env);
+  CHECK(typo.exit_code == 2);
+  CHECK(typo.err.find("did you mean 'invoices'") != std::string::npos);
+  ProcessResult unconfirmed = run_stsync({"reset", "--jobs", "invoices"}, env);
+  CHECK(unconfirmed.exit_code == 2);
+  CHECK(unconfirmed.err.find("1 job state(s) would be reset: invoices 1001; add --yes") != std::string::npos);
+  CHECK(token_kept("invoices") == 1);
+  // A job whose lock a run holds is left alone.
+  {
+    PgConnection holder(database_url());
+    holder.exec("SELECT pg_advisory_lock(hashtextextended($1, 0))", {fmt::format("stsync:{}:invoices:{}", schema.name(), kTenantA)});
+    ProcessResult busy = run_stsync({"reset", "--jobs", "invoices", "--yes"}, env);
+    CHECK(busy.exit_code == 1);
+    CHECK(busy.err.find("job invoices 1001: a run holds its lock") != std::string::npos);
+    CHECK(token_kept("invoices") == 1);
+  }
+  ProcessResult reset = run_stsync({"reset", "--jobs", "invoices", "--yes"}, env);
+  CHECK(reset.exit_code == 0);
+  CHECK(reset.out == "1 job state(s) reset: invoices 1001: their next run reads everything again (rows are kept)\n");
+  CHECK(token_kept("invoices") == 0);
+  CHECK(token_kept("employees") == 1);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices") == rows);  // rows kept
+  const std::int64_t served = sandbox.stat(kTenantA, "records_served");
+  REQUIRE(run_stsync({"run", "--jobs", "invoices"}, env).exit_code == 0);
+  CHECK(sandbox.stat(kTenantA, "records_served") - served >= rows);  // read from the start
+  CHECK(token_kept("invoices") == 1);
+  check_exact(schema, sandbox, {"invoices"});
+}

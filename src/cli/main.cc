@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <malloc.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <fstream>
 
@@ -13,6 +14,7 @@
 #include "dictionary.h"
 #include "errors.h"
 #include "exit_status.h"
+#include "job_reset.h"
 #include "log.h"
 #include "migrate.h"
 #include "suggest.h"
@@ -145,6 +147,14 @@ int main(int argc, char** argv) {
   bool jobs_json = false;
   CLI::App* jobs_cmd = app.add_subcommand("jobs", "Every job: table, mode, key, endpoint, enabled, last result");
   jobs_cmd->add_flag("--json", jobs_json, "Machine-readable output");
+  std::string reset_jobs;
+  std::int64_t reset_tenant = 0;
+  bool reset_yes = false;
+  CLI::App* reset_cmd = app.add_subcommand(
+      "reset", "Forget jobs' tokens and watermarks (rows kept): their next run reads everything again");
+  reset_cmd->add_option("--jobs", reset_jobs, "Comma-separated job names")->required();
+  reset_cmd->add_option("--tenant", reset_tenant, "Only this tenant (default: every tenant)");
+  reset_cmd->add_flag("--yes", reset_yes, "Do it (without: say what would be reset, exit 2)");
   std::string docs_out, dbt_out;
   CLI::App* docs_cmd = app.add_subcommand("docs", "Write a data dictionary (markdown) of the enabled jobs' tables");
   docs_cmd->add_option("--out", docs_out, "File to write (default: standard output)");
@@ -272,6 +282,29 @@ int main(int argc, char** argv) {
       }
       daemon_options.run.jobs = split_commas(daemon_jobs);
       return run_daemon(settings, daemon_options);
+    }
+    if (reset_cmd->parsed()) {
+      const std::vector<JobSpec> known = resolve_jobs(settings);
+      const std::vector<std::string> names = split_commas(reset_jobs);
+      for (const std::string& n : names)
+        if (std::none_of(known.begin(), known.end(), [&](const JobSpec& j) { return j.name == n; }))
+          throw Error(ErrorKind::config, fmt::format("reset --jobs: unknown job '{}'{} (`stsync jobs` lists them)", n,
+                                                     did_you_mean(n, job_names(known))));
+      PgConnection db(settings.database_url, session_options(settings));
+      apply_migrations(db, settings.schema);
+      const ResetResult r = reset_job_states(db, settings.schema, names,
+                                             reset_tenant != 0 ? std::optional<std::int64_t>(reset_tenant) : std::nullopt,
+                                             reset_yes);
+      for (const std::string& b : r.busy)
+        fmt::print(stderr, "reset: job {}: a run holds its lock; left as it is (reset it when the run is over)\n", b);
+      if (!reset_yes) {
+        fmt::print(stderr, "reset: {} job state(s) would be reset{}{}; add --yes to reset them\n", r.reset.size(),
+                   r.reset.empty() ? "" : ": ", fmt::format("{}", fmt::join(r.reset, ", ")));
+        return kExitUsage;
+      }
+      fmt::print("{} job state(s) reset{}{}: their next run reads everything again (rows are kept)\n", r.reset.size(),
+                 r.reset.empty() ? "" : ": ", fmt::format("{}", fmt::join(r.reset, ", ")));
+      return r.busy.empty() ? kExitSuccess : kExitJobFailed;
     }
     if (docs_cmd->parsed() || dbt_cmd->parsed()) {
       const std::vector<JobSpec> specs = resolve_jobs(settings);

@@ -53,7 +53,7 @@ std::vector<ColumnSpec> parse_columns(const toml::array* columns, const std::str
     const std::string path = (*c)["path"].value_or(std::string());
     if (path.empty()) fail(origin, "a column has no 'path'");
     col.path = split_path(path);
-    col.name = (*c)["name"].value_or(snake_case(path));
+    col.name = (*c)["name"].value_or(column_name_for(path));
     col.description = (*c)["description"].value_or(std::string());
     const std::string type = (*c)["type"].value_or(std::string("text"));
     bool known = false;
@@ -173,6 +173,31 @@ std::string snake_case(std::string_view path) {
     }
   }
   return out;
+}
+
+// PostgreSQL's reserved keywords (pg_get_keywords(), categories R and T, PostgreSQL 15): a column
+// named like one must be quoted in every query.
+bool reserved_keyword(std::string_view name) {
+  static const std::set<std::string_view> words = {
+    "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "authorization", "binary",
+    "both", "case", "cast", "check", "collate", "collation", "column", "concurrently", "constraint",
+    "create", "cross", "current_catalog", "current_date", "current_role", "current_schema", "current_time",
+    "current_timestamp", "current_user", "default", "deferrable", "desc", "distinct", "do", "else", "end",
+    "except", "false", "fetch", "for", "foreign", "freeze", "from", "full", "grant", "group", "having",
+    "ilike", "in", "initially", "inner", "intersect", "into", "is", "isnull", "join", "lateral", "leading",
+    "left", "like", "limit", "localtime", "localtimestamp", "natural", "not", "notnull", "null", "offset",
+    "on", "only", "or", "order", "outer", "overlaps", "placing", "primary", "references", "returning",
+    "right", "select", "session_user", "similar", "some", "symmetric", "table", "tablesample", "then", "to",
+    "trailing", "true", "union", "unique", "user", "using", "variadic", "verbose", "when", "where", "window",
+    "with"};
+  return words.count(name) > 0;
+}
+
+std::string column_name_for(std::string_view path) {
+  std::string name = snake_case(path);
+  // No column needs quoting: a reserved word gets "_value" ("order" → order_value).
+  if (reserved_keyword(name)) name += "_value";
+  return name;
 }
 
 JobSpec parse_job_spec(std::string_view text, const std::string& origin) {

@@ -11,7 +11,7 @@ enum class ColumnType { bigint, integer, numeric, text, boolean, timestamptz, da
 std::string_view column_type_sql(ColumnType type);
 
 struct ColumnSpec {
-  std::string name;               // SQL column, default: snake_case of the path
+  std::string name;               // SQL column, default: column_name_for(the path)
   std::vector<std::string> path;  // JSON field path, e.g. {"customer", "id"}
   ColumnType type = ColumnType::text;
   std::string description;        // the spec's description of the field (the column's COMMENT)
@@ -118,6 +118,9 @@ std::string key_description(const JobSpec& spec);
 /// "customer.id" → "customer_id", "hourlyRate" → "hourly_rate", "salesTaxCode.taxRate" →
 /// "sales_tax_code_tax_rate".
 std::string snake_case(std::string_view dotted_path);
+/// A column's default name: the snake_case of its path, with "_value" after a PostgreSQL reserved
+/// keyword ("order" → order_value), so that no column needs quoting.
+std::string column_name_for(std::string_view dotted_path);
 
 
 /// Parses one job file's text. Throws Error(config) naming `origin` and the problem.

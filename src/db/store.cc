@@ -31,12 +31,16 @@ std::string micros(std::string_view column) {
 
 }  // namespace
 
+std::string job_lock_key(const std::string& schema, const std::string& job, std::int64_t tenant) {
+  return fmt::format("stsync:{}:{}:{}", schema, job, tenant);
+}
+
 JobStore::JobStore(PgConnection& db, const std::string& schema, const JobSpec& spec,
                    std::int64_t tenant, bool rewrite_children)
     : db_(db),
       spec_(spec),
       tenant_(tenant),
-      lock_key_(fmt::format("stsync:{}:{}:{}", schema, spec.name, tenant)),
+      lock_key_(job_lock_key(schema, spec.name, tenant)),
       lock_(db, lock_key_) {
   prepare(schema, rewrite_children);
 }
@@ -53,7 +57,7 @@ JobStore::JobStore(std::unique_ptr<PgConnection> own, const std::string& schema,
       db_(*own_db_),
       spec_(spec),
       tenant_(tenant),
-      lock_key_(fmt::format("stsync:{}:{}:{}", schema, spec.name, tenant)),
+      lock_key_(job_lock_key(schema, spec.name, tenant)),
       lock_(db_, lock_key_) {
   prepare(schema, rewrite_children);
   helper_ = true;

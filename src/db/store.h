@@ -17,6 +17,10 @@
 
 namespace stsync {
 
+/// The advisory lock that keeps one run of a (job, tenant) at a time, across processes and hosts.
+std::string job_lock_key(const std::string& schema, const std::string& job, std::int64_t tenant);
+
+
 class JobStore final : public JobStorage {
  public:
   /// `rewrite_children`: rebuild the child rows of every parent in a page, not only of parents
