@@ -492,3 +492,30 @@ TEST_CASE("reset forgets a job's token and watermark only with --yes and its nex
   CHECK(token_kept("invoices") == 1);
   check_exact(schema, sandbox, {"invoices"});
 }
+
+TEST_CASE("verify reports exact tables as equal and names a table with a row deleted by hand with both counts and exit 1",
+          "[promises][verify]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_JOBS_DIR", ""}});
+  REQUIRE(run_stsync({"run", "--jobs", "invoices,employees"}, env).exit_code == 0);
+  const std::int64_t before = sandbox.stat(kTenantA, "requests");
+  ProcessResult equal = run_stsync({"verify", "--jobs", "invoices,employees,customer_notes"}, env);
+  INFO(equal.out << equal.err);
+  CHECK(equal.exit_code == 0);
+  CHECK(equal.out.find("invoices                                  600        600  equal") != std::string::npos);
+  CHECK(equal.out.find("employees                                 120        120  equal") != std::string::npos);
+  CHECK(equal.out.find("customer_notes                              -          0  cannot count (per-parent") !=
+        std::string::npos);
+  CHECK(equal.out.find("verify: 3 job(s): 2 equal, 0 differ, 1 cannot count, 0 failed") != std::string::npos);
+  CHECK(sandbox.stat(kTenantA, "requests") - before == 2);  // one per countable job (the token aside)
+  // A row deleted by hand: named, with both numbers.
+  schema.scalar("WITH d AS (DELETE FROM {s}.invoices WHERE id = (SELECT min(id) FROM {s}.invoices) RETURNING 1) "
+                "SELECT count(*) FROM d");
+  ProcessResult differ = run_stsync({"verify", "--jobs", "invoices,employees"}, env);
+  CHECK(differ.exit_code == 1);
+  CHECK(differ.out.find("invoices                                  600        599  MISMATCH") != std::string::npos);
+  ProcessResult json = run_stsync({"verify", "--jobs", "invoices", "--json"}, env);
+  CHECK(json.exit_code == 1);
+  CHECK(json.out.find(R"("job":"invoices","verdict":"MISMATCH","source":600,"table":599)") != std::string::npos);
+}

@@ -22,6 +22,7 @@
 #include "scheduler.h"
 #include "quarantine_view.h"
 #include "status.h"
+#include "verify.h"
 #include "stop.h"
 
 using namespace stsync;
@@ -64,6 +65,20 @@ std::vector<std::string> split_commas(const std::string& text) {
   for (std::string part; std::getline(in, part, ',');)
     if (!part.empty()) out.push_back(part);
   return out;
+}
+
+}  // namespace
+
+namespace {
+
+// A job name the user typed that no job file defines: exit 2, with the nearest name.
+void require_known_jobs(const std::vector<stsync::JobSpec>& known, const std::vector<std::string>& names,
+                        const char* option) {
+  using namespace stsync;
+  for (const std::string& n : names)
+    if (std::none_of(known.begin(), known.end(), [&](const JobSpec& j) { return j.name == n; }))
+      throw Error(ErrorKind::config, fmt::format("{}: unknown job '{}'{} (`stsync jobs` lists them)", option, n,
+                                                 did_you_mean(n, job_names(known))));
 }
 
 }  // namespace
@@ -147,6 +162,14 @@ int main(int argc, char** argv) {
   bool jobs_json = false;
   CLI::App* jobs_cmd = app.add_subcommand("jobs", "Every job: table, mode, key, endpoint, enabled, last result");
   jobs_cmd->add_flag("--json", jobs_json, "Machine-readable output");
+  std::string verify_jobs;
+  std::int64_t verify_tenant = 0;
+  bool verify_json = false;
+  CLI::App* verify_cmd = app.add_subcommand(
+      "verify", "Compare each table's live rows with ServiceTitan's count (one request per job); exit 1 on a difference");
+  verify_cmd->add_option("--jobs", verify_jobs, "Comma-separated job names (default: every job the tenant runs)");
+  verify_cmd->add_option("--tenant", verify_tenant, "Only this tenant");
+  verify_cmd->add_flag("--json", verify_json, "Machine-readable output");
   std::string reset_jobs;
   std::int64_t reset_tenant = 0;
   bool reset_yes = false;
@@ -283,13 +306,18 @@ int main(int argc, char** argv) {
       daemon_options.run.jobs = split_commas(daemon_jobs);
       return run_daemon(settings, daemon_options);
     }
+    if (verify_cmd->parsed()) {
+      VerifyOptions options;
+      options.jobs = split_commas(verify_jobs);
+      require_known_jobs(resolve_jobs(settings), options.jobs, "verify --jobs");
+      if (verify_tenant != 0) options.tenant = verify_tenant;
+      int rc = kExitSuccess;
+      fmt::print("{}", render_verify(verify_counts(settings, options), verify_json, rc));
+      return rc;
+    }
     if (reset_cmd->parsed()) {
-      const std::vector<JobSpec> known = resolve_jobs(settings);
       const std::vector<std::string> names = split_commas(reset_jobs);
-      for (const std::string& n : names)
-        if (std::none_of(known.begin(), known.end(), [&](const JobSpec& j) { return j.name == n; }))
-          throw Error(ErrorKind::config, fmt::format("reset --jobs: unknown job '{}'{} (`stsync jobs` lists them)", n,
-                                                     did_you_mean(n, job_names(known))));
+      require_known_jobs(resolve_jobs(settings), names, "reset --jobs");
       PgConnection db(settings.database_url, session_options(settings));
       apply_migrations(db, settings.schema);
       const ResetResult r = reset_job_states(db, settings.schema, names,
@@ -336,10 +364,7 @@ int main(int argc, char** argv) {
     }
     if (quarantine->parsed()) {
       if (!qjob.empty()) {
-        const std::vector<JobSpec> known = resolve_jobs(settings);
-        if (std::none_of(known.begin(), known.end(), [&](const JobSpec& j) { return j.name == qjob; }))
-          throw Error(ErrorKind::config, fmt::format("quarantine --job: unknown job '{}'{} (`stsync jobs` lists them)",
-                                                     qjob, did_you_mean(qjob, job_names(known))));
+        require_known_jobs(resolve_jobs(settings), {qjob}, "quarantine --job");
         qfilter.job = qjob;
       }
       if (qtenant != 0) qfilter.tenant = qtenant;
