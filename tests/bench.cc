@@ -767,6 +767,41 @@ TEST_CASE("benchmarks", "[bench]") {
   CHECK(!pages.empty());
 }
 
+TEST_CASE("what the change cursor and history cost on a first load", "[bench][cursor]") {
+  // The invoices first load (40,000 invoices, child items) side by side, best of three each:
+  // tables without change_xid (dropped before the run: a first load copies straight into the
+  // tables, never through the merge that sets it), with it (the default), and with history = true.
+  TestSandbox sandbox(options(kInvoices, kBatch));
+  const std::string history_config = write_temp_file("[jobs.invoices]\nhistory = true\n");
+  double without = 1e9, with_cursor = 1e9, with_history = 1e9;
+  for (int round = 0; round < 3; ++round) {
+    {
+      TestSchema schema;
+      auto env = bench_env(sandbox, schema);
+      REQUIRE(run_stsync({"migrate"}, env).exit_code == 0);
+      for (const char* table : {"invoices", "invoices_items"})
+        schema.db().exec(fmt::format("ALTER TABLE {}.{} DROP COLUMN change_xid", schema.db().quote_ident(schema.name()),
+                                     table));
+      without = std::min(without, run_stsync_timed({"run", "--jobs", "invoices"}, env).seconds);
+    }
+    {
+      TestSchema schema;
+      with_cursor = std::min(with_cursor, run_stsync_timed({"run", "--jobs", "invoices"}, bench_env(sandbox, schema)).seconds);
+    }
+    {
+      TestSchema schema;
+      auto env = bench_env(sandbox, schema);
+      env["STSYNC_CONFIG"] = history_config;
+      with_history = std::min(with_history, run_stsync_timed({"run", "--jobs", "invoices"}, env).seconds);
+      CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices_history") == kInvoices);
+    }
+  }
+  fmt::print("first load of {} invoices: without the change cursor {:.2f} s; with it {:.2f} s = {:.2f}x; "
+             "with history = true {:.2f} s = {:.2f}x (target for both: <= 1.10x)\n",
+             kInvoices, without, with_cursor, with_cursor / without, with_history, with_history / without);
+  std::filesystem::remove(history_config);
+}
+
 TEST_CASE("every kind of page costs the same into a large table as into an empty one", "[bench][tables]") {
   // Every kind of statement a page runs, into a table holding 320,000 rows of the tenant against
   // an empty one, with fresh statistics and with statistics of an empty table; then a page of

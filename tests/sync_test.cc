@@ -712,3 +712,47 @@ TEST_CASE("a month query in a non-UTC session counts an invoice in its own month
                 {schema.name()})
             .get(0, 0) == "0");
 }
+
+TEST_CASE("history keeps three versions of an invoice changed twice and marks its deletion", "[sync][history]") {
+  TestSchema schema;
+  PgConnection& db = schema.db();
+  JobSpec spec = things_spec("history = true\n");
+  apply_migrations(db, schema.name());
+  ensure_job_tables(db, schema.name(), {spec});
+  HandRun run(db, schema.name(), spec);
+  auto thing = [](int id, const char* amount, const char* modified) {
+    return fmt::format(R"({{"data":[{{"id":{},"amount":"{}","modifiedOn":"{}"}}]}})", id, amount, modified);
+  };
+  run.commit(thing(1, "1.00", "2025-01-01T00:00:00Z"));  // a first load: copied straight in
+  run.commit(thing(1, "2.00", "2025-02-01T00:00:00Z"));  // a new version, through the merge
+  run.commit(thing(1, "2.00", "2025-02-01T00:00:00Z"));  // the same version again: no new one
+  run.commit(thing(1, "1.00", "2025-01-01T00:00:00Z"));  // an older one replayed: refused by the guard
+  run.commit(thing(1, "3.00", "2025-03-01T00:00:00Z"));
+  REQUIRE(run.store.mark_deleted({"1"}, &run.state, run.run) == 1);
+  PgResult versions = db.exec(fmt::format("SELECT amount::text, valid_from::text, coalesce(valid_to::text, '-'), "
+                                          "deleted_at IS NOT NULL, change_xid IS NOT NULL FROM {}.things_history "
+                                          "WHERE tenant_id = 5 AND id = 1 ORDER BY version_id",
+                                          db.quote_ident(schema.name())));
+  REQUIRE(versions.rows() == 4);
+  CHECK(versions.get(0, 0) == "1.00");
+  CHECK(versions.get(0, 1) == "2025-01-01 00:00:00+00");
+  CHECK(versions.get(0, 2) == "2025-02-01 00:00:00+00");  // closed by the next version
+  CHECK(versions.get(1, 0) == "2.00");
+  CHECK(versions.get(1, 2) == "2025-03-01 00:00:00+00");
+  CHECK(versions.get(2, 0) == "3.00");
+  CHECK(versions.get(2, 3) == "f");
+  CHECK(versions.get(3, 0) == "3.00");  // the deletion: the last version, marked
+  CHECK(versions.get(3, 3) == "t");
+  CHECK(versions.get(3, 2) == "-");     // current
+  CHECK(versions.get(2, 2) == versions.get(3, 1));  // the last live version ends where the deletion begins
+  for (int i = 0; i < versions.rows(); ++i) CHECK(versions.get(i, 4) == "t");
+  // A history switched on for a table that has rows starts from their current versions.
+  JobSpec plain = things_spec();
+  plain.name = plain.table = "others";
+  ensure_job_tables(db, schema.name(), {plain});
+  HandRun other(db, schema.name(), plain, 6);
+  other.commit(thing(7, "7.00", "2025-01-01T00:00:00Z"));
+  plain.history = true;
+  ensure_job_tables(db, schema.name(), {plain});
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.others_history WHERE id = 7 AND valid_to IS NULL") == 1);
+}

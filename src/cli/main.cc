@@ -15,6 +15,7 @@
 #include "errors.h"
 #include "exit_status.h"
 #include "job_reset.h"
+#include "job_run.h"
 #include "log.h"
 #include "migrate.h"
 #include "suggest.h"
@@ -22,6 +23,7 @@
 #include "scheduler.h"
 #include "quarantine_view.h"
 #include "status.h"
+#include "timestamp.h"
 #include "verify.h"
 #include "stop.h"
 
@@ -118,7 +120,12 @@ int main(int argc, char** argv) {
                   "After the run, write Prometheus metrics (node_exporter textfile format) here, atomically");
   run->add_flag("--due", run_options.due, "Only the jobs whose cadence (`every`) has passed since their last success");
   run->add_flag("--reconcile", run_options.reconcile,
-                "Sweep list jobs for hard deletes now (a complete listing; rows it no longer returns get deleted_at)");
+                "Sweep for hard deletes now (a complete listing; rows it no longer returns get deleted_at)");
+  std::string run_since, run_until;
+  run->add_option("--since", run_since,
+                  "Backfill: read the --jobs again from this date (YYYY-MM-DD or a timestamp), merging through the "
+                  "guard; the jobs' tokens and watermarks stay as they are");
+  run->add_option("--until", run_until, "Backfill: up to this date (exclusive; list jobs only)");
 
   StatusOptions status_options;
   std::int64_t status_tenant = 0;
@@ -255,6 +262,29 @@ int main(int argc, char** argv) {
         SyncMode m;
         parse_mode(mode, m);
         run_options.mode = m;
+      }
+      if (!run_since.empty() || !run_until.empty()) {
+        // A backfill: a bounded window of named jobs, refused where the endpoint cannot filter.
+        if (run_since.empty()) throw Error(ErrorKind::config, "--until needs --since (a backfill window)");
+        if (run_options.jobs.empty())
+          throw Error(ErrorKind::config, "--since: name the jobs to backfill (--jobs a,b)");
+        if (run_options.full_refresh) throw Error(ErrorKind::config, "--since and --full-refresh do not go together");
+        run_options.since = parse_timestamp(run_since);
+        if (!run_options.since)
+          throw Error(ErrorKind::config, fmt::format("--since '{}' is not a date (YYYY-MM-DD) or a timestamp", run_since));
+        if (!run_until.empty()) {
+          run_options.until = parse_timestamp(run_until);
+          if (!run_options.until || *run_options.until <= *run_options.since)
+            throw Error(ErrorKind::config, fmt::format("--until '{}' is not a date after --since", run_until));
+        }
+        const std::vector<JobSpec> known = resolve_jobs(settings);
+        require_known_jobs(known, run_options.jobs, "run --jobs");
+        for (const JobSpec& spec : known)
+          if (std::find(run_options.jobs.begin(), run_options.jobs.end(), spec.name) != run_options.jobs.end())
+            if (const std::string why = why_no_backfill(spec, run_options.mode.value_or(spec.mode),
+                                                        run_options.until.has_value());
+                !why.empty())
+              throw Error(ErrorKind::config, fmt::format("job {} cannot be backfilled: {}", spec.name, why));
       }
       if (!run_max_run.empty()) {
         const auto d = parse_duration(run_max_run);

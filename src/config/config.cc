@@ -177,7 +177,7 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
       const std::string where = fmt::format("[jobs.{}]", name.str());
       if (j == nullptr) fail(fmt::format("config: {} must be a table", where));
       check_keys(*j, {"enabled", "mode", "overlap_seconds", "page_size", "include_recent_changes", "quarantine",
-                      "raw_type", "every"},
+                      "history", "raw_type", "every"},
                  where);
       JobOptions o;
       const std::string key_where = fmt::format("jobs.{}", name.str());
@@ -194,6 +194,7 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
       read_optional(*j, "page_size", o.page_size, key_where);
       read_optional(*j, "include_recent_changes", o.include_recent_changes, key_where);
       read_optional(*j, "quarantine", o.quarantine, key_where);
+      read_optional(*j, "history", o.history, key_where);
       read_optional(*j, "raw_type", o.raw_type, key_where);
       std::optional<std::string> every;
       read_optional(*j, "every", every, key_where);
@@ -465,6 +466,7 @@ std::vector<JobSpec> resolve_jobs(const Settings& settings) {
       if (o.page_size) spec.page_size = *o.page_size;
       if (o.include_recent_changes) spec.include_recent_changes = *o.include_recent_changes;
       if (o.quarantine) spec.quarantine = *o.quarantine;
+      if (o.history) spec.history = *o.history;
       if (o.raw_type) spec.raw_type = *o.raw_type;
       if (o.every_seconds) spec.every_seconds = *o.every_seconds;
     }

@@ -28,6 +28,7 @@ struct JobOptions {
   std::optional<int> page_size;
   std::optional<bool> include_recent_changes;
   std::optional<bool> quarantine;
+  std::optional<bool> history;
   std::optional<std::string> raw_type;
   std::optional<int> every_seconds;
 };

@@ -209,7 +209,7 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
   }
   check_keys(t,
              {"name", "table", "list_path", "export_path", "mode", "inactive_filter", "list_params", "list_floor", "page_size",
-              "overlap_seconds", "include_recent_changes", "quarantine", "raw_type", "columns", "children",
+              "overlap_seconds", "include_recent_changes", "quarantine", "history", "raw_type", "columns", "children",
               "export_filter", "enabled", "every", "key", "key_type", "parent", "created_field", "created_params",
               "response", "ids_param", "list_sort", "reconcile_every", "list_paging", "description"},
              origin, "the top level");
@@ -312,6 +312,7 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
   spec.overlap_seconds = static_cast<int>(t["overlap_seconds"].value_or<std::int64_t>(300));
   spec.include_recent_changes = t["include_recent_changes"].value_or(false);
   spec.quarantine = t["quarantine"].value_or(false);
+  spec.history = t["history"].value_or(false);
   spec.raw_type = str("raw_type", false);
   if (spec.raw_type.empty()) spec.raw_type = "jsonb";
   if (spec.raw_type != "jsonb" && spec.raw_type != "json") fail(origin, "raw_type must be \"jsonb\" or \"json\"");

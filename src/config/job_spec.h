@@ -78,6 +78,7 @@ struct JobSpec {
   int overlap_seconds = 300;    // re-read this much before the watermark
   bool include_recent_changes = false;
   bool quarantine = false;          // bad records go to the quarantine table; the job goes on
+  bool history = false;             // every version seen of a row kept in <table>_history
   // The type of the job table's `raw` column when stsync creates it: "jsonb" (the default:
   // decomposed, indexable, operators work directly) or "json" (validated text, kept byte for
   // byte; about half the COPY cost; queries cast it: raw::jsonb).

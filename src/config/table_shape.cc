@@ -135,6 +135,32 @@ TableShape child_table_shape(const JobSpec& spec, const ChildSpec& child) {
   return s;
 }
 
+TableShape history_table_shape(const JobSpec& spec) {
+  TableShape s = job_table_shape(spec);
+  s.table = spec.table + "_history";
+  s.description = "Every version stsync has seen of the rows of " + spec.table +
+                  " (history = true): one row per version, valid from its modifiedOn (or when it was found "
+                  "deleted) until the next version's; versions between two syncs are unknowable.";
+  for (TableColumn& c : s.columns) {
+    c.not_null = c.name == "tenant_id" || c.name == "id";
+    c.default_sql.clear();  // every value is the job row's, copied by the trigger
+  }
+  TableColumn valid_from = column("valid_from", "timestamptz", Role::database, false,
+                                  "stsync: when this version began: its modifiedOn, or when the row was found deleted");
+  TableColumn valid_to = column("valid_to", "timestamptz", Role::database, false,
+                                "stsync: when the next version began; NULL for the current one");
+  TableColumn version_id = column("version_id", "bigint GENERATED ALWAYS AS IDENTITY", Role::database, true,
+                                  "stsync: the version's key, in the order stsync wrote them");
+  s.columns.push_back(valid_from);
+  s.columns.push_back(valid_to);
+  s.columns.push_back(version_id);
+  s.primary_key = {"version_id"};
+  s.index = {"tenant_id", "id", "valid_from"};
+  s.index_name = (s.table + "_row_idx").substr(0, 63);
+  s.change_index_name = (s.table + "_change_idx").substr(0, 63);
+  return s;
+}
+
 std::vector<std::string> staging_columns(const JobSpec& spec) {
   std::vector<std::string> out;
   for (const TableColumn& c : job_table_shape(spec).row_columns()) out.push_back(c.name);

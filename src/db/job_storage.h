@@ -24,6 +24,7 @@ struct JobState {
   std::optional<Ticks> list_pass_start;
   std::optional<std::string> list_pass_field;  // "created" while a first list pass is under way
   std::optional<Ticks> reconciled_at;     // when a complete listing last checked for hard deletes
+  std::optional<std::string> backfill;    // a backfill under way (run --since): its window and progress
 };
 
 /// Ordering points of a page committed on one of several connections (see the export walk):

@@ -55,11 +55,11 @@ void ensure_table(PgConnection& db, const std::string& schema, const TableShape&
   const std::string table = db.quote_ident(schema) + "." + db.quote_ident(shape.table);
   PgResult existing = db.exec(
       "SELECT a.attname, coalesce(col_description(c.oid, a.attnum), ''), "
-      "coalesce(obj_description(c.oid, 'pg_class'), '') FROM pg_catalog.pg_class c "
+      "coalesce(obj_description(c.oid, 'pg_class'), ''), to_regclass($3) IS NOT NULL FROM pg_catalog.pg_class c "
       "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
       "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
       "WHERE n.nspname = $1 AND c.relname = $2",
-      {schema, shape.table});
+      {schema, shape.table, db.quote_ident(schema) + "." + db.quote_ident(shape.change_index_name)});
   auto names = [&](const std::vector<std::string>& columns) {
     std::string out;
     for (const std::string& c : columns) out += (out.empty() ? "" : ", ") + db.quote_ident(c);
@@ -107,14 +107,61 @@ void ensure_table(PgConnection& db, const std::string& schema, const TableShape&
                     e.sqlstate(), e.context());
     }
   }
-  // The change cursor's index on a table from before it. CREATE INDEX takes a SHARE lock:
-  // readers go on; writers (only stsync, holding the job's lock here) wait for the build.
-  if (db.exec("SELECT to_regclass($1) IS NULL",
-              {db.quote_ident(schema) + "." + db.quote_ident(shape.change_index_name)})
-          .get(0, 0) == "t")
+  // The change cursor's index on a table from before it (read with the columns above). CREATE
+  // INDEX takes a SHARE lock: readers go on; writers (only stsync, holding the job's lock here)
+  // wait for the build.
+  if (existing.get(0, 3) != "t")
     db.exec(fmt::format("CREATE INDEX IF NOT EXISTS {} ON {} (change_xid)", db.quote_ident(shape.change_index_name),
                         table));
   ensure_comments(db, table, shape, comments);
+}
+
+// history = true: statement-level triggers on the job table copy every row an INSERT (a merge, a
+// first load's COPY) or an UPDATE (a merge's new version, a row marked deleted) wrote into
+// <table>_history, in the same transaction, closing the version each replaces. Set-based (one
+// INSERT and one UPDATE per statement, over its transition table), written from the table's
+// shape, replaced when the shape changes.
+void ensure_history_trigger(PgConnection& db, const std::string& schema, const JobSpec& spec, bool seed) {
+  const TableShape job = job_table_shape(spec);
+  const std::string s = db.quote_ident(schema);
+  const std::string table = s + "." + db.quote_ident(job.table);
+  const std::string history = s + "." + db.quote_ident(job.table + "_history");
+  std::string columns, values;
+  for (const TableColumn& c : job.columns) {
+    columns += db.quote_ident(c.name) + ", ";
+    values += "n." + db.quote_ident(c.name) + ", ";
+  }
+  // A version begins at its modifiedOn, or when the row was found deleted (or, for a record
+  // without modifiedOn, when stsync wrote it); it ends where the next begins (never before it).
+  const std::string begins = "coalesce(n.deleted_at, n.modified_on, n.synced_at)";
+  const std::string body = fmt::format(
+      "\nBEGIN\n"
+      "  UPDATE {0} h SET valid_to = greatest(h.valid_from, {3}) FROM new_rows n\n"
+      "  WHERE h.tenant_id = n.tenant_id AND h.id = n.id AND h.valid_to IS NULL;\n"
+      "  INSERT INTO {0} ({1}valid_from) SELECT {2}{3} FROM new_rows n;\n"
+      "  RETURN NULL;\n"
+      "END\n",
+      history, columns, values, begins);
+  const std::string function = (job.table + "_history_fn").substr(0, 63);
+  PgResult current = db.exec("SELECT p.prosrc FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON "
+                             "n.oid = p.pronamespace WHERE n.nspname = $1 AND p.proname = $2",
+                             {schema, function});
+  if (current.rows() == 0 || current.get(0, 0) != body)
+    db.exec(fmt::format("CREATE OR REPLACE FUNCTION {}.{}() RETURNS trigger LANGUAGE plpgsql AS $stsync${}$stsync$", s,
+                        db.quote_ident(function), body));
+  for (const char* event : {"INSERT", "UPDATE"}) {
+    const std::string trigger = (job.table + (event[0] == 'I' ? "_history_ins" : "_history_upd")).substr(0, 63);
+    if (db.exec("SELECT count(*) FROM pg_catalog.pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2",
+                {table, trigger})
+            .get_int(0, 0) == 0)
+      db.exec(fmt::format("CREATE TRIGGER {} AFTER {} ON {} REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT "
+                          "EXECUTE FUNCTION {}.{}()",
+                          db.quote_ident(trigger), event, table, s, db.quote_ident(function)));
+  }
+  // A history that starts on a table with rows: their current versions are the first it knows.
+  if (seed)
+    db.exec(fmt::format("INSERT INTO {0} ({1}valid_from) SELECT {2}{3} FROM {4} n", history, columns, values, begins,
+                        table));
 }
 
 }  // namespace
@@ -131,6 +178,14 @@ std::map<std::string, std::string> ensure_job_tables(PgConnection& db, const std
       try {
         ensure_table(db, schema, job_table_shape(spec));
         for (const ChildSpec& child : spec.children) ensure_table(db, schema, child_table_shape(spec, child));
+        if (spec.history) {
+          const TableShape shape = history_table_shape(spec);
+          const bool fresh = db.exec("SELECT to_regclass($1) IS NULL",
+                                     {db.quote_ident(schema) + "." + db.quote_ident(shape.table)})
+                                 .get(0, 0) == "t";
+          ensure_table(db, schema, shape);
+          ensure_history_trigger(db, schema, spec, fresh);
+        }
         db.exec("RELEASE SAVEPOINT job_table");
       } catch (const PgError& e) {
         if (e.kind() != ErrorKind::db_fault) throw;

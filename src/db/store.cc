@@ -217,7 +217,7 @@ JobState JobStore::load_state() {
   }
   current += "]::oid[]::text";
   PgResult r = db_.exec(
-      fmt::format("SELECT export_token, {}, {}, {}, list_pass_field, {}, {}, table_oids::text, {} FROM {}.sync_state "
+      fmt::format("SELECT export_token, {}, {}, {}, list_pass_field, {}, {}, table_oids::text, {}, backfill FROM {}.sync_state "
                   "WHERE tenant_id = $1 AND job = $2",
                   micros("watermark"), micros("list_cursor"), micros("list_pass_start"),
                   micros("complete_through"), micros("reconciled_at"), current, sql_.schema),
@@ -232,6 +232,7 @@ JobState JobStore::load_state() {
   s.reconciled_at = ts_from_micros(r, 0, 6);
   stored_oids_ = r.get_optional(0, 7);
   current_oids_ = r.get(0, 8);
+  s.backfill = r.get_optional(0, 9);
   fresh_state_ = fresh;
   return s;
 }
@@ -414,7 +415,7 @@ void JobStore::write_state(const JobState& state, std::int64_t run_id, const Mer
   // One statement, one round trip: the state and the run's counts.
   db_.exec(fmt::format("WITH state AS (UPDATE {0}.sync_state SET export_token = $3, watermark = $4, "
                        "complete_through = $5, list_cursor = $6, list_pass_start = $7, list_pass_field = $8, "
-                       "reconciled_at = $13, table_oids = $14::oid[], "
+                       "reconciled_at = $13, table_oids = $14::oid[], backfill = $15, "
                        "rows_total = rows_total + $9 + $10, pages_total = pages_total + 1, updated_at = now() "
                        "WHERE tenant_id = $1 AND job = $2) "
                        "UPDATE {0}.sync_runs SET pages = pages + 1, rows_inserted = rows_inserted + $9, "
@@ -424,7 +425,7 @@ void JobStore::write_state(const JobState& state, std::int64_t run_id, const Mer
             ts_param(state.complete_through), ts_param(state.list_cursor), ts_param(state.list_pass_start),
             state.list_pass_field, std::to_string(counts.inserted), std::to_string(counts.updated),
             std::to_string(counts.unchanged), std::to_string(run_id), ts_param(state.reconciled_at),
-            current_oids_.empty() ? std::nullopt : std::optional<std::string>(current_oids_)});
+            current_oids_.empty() ? std::nullopt : std::optional<std::string>(current_oids_), state.backfill});
 }
 
 MergeCounts JobStore::commit_page(const ParsedPage& page, const JobState* state, std::int64_t run_id,

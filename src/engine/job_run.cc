@@ -111,28 +111,32 @@ JobResult JobRun::run() {
       throw Error(ErrorKind::config, what("") + "has no export endpoint: use --mode list, created or full");
     if (mode_ != SyncMode::export_feed && spec_.list_path.empty())
       throw Error(ErrorKind::config, what("") + "has no list endpoint: it can only be read by its export");
-    switch (mode_) {
-      case SyncMode::export_feed:
-        walk_export(store, state, run_id);
-        // The feed sees changes, not hard deletes: every reconcile_every, a complete listing of
-        // the list endpoint (the same rows, merged through the guard) finds what it no longer has.
-        // reconcile_every = 0 (a list that cannot list everything, e.g. one that requires ids):
-        // never, not even with --reconcile.
-        if (!spec_.list_path.empty() && spec_.reconcile_every_seconds > 0 &&
-            reconcile_due(state, server_now_.value_or(now_ticks())))
-          sweep(store, state, run_id, std::nullopt);
-        break;
-      case SyncMode::list_windows:
-      case SyncMode::created_windows:
-        walk_list(store, state, run_id);
-        // A list walk sees changes, not hard deletes: a periodic sweep does.
-        // (Timed by the server's clock, as reconciled_at is.)
-        if (reconcile_due(state, server_now_.value_or(now_ticks()))) sweep(store, state, run_id, std::nullopt);
-        break;
-      case SyncMode::full_listing:
-        if (spec_.parent.empty()) sweep(store, state, run_id, std::nullopt);
-        else walk_parents(store, state, run_id);
-        break;
+    if (options_.since) {
+      walk_backfill(store, state, run_id);
+    } else {
+      switch (mode_) {
+        case SyncMode::export_feed:
+          walk_export(store, state, run_id);
+          // The feed sees changes, not hard deletes: every reconcile_every, a complete listing of
+          // the list endpoint (the same rows, merged through the guard) finds what it no longer has.
+          // reconcile_every = 0 (a list that cannot list everything, e.g. one that requires ids):
+          // never, not even with --reconcile.
+          if (!spec_.list_path.empty() && spec_.reconcile_every_seconds > 0 &&
+              reconcile_due(state, server_now_.value_or(now_ticks())))
+            sweep(store, state, run_id, std::nullopt);
+          break;
+        case SyncMode::list_windows:
+        case SyncMode::created_windows:
+          walk_list(store, state, run_id);
+          // A list walk sees changes, not hard deletes: a periodic sweep does.
+          // (Timed by the server's clock, as reconciled_at is.)
+          if (reconcile_due(state, server_now_.value_or(now_ticks()))) sweep(store, state, run_id, std::nullopt);
+          break;
+        case SyncMode::full_listing:
+          if (spec_.parent.empty()) sweep(store, state, run_id, std::nullopt);
+          else walk_parents(store, state, run_id);
+          break;
+      }
     }
     store.finish_run(run_id, "succeeded", "", run_counters());
     log::event(log::Level::info, "job_succeeded",
@@ -255,9 +259,10 @@ MergeCounts JobRun::commit_on(JobStorage& store, const ParsedPage& page, const J
                where, q.error);
   // PostgreSQL restarted or the connection broke: the page's transaction is lost, but the page
   // is still in memory. Reconnect (bounded), take the job's lock again and commit it again.
+  const JobState written = state_to_write(state);
   for (int attempt = 1;; ++attempt) {
     try {
-      return store.commit_page(page, &state, run_id, where, gates);
+      return store.commit_page(page, &written, run_id, where, gates);
     } catch (const PgError& e) {
       // Whether to try again is Error::retryable()'s to say; how often and how is this loop's: a
       // conflict reruns the page at once (5 times), a lost connection is re-opened first.

@@ -17,6 +17,9 @@
 
 namespace stsync {
 
+/// Why `spec` cannot be backfilled (with `until` given or not); empty when it can.
+std::string why_no_backfill(const JobSpec& spec, SyncMode mode, bool until);
+
 struct RunOptions {
   std::vector<std::string> jobs;        // empty: every enabled job
   std::optional<std::int64_t> tenant;   // empty: every configured tenant
@@ -25,6 +28,9 @@ struct RunOptions {
   bool reconcile = false;               // sweep for hard deletes now, due or not (jobs with a list endpoint)
   bool due = false;                     // only jobs whose cadence (`every`) has passed since their last success
   double max_run_seconds = 0;           // a job stops after the page in flight past this (0: no limit)
+  // A backfill (run --since [--until]): re-read [since, until) and merge it through the guard,
+  // leaving the job's token and watermark as they are; resumable.
+  std::optional<Ticks> since, until;
   /// Called after each committed page (from the job's thread): tenant, job, pages, rows so far.
   std::function<void(std::int64_t, const std::string&, std::int64_t, std::int64_t)> on_page;
 };
@@ -71,6 +77,11 @@ class JobRun {
   /// A per-parent job: sweeps the listing of every parent row changed since the last run (all
   /// parents on the first run and when a reconcile is due).
   void walk_parents(JobStorage& store, JobState& state, std::int64_t run_id);
+  /// A backfill of [options_.since, options_.until): list windows, or the export from a date.
+  void walk_backfill(JobStorage& store, JobState& state, std::int64_t run_id);
+  /// During a backfill, what a commit writes: the job's state as it was before, with the
+  /// backfill's progress taken from the walk's own state.
+  JobState state_to_write(const JobState& walking) const;
   /// A sweep for hard deletes is due at `now` (the clock reconciled_at was set by).
   bool reconcile_due(const JobState& state, Ticks now) const;
   /// Stores every row of [lo, hi) of `field` ("created" or "modified"), splitting windows until
@@ -130,6 +141,8 @@ class JobRun {
   std::optional<Ticks> server_now_;  // the newest Date header of this run
   size_t last_body_bytes_ = 0;       // JSON bytes of the last page parsed
   std::atomic<std::int64_t> updated_rows_{0};  // rows the commit lanes updated in this run
+  std::optional<JobState> backfill_base_;  // set during a backfill: the state every commit writes
+  std::string backfill_window_;            // "since|until" of the backfill under way
 };
 
 }  // namespace stsync
