@@ -615,3 +615,27 @@ TEST_CASE("an interrupted backfill resumes where it stopped and leaves the job's
   CHECK(digest() == before);
   check_exact(schema, sandbox, {"invoices"});
 }
+
+TEST_CASE("with history = true every version an incremental run replaces is kept and chains to the next",
+          "[promises][history]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  const std::string config = write_temp_file("[jobs.invoices]\nhistory = true\n");
+  auto env = with_env(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_CONFIG", config}});
+  REQUIRE(run_stsync({"run", "--jobs", "invoices"}, env).exit_code == 0);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices_history") == 600);  // the current versions
+  sandbox.admin("changes", fmt::format("tenant={}&resource=invoices&n=40", kTenantA));
+  sandbox.admin("clock", "advance_seconds=1000");
+  REQUIRE(run_stsync({"run", "--jobs", "invoices"}, env).exit_code == 0);
+  check_exact(schema, sandbox, {"invoices"});
+  const std::int64_t updated = schema.scalar("SELECT rows_updated FROM {s}.sync_runs ORDER BY run_id DESC LIMIT 1");
+  const std::int64_t inserted = schema.scalar("SELECT rows_inserted FROM {s}.sync_runs ORDER BY run_id DESC LIMIT 1");
+  CHECK(updated > 10);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices_history_past") == updated);
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices_history") == 600 + inserted + updated);
+  // Each past version ends where the row's next version begins, and holds the older content.
+  CHECK(schema.scalar("SELECT count(*) FROM {s}.invoices_history_past p JOIN {s}.invoices i USING (tenant_id, id) "
+                      "WHERE p.valid_to = coalesce(i.deleted_at, i.modified_on, i.synced_at) AND p.raw <> i.raw") ==
+        updated);
+  std::filesystem::remove(config);
+}

@@ -713,7 +713,7 @@ TEST_CASE("a month query in a non-UTC session counts an invoice in its own month
             .get(0, 0) == "0");
 }
 
-TEST_CASE("history keeps three versions of an invoice changed twice and marks its deletion", "[sync][history]") {
+TEST_CASE("history keeps three versions of a row changed twice and marks its deletion", "[sync][history]") {
   TestSchema schema;
   PgConnection& db = schema.db();
   JobSpec spec = things_spec("history = true\n");
@@ -731,7 +731,7 @@ TEST_CASE("history keeps three versions of an invoice changed twice and marks it
   REQUIRE(run.store.mark_deleted({"1"}, &run.state, run.run) == 1);
   PgResult versions = db.exec(fmt::format("SELECT amount::text, valid_from::text, coalesce(valid_to::text, '-'), "
                                           "deleted_at IS NOT NULL, change_xid IS NOT NULL FROM {}.things_history "
-                                          "WHERE tenant_id = 5 AND id = 1 ORDER BY version_id",
+                                          "WHERE tenant_id = 5 AND id = 1 ORDER BY valid_from, valid_to NULLS LAST",
                                           db.quote_ident(schema.name())));
   REQUIRE(versions.rows() == 4);
   CHECK(versions.get(0, 0) == "1.00");

@@ -137,10 +137,10 @@ TableShape child_table_shape(const JobSpec& spec, const ChildSpec& child) {
 
 TableShape history_table_shape(const JobSpec& spec) {
   TableShape s = job_table_shape(spec);
-  s.table = spec.table + "_history";
-  s.description = "Every version stsync has seen of the rows of " + spec.table +
-                  " (history = true): one row per version, valid from its modifiedOn (or when it was found "
-                  "deleted) until the next version's; versions between two syncs are unknowable.";
+  s.table = spec.table + "_history_past";
+  s.description = "The past versions of the rows of " + spec.table +
+                  " (history = true), each valid from its modifiedOn (or when it was found deleted) until the "
+                  "next version's; read them with the current ones through the view " + spec.table + "_history.";
   for (TableColumn& c : s.columns) {
     c.not_null = c.name == "tenant_id" || c.name == "id";
     c.default_sql.clear();  // every value is the job row's, copied by the trigger

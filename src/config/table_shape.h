@@ -53,8 +53,9 @@ struct TableShape {
 
 TableShape job_table_shape(const JobSpec& spec);
 TableShape child_table_shape(const JobSpec& spec, const ChildSpec& child);
-/// A history job's <table>_history: every column of its job table (none NOT NULL, no defaults)
-/// then valid_from, valid_to and version_id (the key); indexed by (tenant_id, id, valid_from).
+/// A history job's <table>_history_past (the versions its rows had before their current one):
+/// every column of its job table (none NOT NULL, no defaults), then valid_from, valid_to and
+/// version_id (the key); indexed by (tenant_id, id, valid_from).
 TableShape history_table_shape(const JobSpec& spec);
 
 /// The staging table's columns, in COPY order: the job table's row columns (tenant_id, id,

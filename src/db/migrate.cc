@@ -116,32 +116,37 @@ void ensure_table(PgConnection& db, const std::string& schema, const TableShape&
   ensure_comments(db, table, shape, comments);
 }
 
-// history = true: statement-level triggers on the job table copy every row an INSERT (a merge, a
-// first load's COPY) or an UPDATE (a merge's new version, a row marked deleted) wrote into
-// <table>_history, in the same transaction, closing the version each replaces. Set-based (one
-// INSERT and one UPDATE per statement, over its transition table), written from the table's
-// shape, replaced when the shape changes.
-void ensure_history_trigger(PgConnection& db, const std::string& schema, const JobSpec& spec, bool seed) {
+// history = true. The current version of each row is the job table's own; an UPDATE (a merge's
+// newer version, a row marked deleted or back) copies the version it replaces into
+// <table>_history_past, by a statement-level trigger in the page's transaction, set-based (one
+// INSERT per statement over its transition tables). The view <table>_history is both. A first
+// load (all inserts) writes nothing more than without history.
+void ensure_history(PgConnection& db, const std::string& schema, const JobSpec& spec) {
   const TableShape job = job_table_shape(spec);
+  const TableShape past = history_table_shape(spec);
+  ensure_table(db, schema, past);
   const std::string s = db.quote_ident(schema);
   const std::string table = s + "." + db.quote_ident(job.table);
-  const std::string history = s + "." + db.quote_ident(job.table + "_history");
-  std::string columns, values;
+  const std::string past_table = s + "." + db.quote_ident(past.table);
+  const std::string view = s + "." + db.quote_ident(job.table + "_history");
+  std::string columns, old_values, names;
   for (const TableColumn& c : job.columns) {
     columns += db.quote_ident(c.name) + ", ";
-    values += "n." + db.quote_ident(c.name) + ", ";
+    old_values += "o." + db.quote_ident(c.name) + ", ";
+    names += c.name + ",";
   }
   // A version begins at its modifiedOn, or when the row was found deleted (or, for a record
   // without modifiedOn, when stsync wrote it); it ends where the next begins (never before it).
-  const std::string begins = "coalesce(n.deleted_at, n.modified_on, n.synced_at)";
+  auto begins = [](const char* row) {
+    return fmt::format("coalesce({0}.deleted_at, {0}.modified_on, {0}.synced_at)", row);
+  };
   const std::string body = fmt::format(
       "\nBEGIN\n"
-      "  UPDATE {0} h SET valid_to = greatest(h.valid_from, {3}) FROM new_rows n\n"
-      "  WHERE h.tenant_id = n.tenant_id AND h.id = n.id AND h.valid_to IS NULL;\n"
-      "  INSERT INTO {0} ({1}valid_from) SELECT {2}{3} FROM new_rows n;\n"
+      "  INSERT INTO {0} ({1}valid_from, valid_to)\n"
+      "  SELECT {2}{3}, greatest({3}, {4}) FROM old_rows o JOIN new_rows n ON n.tenant_id = o.tenant_id AND n.id = o.id;\n"
       "  RETURN NULL;\n"
       "END\n",
-      history, columns, values, begins);
+      past_table, columns, old_values, begins("o"), begins("n"));
   const std::string function = (job.table + "_history_fn").substr(0, 63);
   PgResult current = db.exec("SELECT p.prosrc FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON "
                              "n.oid = p.pronamespace WHERE n.nspname = $1 AND p.proname = $2",
@@ -149,19 +154,31 @@ void ensure_history_trigger(PgConnection& db, const std::string& schema, const J
   if (current.rows() == 0 || current.get(0, 0) != body)
     db.exec(fmt::format("CREATE OR REPLACE FUNCTION {}.{}() RETURNS trigger LANGUAGE plpgsql AS $stsync${}$stsync$", s,
                         db.quote_ident(function), body));
-  for (const char* event : {"INSERT", "UPDATE"}) {
-    const std::string trigger = (job.table + (event[0] == 'I' ? "_history_ins" : "_history_upd")).substr(0, 63);
-    if (db.exec("SELECT count(*) FROM pg_catalog.pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2",
-                {table, trigger})
-            .get_int(0, 0) == 0)
-      db.exec(fmt::format("CREATE TRIGGER {} AFTER {} ON {} REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT "
-                          "EXECUTE FUNCTION {}.{}()",
-                          db.quote_ident(trigger), event, table, s, db.quote_ident(function)));
+  const std::string trigger = (job.table + "_history").substr(0, 63);
+  if (db.exec("SELECT count(*) FROM pg_catalog.pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2",
+              {table, trigger})
+          .get_int(0, 0) == 0)
+    db.exec(fmt::format("CREATE TRIGGER {} AFTER UPDATE ON {} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows "
+                        "FOR EACH STATEMENT EXECUTE FUNCTION {}.{}()",
+                        db.quote_ident(trigger), table, s, db.quote_ident(function)));
+  // The view, made again when the table's columns changed (a job file gained one).
+  names += "valid_from,valid_to,version_id";
+  const std::string have =
+      db.exec("SELECT coalesce(string_agg(attname, ',' ORDER BY attnum), '') FROM pg_catalog.pg_attribute WHERE "
+              "attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+              {view})
+          .get(0, 0);
+  if (have != names) {
+    db.exec(fmt::format("DROP VIEW IF EXISTS {}", view));
+    db.exec(fmt::format("CREATE VIEW {0} AS SELECT {1}valid_from, valid_to, version_id FROM {2} UNION ALL "
+                        "SELECT {1}{3}, NULL::timestamptz, NULL::bigint FROM {4} n",
+                        view, columns, past_table, begins("n"), table));
+    db.exec(fmt::format("COMMENT ON VIEW {} IS {}", view,
+                        db.quote_literal("Every version stsync has seen of the rows of " + job.table +
+                                         " (history = true): the past ones (from " + past.table +
+                                         ") and the current one (valid_to NULL; deleted ones with deleted_at set). "
+                                         "Versions between two syncs are unknowable.")));
   }
-  // A history that starts on a table with rows: their current versions are the first it knows.
-  if (seed)
-    db.exec(fmt::format("INSERT INTO {0} ({1}valid_from) SELECT {2}{3} FROM {4} n", history, columns, values, begins,
-                        table));
 }
 
 }  // namespace
@@ -178,14 +195,7 @@ std::map<std::string, std::string> ensure_job_tables(PgConnection& db, const std
       try {
         ensure_table(db, schema, job_table_shape(spec));
         for (const ChildSpec& child : spec.children) ensure_table(db, schema, child_table_shape(spec, child));
-        if (spec.history) {
-          const TableShape shape = history_table_shape(spec);
-          const bool fresh = db.exec("SELECT to_regclass($1) IS NULL",
-                                     {db.quote_ident(schema) + "." + db.quote_ident(shape.table)})
-                                 .get(0, 0) == "t";
-          ensure_table(db, schema, shape);
-          ensure_history_trigger(db, schema, spec, fresh);
-        }
+        if (spec.history) ensure_history(db, schema, spec);
         db.exec("RELEASE SAVEPOINT job_table");
       } catch (const PgError& e) {
         if (e.kind() != ErrorKind::db_fault) throw;
