@@ -639,3 +639,27 @@ TEST_CASE("with history = true every version an incremental run replaces is kept
         updated);
   std::filesystem::remove(config);
 }
+
+TEST_CASE("stsync reports lists a tenant's report categories and reports and describes a report's parameters and fields",
+          "[promises][reports]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  auto env = stsync_env(sandbox, schema, kTenantA);
+  ProcessResult list = run_stsync({"reports"}, env);
+  INFO(list.out << list.err);
+  CHECK(list.exit_code == 0);
+  CHECK(list.out.find("technician           2001  Technician performance") != std::string::npos);
+  CHECK(list.out.find("operations           1001  Revenue by business unit") != std::string::npos);
+  ProcessResult one = run_stsync({"reports", "--category", "marketing", "--json"}, env);
+  CHECK(one.exit_code == 0);
+  CHECK(one.out.find(R"("category":"marketing","category_name":"Marketing","id":3001)") != std::string::npos);
+  CHECK(one.out.find("technician") == std::string::npos);
+  ProcessResult described = run_stsync({"reports", "describe", "technician", "2001"}, env);
+  CHECK(described.exit_code == 0);
+  CHECK(described.out.find("  From                     Date     required  (From)") != std::string::npos);
+  CHECK(described.out.find("  IncludeInactive          Boolean  optional  (Include inactive)") != std::string::npos);
+  CHECK(described.out.find("  Revenue                  Number   (Revenue)") != std::string::npos);
+  ProcessResult unknown = run_stsync({"reports", "describe", "technician", "999"}, env);
+  CHECK(unknown.exit_code != 0);
+  CHECK(unknown.err.find("404") != std::string::npos);
+}

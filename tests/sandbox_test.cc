@@ -42,6 +42,10 @@ struct Api {
     if (app_key.empty()) h.erase("ST-App-Key");
     return http.Get(path.c_str(), h);
   }
+  httplib::Result post(const std::string& path, const std::string& token, const std::string& body) {
+    httplib::Headers h = {{"ST-App-Key", "sandbox-app-key"}, {"Authorization", "Bearer " + token}};
+    return http.Post(path.c_str(), h, body, "application/json");
+  }
 };
 
 std::string inv(std::int64_t tenant, const std::string& query = "") {
@@ -688,4 +692,68 @@ TEST_CASE("every request a default job can make names only parameters its operat
   CHECK(requests > 400);
   for (const std::string& p : problems) UNSCOPED_INFO(p);
   CHECK(problems.empty());
+}
+
+TEST_CASE("the sandbox serves the Reporting API: categories reports descriptions data per day and 5 runs of a report "
+          "per minute with Retry-After",
+          "[sandbox][reports]") {
+  TestSandbox s;
+  Api api(s);
+  const std::string token = api.token(kTenantA);
+  const std::string base = fmt::format("/reporting/v2/tenant/{}", kTenantA);
+  auto categories = api.get(base + "/report-categories?includeTotal=true", token);
+  REQUIRE(categories->status == 200);
+  CHECK(categories->body.find(R"({"id":"technician","name":"Technician"})") != std::string::npos);
+  CHECK(categories->body.find(R"("totalCount":3)") != std::string::npos);
+  auto reports = api.get(base + "/report-category/technician/reports", token);
+  REQUIRE(reports->status == 200);
+  CHECK(reports->body.find(R"("id":2001,"name":"Technician performance")") != std::string::npos);
+  CHECK(api.get(base + "/report-category/nothing/reports", token)->status == 404);
+  auto described = api.get(base + "/report-category/technician/reports/2001", token);
+  REQUIRE(described->status == 200);
+  CHECK(described->body.find(R"({"name":"From","label":"From","dataType":"Date","isArray":false,"isRequired":true,)") !=
+        std::string::npos);
+  CHECK(described->body.find(R"({"name":"Revenue","label":"Revenue","dataType":"Number"})") != std::string::npos);
+
+  const std::string data = base + "/report-category/technician/reports/2001/data";
+  const std::string day = R"({"parameters":[{"name":"From","value":"2025-03-01"},{"name":"To","value":"2025-03-01"}]})";
+  // A required parameter missing: the API's 400, naming it.
+  auto missing = api.post(data, token, R"({"parameters":[{"name":"From","value":"2025-03-01"}]})");
+  CHECK(missing->status == 400);
+  CHECK(missing->body.find("The parameter To is required.") != std::string::npos);
+  // One day's rows, as arrays in the order of the fields, paged; the same day gives the same rows.
+  auto first = api.post(data + "?page=1&pageSize=5000&includeTotal=true", token, day);
+  REQUIRE(first->status == 200);
+  CHECK(first->body.find(R"("fields":[{"name":"Technician","label":"Technician"},)") != std::string::npos);
+  const std::string truth = s.admin("report-truth", fmt::format("tenant={}&report=2001&day=2025-03-01", kTenantA), false);
+  const std::string rows = truth.substr(truth.find("\"data\":") + 7);
+  CHECK(first->body.find(rows.substr(0, rows.size() - 1)) != std::string::npos);
+  // Four runs so far (the 400 counts as one); the sixth in a minute is refused with Retry-After.
+  CHECK(api.post(data, token, day)->status == 200);
+  CHECK(api.post(data, token, day)->status == 200);
+  CHECK(api.post(data, token, day)->status == 200);
+  auto sixth = api.post(data, token, day);
+  CHECK(sixth->status == 429);
+  CHECK(std::stoi(sixth->get_header_value("Retry-After")) >= 50);
+  CHECK(api.post(base + "/report-category/operations/reports/1001/data", token,
+                 R"({"parameters":[{"name":"From","value":"2025-03-01"},{"name":"To","value":"2025-03-02"}]})")
+            ->status == 200);  // another report: its own limit
+  CHECK(s.stat(kTenantA, "report_throttled") == 1);
+  // The owner adds a field and removes one; a past day is restated: its numbers change, its
+  // names do not.
+  s.admin("report-limit", "runs=100&window_ms=60000");
+  s.admin("report-fields", fmt::format("tenant={}&report=2001&add=Callbacks:Number&remove=FirstDispatch", kTenantA));
+  auto changed = api.get(base + "/report-category/technician/reports/2001", token);
+  CHECK(changed->body.find("Callbacks") != std::string::npos);
+  CHECK(changed->body.find("FirstDispatch") == std::string::npos);
+  const std::string before = s.admin("report-truth", fmt::format("tenant={}&report=1001&day=2025-03-01", kTenantA), false);
+  s.admin("report-restate", fmt::format("tenant={}&report=1001&day=2025-03-01", kTenantA));
+  const std::string after = s.admin("report-truth", fmt::format("tenant={}&report=1001&day=2025-03-01", kTenantA), false);
+  CHECK(after != before);
+  CHECK(after.substr(0, after.find(',', after.find("\"data\":"))) == before.substr(0, before.find(',', before.find("\"data\":"))));
+  // A tenant whose app lacks the Reporting scope gets 403.
+  s.admin("scopes", fmt::format("tenant={}&deny=reporting", kTenantA));
+  auto denied = api.get(base + "/report-categories", token);
+  REQUIRE(denied);
+  CHECK(denied->status == 403);
 }

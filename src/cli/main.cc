@@ -22,6 +22,7 @@
 #include "check.h"
 #include "scheduler.h"
 #include "quarantine_view.h"
+#include "reports_view.h"
 #include "status.h"
 #include "timestamp.h"
 #include "verify.h"
@@ -177,6 +178,20 @@ int main(int argc, char** argv) {
   verify_cmd->add_option("--jobs", verify_jobs, "Comma-separated job names (default: every job the tenant runs)");
   verify_cmd->add_option("--tenant", verify_tenant, "Only this tenant");
   verify_cmd->add_flag("--json", verify_json, "Machine-readable output");
+  std::string reports_category;
+  std::int64_t reports_tenant = 0, describe_id = 0;
+  bool reports_json = false;
+  CLI::App* reports_cmd = app.add_subcommand(
+      "reports", "List the report categories and reports of a tenant (ServiceTitan's Reporting API)");
+  reports_cmd->add_option("--tenant", reports_tenant, "This tenant (default: the first configured)");
+  reports_cmd->add_option("--category", reports_category, "Only this category");
+  reports_cmd->add_flag("--json", reports_json, "Machine-readable output");
+  CLI::App* describe_cmd = reports_cmd->add_subcommand("describe", "A report's parameters and fields");
+  std::string describe_category;
+  describe_cmd->add_option("category", describe_category, "The report's category (its id)")->required();
+  describe_cmd->add_option("report", describe_id, "The report's id")->required();
+  describe_cmd->add_option("--tenant", reports_tenant, "This tenant (default: the first configured)");
+  describe_cmd->add_flag("--json", reports_json, "Machine-readable output");
   std::string reset_jobs;
   std::int64_t reset_tenant = 0;
   bool reset_yes = false;
@@ -335,6 +350,13 @@ int main(int argc, char** argv) {
       }
       daemon_options.run.jobs = split_commas(daemon_jobs);
       return run_daemon(settings, daemon_options);
+    }
+    if (reports_cmd->parsed()) {
+      const std::optional<std::int64_t> t = reports_tenant != 0 ? std::optional<std::int64_t>(reports_tenant) : std::nullopt;
+      fmt::print("{}", describe_cmd->parsed()
+                           ? render_report_description(settings, t, describe_category, describe_id, reports_json)
+                           : render_report_catalogue(settings, t, reports_category, reports_json));
+      return kExitSuccess;
     }
     if (verify_cmd->parsed()) {
       VerifyOptions options;

@@ -119,6 +119,7 @@ void Server::handle_admin(const httplib::Request& req, httplib::Response& res) {
     tokens_.clear();
     stats_.clear();
     undeclared_params_.clear();
+    reports_.reset();
     queued_faults_.clear();
     options_.faults.rate = 0;
     faults_injected_ = 0;
@@ -131,6 +132,36 @@ void Server::handle_admin(const httplib::Request& req, httplib::Response& res) {
     std::lock_guard lock(mutex_);
     ++export_token_epoch_;
     res.set_content(R"({"status":"ok"})", kJson);
+  } else if (what == "report-fields" && tenant && req.method == "POST") {
+    // The report's owner adds (add=Name:Type) or removes (remove=Name) a field.
+    if (!reports_.change_fields(*tenant, parse_int(param("report")).value_or(0), param("add"), param("remove")))
+      return send_problem(res, 404, "Unknown report");
+    res.set_content(R"({"status":"ok"})", kJson);
+  } else if (what == "report-restate" && tenant && req.method == "POST") {
+    // A past day's numbers change (late payments, edits).
+    reports_.restate(*tenant, parse_int(param("report")).value_or(0), param("day"));
+    res.set_content(R"({"status":"ok"})", kJson);
+  } else if (what == "report-limit" && req.method == "POST") {
+    // The runs of one report allowed per tenant in a window (default 5 per 60,000 ms).
+    reports_.set_window(static_cast<int>(parse_int(param("runs")).value_or(5)),
+                        parse_int(param("window_ms")).value_or(60000));
+    res.set_content(R"({"status":"ok"})", kJson);
+  } else if (what == "report-truth" && tenant) {
+    // One day's rows of a report as it is now: {"fields": [names], "data": [rows]}.
+    const ReportDefinition* def = nullptr;
+    for (const ReportDefinition& r : ReportBook::builtin())
+      if (r.id == parse_int(param("report")).value_or(0)) def = &r;
+    if (def == nullptr) return send_problem(res, 404, "Unknown report");
+    const std::optional<ReportDefinition> report = reports_.report(*tenant, def->category, def->id);
+    std::string body = "{\"fields\":[";
+    for (size_t i = 0; i < report->fields.size(); ++i) {
+      if (i) body += ',';
+      append_json_string(body, report->fields[i].name);
+    }
+    body += "],\"data\":[";
+    const std::vector<std::string> rows = reports_.day_rows(*tenant, *report, param("day"));
+    for (size_t i = 0; i < rows.size(); ++i) body += (i ? "," : "") + rows[i];
+    res.set_content(body + "]}", kJson);
   } else if (what == "undeclared-params") {
     // Parameters requests carried that the operation's contract does not declare (ignored).
     std::lock_guard lock(mutex_);
@@ -149,9 +180,9 @@ void Server::handle_admin(const httplib::Request& req, httplib::Response& res) {
       first = false;
       body += fmt::format(
           R"("{}":{{"requests":{},"throttled":{},"token_requests":{},"records_served":{},"max_per_second":{},)"
-          R"("slow_bodies_started":{},"slow_bodies_finished":{}}})",
+          R"("slow_bodies_started":{},"slow_bodies_finished":{},"report_runs":{},"report_throttled":{}}})",
           t, s.requests, s.throttled, s.token_requests, s.records_served, s.max_per_second, s.slow_bodies_started,
-          s.slow_bodies_finished);
+          s.slow_bodies_finished, reports_.runs(t), reports_.throttled(t));
     }
     body += "}}";
     res.set_content(body, kJson);

@@ -181,6 +181,10 @@ void Server::install_routes() {
              [this](const httplib::Request& q, httplib::Response& r) { handle_admin(q, r); });
   http_->Post(R"(/_sandbox/.*)",
               [this](const httplib::Request& q, httplib::Response& r) { handle_admin(q, r); });
+  http_->Get(R"(/reporting/v2/tenant/[^/]+/.*)",
+             [this](const httplib::Request& q, httplib::Response& r) { handle_report(q, r); });
+  http_->Post(R"(/reporting/v2/tenant/[^/]+/.*)",
+              [this](const httplib::Request& q, httplib::Response& r) { handle_report(q, r); });
   http_->Get(R"(/[a-z-]+/v[0-9]+/tenant/[^/]+/.*)",
              [this](const httplib::Request& q, httplib::Response& r) { handle_resource(q, r); });
   http_->set_error_handler([this](const httplib::Request&, httplib::Response& res) {

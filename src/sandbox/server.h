@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "sandbox/dataset.h"
+#include "sandbox/reports.h"
 
 namespace httplib {
 class Server;
@@ -91,6 +92,8 @@ class Server {
   void install_routes();
   void handle_token(const httplib::Request& req, httplib::Response& res);
   void handle_resource(const httplib::Request& req, httplib::Response& res);
+  /// The Reporting API (reports.cc): categories, reports, descriptions, data (POST).
+  void handle_report(const httplib::Request& req, httplib::Response& res);
   /// A 200 page: gzip (fastest level) when the client accepts it.
   void send_page(const httplib::Request& req, httplib::Response& res, std::string body);
   void handle_admin(const httplib::Request& req, httplib::Response& res);
@@ -110,6 +113,7 @@ class Server {
 
   ServerOptions options_;
   Dataset dataset_;
+  ReportBook reports_{options_.data.seed};
   std::unique_ptr<httplib::Server> http_;
   std::thread thread_;
   std::mutex mutex_;  // guards everything below

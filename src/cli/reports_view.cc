@@ -1,0 +1,90 @@
+#include "reports_view.h"
+
+#include <fmt/format.h>
+
+#include "copy_text.h"
+#include "reports.h"
+#include "scheduler.h"
+#include "st_client.h"
+
+namespace stsync {
+namespace {
+
+// The tenant whose reports are shown: the one asked for, else the first configured.
+template <typename Body>
+std::string with_client(const Settings& settings, std::optional<std::int64_t> tenant, Body body) {
+  RunOptions selection;
+  selection.tenant = tenant;
+  const std::vector<TenantConfig> tenants = selected_tenants(settings, selection);
+  if (tenants.empty()) throw Error(ErrorKind::config, "reports: no tenant is configured (or --tenant names none)");
+  CurlTransport transport(curl_options(settings));
+  TenantSession session(tenants.front(), settings.requests_per_second, real_clock());
+  RetryBudget budget(settings.retry_budget_seconds);
+  ServiceTitanClient client(settings, session, transport, real_clock(), budget);
+  return body(client, tenants.front().id);
+}
+
+std::string json_text(const std::string& s) {
+  std::string out;
+  append_json_string(out, s);
+  return out;
+}
+
+}  // namespace
+
+std::string render_report_catalogue(const Settings& settings, std::optional<std::int64_t> tenant,
+                                    const std::string& category, bool json) {
+  return with_client(settings, tenant, [&](ServiceTitanClient& client, std::int64_t id) {
+    std::vector<ReportCategory> categories = report_categories(client, id);
+    if (!category.empty()) {
+      std::erase_if(categories, [&](const ReportCategory& c) { return c.id != category; });
+      if (categories.empty())
+        throw Error(ErrorKind::config, fmt::format("reports: tenant {} has no report category '{}'", id, category));
+    }
+    std::string out = json ? "[" : fmt::format("{:<16} {:>8}  {:<40} {}\n", "CATEGORY", "REPORT", "NAME", "DESCRIPTION");
+    bool first = true;
+    for (const ReportCategory& c : categories)
+      for (const ReportSummary& r : category_reports(client, id, c.id)) {
+        if (json)
+          out += fmt::format("{}\n  {{\"category\":{},\"category_name\":{},\"id\":{},\"name\":{},\"description\":{}}}",
+                             first ? "" : ",", json_text(c.id), json_text(c.name), r.id, json_text(r.name),
+                             json_text(r.description));
+        else
+          out += fmt::format("{:<16} {:>8}  {:<40} {}\n", c.id, r.id, r.name, r.description);
+        first = false;
+      }
+    if (json) return out + "\n]\n";
+    return out + fmt::format("tenant {}: `stsync reports describe CATEGORY REPORT` shows a report's parameters and "
+                             "fields\n",
+                             id);
+  });
+}
+
+std::string render_report_description(const Settings& settings, std::optional<std::int64_t> tenant,
+                                      const std::string& category, std::int64_t report, bool json) {
+  return with_client(settings, tenant, [&](ServiceTitanClient& client, std::int64_t id) {
+    const ReportDescription d = describe_report(client, id, category, report);
+    if (json) {
+      std::string out = fmt::format("{{\"category\":{},\"id\":{},\"name\":{},\"description\":{},\"parameters\":[",
+                                    json_text(category), d.id, json_text(d.name), json_text(d.description));
+      for (size_t i = 0; i < d.parameters.size(); ++i)
+        out += fmt::format("{}{{\"name\":{},\"label\":{},\"type\":{},\"required\":{},\"array\":{}}}", i ? "," : "",
+                           json_text(d.parameters[i].name), json_text(d.parameters[i].label),
+                           json_text(d.parameters[i].type), d.parameters[i].required, d.parameters[i].is_array);
+      out += "],\"fields\":[";
+      for (size_t i = 0; i < d.fields.size(); ++i)
+        out += fmt::format("{}{{\"name\":{},\"label\":{},\"type\":{}}}", i ? "," : "", json_text(d.fields[i].name),
+                           json_text(d.fields[i].label), json_text(d.fields[i].type));
+      return out + "]}\n";
+    }
+    std::string out = fmt::format("report {}/{}: {}\n{}\n\nparameters:\n", category, d.id, d.name, d.description);
+    for (const ReportInput& p : d.parameters)
+      out += fmt::format("  {:<24} {:<8} {}{}  ({})\n", p.name, p.type, p.required ? "required" : "optional",
+                         p.is_array ? ", a list" : "", p.label);
+    out += "fields:\n";
+    for (const ReportOutput& f : d.fields) out += fmt::format("  {:<24} {:<8} ({})\n", f.name, f.type, f.label);
+    return out;
+  });
+}
+
+}  // namespace stsync
