@@ -520,26 +520,32 @@ TEST_CASE("verify reports exact tables as equal and names a table with a row del
   CHECK(json.out.find(R"("job":"invoices","verdict":"MISMATCH","source":600,"table":599)") != std::string::npos);
 }
 
+namespace {
+
+// A fingerprint of a job's own position: token, watermark, complete_through, list cursor.
+std::string job_state_digest(TestSchema& schema, const std::string& job) {
+  return schema.db()
+      .exec(fmt::format("SELECT md5(coalesce(export_token, '') || coalesce(watermark::text, '') || "
+                        "coalesce(complete_through::text, '') || coalesce(list_cursor::text, '')) FROM {}.sync_state "
+                        "WHERE job = $1",
+                        schema.db().quote_ident(schema.name())),
+            {job})
+      .get(0, 0);
+}
+
+}  // namespace
+
 TEST_CASE("a backfill window updates changed rows in the window and leaves token and watermark unchanged",
           "[promises][backfill]") {
   TestSandbox sandbox;
   TestSchema schema;
   auto env = with_env(stsync_env(sandbox, schema, kTenantA), {{"STSYNC_JOBS_DIR", ""}});
   REQUIRE(run_stsync({"run", "--jobs", "invoices,employees"}, env).exit_code == 0);
-  const std::string state_sql =
-      "SELECT count(*) FROM {s}.sync_state WHERE job = $1 AND backfill IS NULL AND "
-      "md5(coalesce(export_token, '') || coalesce(watermark::text, '') || coalesce(complete_through::text, '') || "
-      "coalesce(list_cursor::text, '')) = $2";
-  auto state_digest = [&](const std::string& job) {
-    return schema.db()
-        .exec(fmt::format("SELECT md5(coalesce(export_token, '') || coalesce(watermark::text, '') || "
-                          "coalesce(complete_through::text, '') || coalesce(list_cursor::text, '')) FROM {}.sync_state "
-                          "WHERE job = $1",
-                          schema.db().quote_ident(schema.name())),
-              {job})
-        .get(0, 0);
+  const std::string invoices_state = job_state_digest(schema, "invoices"),
+                    employees_state = job_state_digest(schema, "employees");
+  auto no_backfill_left = [&](const std::string& job) {
+    return schema.scalar("SELECT count(*) FROM {s}.sync_state WHERE job = $1 AND backfill IS NULL", {job}) == 1;
   };
-  const std::string invoices_state = state_digest("invoices"), employees_state = state_digest("employees");
   // Every stored row differs from the source now (same version, other content): what a read of
   // the source puts right, through the guard.
   for (const char* table : {"invoices", "employees"})
@@ -564,14 +570,15 @@ TEST_CASE("a backfill window updates changed rows in the window and leaves token
   const std::string inside = fmt::format("modified_on >= '{}' AND modified_on < '{}'", lo, hi);
   CHECK(tampered("employees", inside) == 0);                              // read again: the source's version
   CHECK(tampered("employees", "NOT (" + inside + ")") > 20);              // outside the window: untouched
-  CHECK(state_digest("employees") == employees_state);                     // token, watermark, cursors as they were
-  CHECK(schema.scalar(state_sql, {"employees", employees_state}) == 1);    // and no backfill left under way
+  CHECK(job_state_digest(schema, "employees") == employees_state);  // token, watermark, cursors as they were
+  CHECK(no_backfill_left("employees"));                              // and no backfill left under way
   // The export from a date (an export job): rows changed since then are read again.
   ProcessResult from = run_stsync({"run", "--jobs", "invoices", "--since", lo}, env);
   REQUIRE(from.exit_code == 0);
   CHECK(tampered("invoices", fmt::format("modified_on >= '{}'", lo)) == 0);
   CHECK(tampered("invoices", fmt::format("modified_on < timestamptz '{}' - interval '1 hour'", lo)) > 20);
-  CHECK(schema.scalar(state_sql, {"invoices", invoices_state}) == 1);
+  CHECK(job_state_digest(schema, "invoices") == invoices_state);
+  CHECK(no_backfill_left("invoices"));
   // What cannot be filtered is refused, saying why; nothing runs.
   ProcessResult until_export = run_stsync({"run", "--jobs", "invoices", "--since", lo, "--until", hi}, env);
   CHECK(until_export.exit_code == 2);
@@ -591,21 +598,14 @@ TEST_CASE("an interrupted backfill resumes where it stopped and leaves the job's
   TestSchema schema;
   auto env = stsync_env(sandbox, schema, kTenantA);
   REQUIRE(run_stsync({"run", "--jobs", "invoices"}, env).exit_code == 0);
-  auto digest = [&] {
-    return schema.db()
-        .exec(fmt::format("SELECT md5(coalesce(export_token, '') || coalesce(watermark::text, '') || "
-                          "coalesce(complete_through::text, '')) FROM {}.sync_state WHERE job = 'invoices'",
-                          schema.db().quote_ident(schema.name())))
-        .get(0, 0);
-  };
-  const std::string before = digest();
+  const std::string before = job_state_digest(schema, "invoices");
   sandbox.admin("settings", "latency_ms=150");  // about 7 pages a second: a 1 s run stops after a few
   ProcessResult cut = run_stsync({"run", "--jobs", "invoices", "--since", "2000-01-01", "--max-run-time", "1s"}, env);
   INFO(cut.err);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_runs WHERE job = 'invoices' AND outcome = 'interrupted'") == 1);
   CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_state WHERE job = 'invoices' AND backfill LIKE "
                       "'window=2000-01-01T00:00:00.0000000Z|%token=%'") == 1);
-  CHECK(digest() == before);  // mid-backfill too: a crash now leaves the job's own state as it was
+  CHECK(job_state_digest(schema, "invoices") == before);  // mid-backfill too: a crash now leaves the job's own state as it was
   sandbox.admin("settings", "latency_ms=0");
   const std::int64_t served = sandbox.stat(kTenantA, "records_served");
   ProcessResult rest = run_stsync({"run", "--jobs", "invoices", "--since", "2000-01-01"}, env);
@@ -613,7 +613,7 @@ TEST_CASE("an interrupted backfill resumes where it stopped and leaves the job's
   CHECK(rest.err.find("resuming the backfill of [2000-01-01T00:00:00.0000000Z|)") != std::string::npos);
   CHECK(sandbox.stat(kTenantA, "records_served") - served < 1000);  // not from the start again
   CHECK(schema.scalar("SELECT count(*) FROM {s}.sync_state WHERE job = 'invoices' AND backfill IS NULL") == 1);
-  CHECK(digest() == before);
+  CHECK(job_state_digest(schema, "invoices") == before);
   check_exact(schema, sandbox, {"invoices"});
 }
 

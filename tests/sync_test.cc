@@ -58,6 +58,12 @@ struct HandRun {
   std::int64_t run = 0;
 };
 
+// The state tables and `spec`'s tables in a fresh schema, as a run's start leaves them.
+void prepare_tables(PgConnection& db, const std::string& schema, const JobSpec& spec) {
+  apply_migrations(db, schema);
+  ensure_job_tables(db, schema, {spec});
+}
+
 // A list job of its own ("things", an amount column), plus `more` of the job file.
 JobSpec things_spec(const std::string& more = "") {
   return parse_job_spec(R"(
@@ -274,8 +280,7 @@ path = "parts"
 table = "thing_parts"
 columns = [ { path = "n", type = "integer" } ]
 )");
-  apply_migrations(db, schema.name());
-  ensure_job_tables(db, schema.name(), {spec});
+  prepare_tables(db, schema.name(), spec);
   HandRun hand(db, schema.name(), spec);
   JobStore& store = hand.store;
   const std::int64_t run = hand.run;
@@ -369,8 +374,7 @@ TEST_CASE("the probe for stored keys reads one index entry per key, even where t
   PgConnection& db = schema.db();
   const std::string s = db.quote_ident(schema.name());
   JobSpec spec = builtin_job("invoices");
-  apply_migrations(db, schema.name());
-  ensure_job_tables(db, schema.name(), {spec});
+  prepare_tables(db, schema.name(), spec);
   const std::string table = s + ".invoices";
   auto plan_of_probe = [&] {
     std::vector<std::string> keys;
@@ -517,8 +521,7 @@ TEST_CASE("a reader following the change cursor misses no committed change while
   TestSchema schema;
   PgConnection& db = schema.db();
   const JobSpec spec = things_spec();
-  apply_migrations(db, schema.name());
-  ensure_job_tables(db, schema.name(), {spec});
+  prepare_tables(db, schema.name(), spec);
   const std::string s = db.quote_ident(schema.name());
   auto things = [](std::initializer_list<int> ids, const char* modified) {
     std::string body = "{\"data\":[";
@@ -604,8 +607,7 @@ TEST_CASE("a table from before the change cursor gains it without a rewrite and 
   TestSchema schema;
   PgConnection& db = schema.db();
   const JobSpec spec = things_spec();
-  apply_migrations(db, schema.name());
-  ensure_job_tables(db, schema.name(), {spec});
+  prepare_tables(db, schema.name(), spec);
   const std::string s = db.quote_ident(schema.name());
   // As an older stsync left it: no change_xid, no index on it, a row already stored.
   db.exec(fmt::format("ALTER TABLE {}.things DROP COLUMN change_xid", s));
@@ -720,8 +722,7 @@ TEST_CASE("history keeps three versions of a row changed twice and marks its del
   TestSchema schema;
   PgConnection& db = schema.db();
   JobSpec spec = things_spec("history = true\n");
-  apply_migrations(db, schema.name());
-  ensure_job_tables(db, schema.name(), {spec});
+  prepare_tables(db, schema.name(), spec);
   HandRun run(db, schema.name(), spec);
   auto thing = [](int id, const char* amount, const char* modified) {
     return fmt::format(R"({{"data":[{{"id":{},"amount":"{}","modifiedOn":"{}"}}]}})", id, amount, modified);
