@@ -18,6 +18,9 @@ RateLimiter::RateLimiter(double requests_per_second, Clock& clock) : clock_(cloc
   }
 }
 
+RateLimiter::RateLimiter(size_t per_window, double window_seconds, Clock& clock)
+    : clock_(clock), per_window_(per_window), window_seconds_(window_seconds * 1.05 + 0.1) {}
+
 void RateLimiter::acquire() {
   std::unique_lock lock(mutex_);
   for (;;) {

@@ -121,6 +121,17 @@ HttpResponse ServiceTitanClient::get(const std::string& path_and_query, const st
   return perform_with_retries(req, what, true);
 }
 
+HttpResponse ServiceTitanClient::post_json(const std::string& path_and_query, const std::string& body,
+                                           const std::string& what) {
+  HttpRequest req;
+  req.method = "POST";
+  req.url = settings_.api_url + "/" + path_and_query;
+  req.headers = {"Content-Type: application/json"};
+  req.body = body;
+  log::debug("{}: POST {}", what, path_and_query);
+  return perform_with_retries(req, what, true);
+}
+
 void ServiceTitanClient::check_server_clock(const std::string& http_date, const std::string& what) const {
   const std::optional<Ticks> server = parse_http_date(http_date);
   if (!server) return;
@@ -225,6 +236,13 @@ void TenantSession::note_server_date(const std::string& http_date) {
   if (!date) return;
   std::lock_guard lock(clock_mutex_);
   if (!server_date_ || *date > *server_date_) server_date_ = date;
+}
+
+RateLimiter& TenantSession::report_limiter(std::int64_t report_id, int runs, double window_seconds) {
+  std::lock_guard lock(report_mutex_);
+  std::unique_ptr<RateLimiter>& slot = report_limiters_[report_id];
+  if (!slot) slot = std::make_unique<RateLimiter>(static_cast<size_t>(runs), window_seconds, clock_);
+  return *slot;
 }
 
 std::optional<Ticks> TenantSession::server_now() const {

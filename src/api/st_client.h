@@ -2,6 +2,7 @@
 // request budget, and the retry loop. One ServiceTitanClient per worker; TenantSession shared.
 #pragma once
 #include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -18,9 +19,12 @@ namespace stsync {
 class TenantSession {
  public:
   TenantSession(TenantConfig tenant, double requests_per_second, Clock& clock)
-      : tenant_(std::move(tenant)), limiter_(requests_per_second, clock) {}
+      : tenant_(std::move(tenant)), limiter_(requests_per_second, clock), clock_(clock) {}
   const TenantConfig& tenant() const { return tenant_; }
   RateLimiter& limiter() { return limiter_; }
+  /// The runs of one report (the Reporting API's limit per report and tenant: `runs` per
+  /// `window_seconds`), shared by every worker of the tenant; made on first use.
+  RateLimiter& report_limiter(std::int64_t report_id, int runs, double window_seconds);
   /// Every response's Date header: the server's clock, for list windows that must end in the
   /// server's past.
   void note_server_date(const std::string& http_date);
@@ -33,6 +37,9 @@ class TenantSession {
   friend class ServiceTitanClient;
   TenantConfig tenant_;
   RateLimiter limiter_;
+  Clock& clock_;
+  std::mutex report_mutex_;
+  std::map<std::int64_t, std::unique_ptr<RateLimiter>> report_limiters_;
   std::mutex token_mutex_;
   std::string token_;
   double token_refresh_at_ = 0;  // monotonic; ~60 s before expiry
@@ -51,6 +58,8 @@ class ServiceTitanClient {
   /// last retryable error once attempts or the job's retry budget are spent. `what` names the
   /// job and page for messages.
   HttpResponse get(const std::string& path_and_query, const std::string& what);
+  /// POSTs a JSON body (the Reporting API's data requests), like get() otherwise.
+  HttpResponse post_json(const std::string& path_and_query, const std::string& body, const std::string& what);
 
   /// The current token, fetching one if none is cached or `force` is set.
   std::string access_token(bool force);

@@ -19,7 +19,8 @@ struct Described {
 std::vector<Described> described_tables(const std::vector<JobSpec>& specs) {
   std::vector<Described> out;
   for (const JobSpec& spec : specs) {
-    if (!spec.enabled) continue;
+    // A report job's columns are its report's fields, known when it runs: not described here.
+    if (!spec.enabled || spec.report) continue;
     out.push_back({&spec, nullptr, job_table_shape(spec)});
     for (const ChildSpec& child : spec.children) out.push_back({&spec, &child, child_table_shape(spec, child)});
   }

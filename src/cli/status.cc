@@ -232,7 +232,13 @@ std::string render_jobs(const Settings& settings, bool json) {
   } catch (const Error&) {
     // Not reachable: the list is still useful without the last results.
   }
-  auto endpoint = [](const JobSpec& j) { return j.mode == SyncMode::export_feed ? j.export_path : j.list_path; };
+  auto endpoint = [](const JobSpec& j) {
+    if (j.report)
+      return fmt::format("reporting/v2/tenant/{{tenant}}/report-category/{}/reports/{}/data", j.report->category,
+                         j.report->id);
+    return j.mode == SyncMode::export_feed ? j.export_path : j.list_path;
+  };
+  auto mode_of = [](const JobSpec& j) { return j.report ? std::string("report") : std::string(mode_name(j.mode)); };
   std::string out;
   if (json) {
     out = "[";
@@ -242,7 +248,7 @@ std::string render_jobs(const Settings& settings, bool json) {
       append_json_string(out, j.name);
       out += ",\"table\":";
       append_json_string(out, j.table);
-      out += fmt::format(",\"mode\":\"{}\",\"key\":", mode_name(j.mode));
+      out += fmt::format(",\"mode\":\"{}\",\"key\":", mode_of(j));
       append_json_string(out, key_description(j));
       out += ",\"parent\":";
       if (j.parent.empty()) out += "null";
@@ -273,7 +279,7 @@ std::string render_jobs(const Settings& settings, bool json) {
     auto it = last.find(j.name);
     std::string children;
     for (const ChildSpec& c : j.children) children += (children.empty() ? "" : ",") + c.table;
-    out += fmt::format(fmt::runtime(row_format), j.name, mode_name(j.mode), j.enabled ? "yes" : "no",
+    out += fmt::format(fmt::runtime(row_format), j.name, mode_of(j), j.enabled ? "yes" : "no",
                        cadence_text(j.every_seconds), cut(key_description(j), 24),
                        j.parent.empty() ? "-" : cut(j.parent, 24), children.empty() ? "-" : cut(children, 30),
                        it == last.end() ? "-" : it->second, endpoint(j));

@@ -15,6 +15,7 @@
 #include <toml++/toml.h>
 
 #include "errors.h"
+#include "report_spec.h"
 
 namespace stsync {
 namespace {
@@ -111,14 +112,15 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
       fail(fmt::format("config file {} cannot be read: {}", path, desc));
     fail(fmt::format("config file {} line {}: {}", path, e.source().begin.line, desc));
   }
-  check_keys(root, {"servicetitan", "database", "run", "tenants", "jobs"}, "the top level");
+  check_keys(root, {"servicetitan", "database", "run", "tenants", "jobs", "reports"}, "the top level");
   bool holds_secret = false;
   if (const toml::table* st = root["servicetitan"].as_table()) {
     check_keys(*st,
                {"environment", "auth_url", "api_url", "app_key", "requests_per_second",
                 "timeout_seconds", "connect_timeout_seconds", "max_attempts",
                 "retry_budget_seconds", "max_backoff_seconds", "list_safety_seconds",
-                "tls_verify", "ca_file", "max_response_mb", "max_json_depth", "max_clock_skew_seconds"},
+                "tls_verify", "ca_file", "max_response_mb", "max_json_depth", "max_clock_skew_seconds",
+                "report_runs", "report_window_seconds"},
                "[servicetitan]");
     read(*st, "environment", s.environment, "servicetitan");
     read(*st, "auth_url", s.auth_url, "servicetitan");
@@ -142,6 +144,10 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
       s.max_response_bytes = static_cast<std::int64_t>(*max_mb * (1 << 20));
     }
     read(*st, "max_json_depth", s.max_json_depth, "servicetitan");
+    read(*st, "report_runs", s.report_runs, "servicetitan");
+    read(*st, "report_window_seconds", s.report_window_seconds, "servicetitan");
+    if (s.report_runs < 1 || !(s.report_window_seconds > 0))
+      fail("config: servicetitan.report_runs must be at least 1 and report_window_seconds above 0");
     holds_secret |= !s.app_key.empty();
   }
   if (const toml::table* db = root["database"].as_table()) {
@@ -209,6 +215,15 @@ void load_file(const std::string& path, Settings& s, std::vector<std::string>& w
       if (o.page_size && (*o.page_size < 1 || *o.page_size > 5000))
         fail(fmt::format("config: {}.page_size must be 1..5000", key_where));
       s.jobs[std::string(name.str())] = o;
+    }
+  }
+  if (const toml::node* reports = root.get("reports")) {
+    const toml::array* list = reports->as_array();
+    if (list == nullptr) fail("config: reports must be [[reports]] entries");
+    for (const toml::node& n : *list) {
+      const toml::table* r = n.as_table();
+      if (r == nullptr) fail("config: every [[reports]] entry must be a table");
+      s.reports.push_back(parse_report_job(*r, fmt::format("config: [[reports]] #{}", s.reports.size() + 1)));
     }
   }
   struct stat st {};
@@ -447,6 +462,11 @@ Settings load_settings(const std::optional<std::string>& path, const EnvLookup& 
 
 std::vector<JobSpec> resolve_jobs(const Settings& settings) {
   std::vector<JobSpec> specs = load_job_specs(settings.jobs_dir);
+  for (const JobSpec& report : settings.reports) {
+    if (std::any_of(specs.begin(), specs.end(), [&](const JobSpec& j) { return j.name == report.name; }))
+      fail(fmt::format("config: [[reports]] {} has the name of another job: give it a name of its own", report.name));
+    specs.push_back(report);
+  }
   for (const auto& [name, o] : settings.jobs) {
     if (std::none_of(specs.begin(), specs.end(), [&](const JobSpec& j) { return j.name == name; }))
       fail(fmt::format("config: [jobs.{}] names no job{} (`stsync jobs` lists them)", name,

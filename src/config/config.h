@@ -77,6 +77,11 @@ struct Settings {
   std::string ca_file;
   std::string log_level = "info";
   std::map<std::string, JobOptions> jobs;
+  std::vector<JobSpec> reports;  // [[reports]]: report jobs declared in the config
+  // The Reporting API's own limit: this many runs of one report per window, per tenant (the
+  // developer portal: 5 a minute). Runs wait for it rather than meet a 429.
+  int report_runs = 5;
+  double report_window_seconds = 60;
 };
 
 /// Reads an environment variable; the seam that tests replace.

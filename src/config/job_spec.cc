@@ -1,4 +1,5 @@
 #include "job_spec.h"
+#include "report_spec.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -148,6 +149,7 @@ std::optional<int> parse_duration(std::string_view text) {
 }
 
 std::string key_description(const JobSpec& spec) {
+  if (spec.report) return "(report_day, position)";
   if (spec.key.empty()) return spec.parent.empty() ? "position" : "(parent, position)";
   auto dotted = [](const std::vector<std::string>& path) {
     std::string out;
@@ -207,6 +209,7 @@ JobSpec parse_job_spec(std::string_view text, const std::string& origin) {
   } catch (const toml::parse_error& e) {
     fail(origin, fmt::format("line {}: {}", e.source().begin.line, e.description()));
   }
+  if (t.contains("report_id")) return parse_report_job(t, "job file " + origin);
   check_keys(t,
              {"name", "table", "list_path", "export_path", "mode", "inactive_filter", "list_params", "list_floor", "page_size",
               "overlap_seconds", "include_recent_changes", "quarantine", "history", "raw_type", "columns", "children",

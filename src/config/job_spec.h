@@ -3,6 +3,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <cstdint>
 #include <vector>
 
 namespace stsync {
@@ -37,6 +38,20 @@ struct ChildSpec {
 /// How a list endpoint answers: {page, hasMore, data[]} ("paged"), {data[]} ("data"), or one
 /// object that is the record ("object").
 enum class ResponseShape { paged, data, object };
+
+/// A report job (ServiceTitan's Reporting API): one report of one category, read day by day from
+/// `start_date` to today, each run re-reading the last `lookback_days` days.
+struct ReportSpec {
+  std::string category;      // "technician"
+  std::int64_t id = 0;       // the report's id in its category
+  // Fixed parameters: name and value as JSON text ("true", "42", "\"x\"", "[1,2]").
+  std::vector<std::pair<std::string, std::string>> parameters;
+  // The day goes into one date parameter, or into a From/To pair (both the same day).
+  std::string date_parameter, from_parameter, to_parameter;
+  std::string start_date;    // "YYYY-MM-DD": the first day read
+  int lookback_days = 3;     // days before the first unread one that each run reads again
+  int page_size = 5000;      // rows per request (each request is one run of the report)
+};
 
 struct JobSpec {
   std::string name;          // "invoices"
@@ -104,6 +119,8 @@ struct JobSpec {
   static std::string with_query(const std::string& path, std::string parts);
   std::vector<ColumnSpec> columns;  // typed columns besides tenant_id, id, parent_id, modified_on, active, raw, deleted_at
   std::vector<ChildSpec> children;
+  std::optional<ReportSpec> report;  // set: a report job (the fields above about endpoints do not apply)
+  std::vector<std::int64_t> only_tenants;  // runs only for these tenants (empty: for every tenant)
 };
 
 /// "15m", "6h", "7d", "90s" or a bare number of seconds; nullopt when malformed or negative.

@@ -45,6 +45,16 @@ void add_typed(TableShape& s, const std::vector<ColumnSpec>& columns) {
   }
 }
 
+// The last columns of a table whose rows stsync writes whole: synced_at and the change cursor
+// (with its index's name).
+void add_written(TableShape& s, const std::string& synced_description) {
+  TableColumn synced_at = column("synced_at", "timestamptz", Role::database, true, synced_description);
+  synced_at.default_sql = "now()";
+  s.columns.push_back(synced_at);
+  s.columns.push_back(change_column());
+  s.change_index_name = (s.table + "_change_idx").substr(0, 63);
+}
+
 }  // namespace
 
 std::vector<TableColumn> TableShape::row_columns() const {
@@ -125,12 +135,7 @@ TableShape child_table_shape(const JobSpec& spec, const ChildSpec& child) {
   s.columns.push_back(column("position", "integer", Role::key, true, "stsync: the element's position in the array (1 for the first)"));
   add_typed(s, child.columns);
   s.columns.push_back(column("raw", "jsonb", Role::record, true, "The whole element as the API sent it"));
-  TableColumn synced_at = column("synced_at", "timestamptz", Role::database, true,
-                                 "stsync: start of the transaction that last wrote the row (not a change cursor: see change_xid)");
-  synced_at.default_sql = "now()";
-  s.columns.push_back(synced_at);
-  s.columns.push_back(change_column());
-  s.change_index_name = (child.table + "_change_idx").substr(0, 63);
+  add_written(s, "stsync: start of the transaction that last wrote the row (not a change cursor: see change_xid)");
   s.primary_key = {"tenant_id", "parent_id", "position"};
   return s;
 }
@@ -159,6 +164,48 @@ TableShape history_table_shape(const JobSpec& spec) {
   s.index_name = (s.table + "_row_idx").substr(0, 63);
   s.change_index_name = (s.table + "_change_idx").substr(0, 63);
   return s;
+}
+
+TableShape report_table_shape(const JobSpec& spec, const std::vector<ReportColumn>& fields) {
+  TableShape s;
+  s.table = spec.table;
+  s.description = spec.description + ". Written by stsync job " + spec.name +
+                  "; a day's rows are replaced as a whole (sync_report_days says when).";
+  s.columns.push_back(column("tenant_id", "bigint", Role::key, true, "stsync: the ServiceTitan tenant the row belongs to"));
+  s.columns.push_back(column("report_day", "date", Role::key, true,
+                             "stsync: the day the report was run for (its date parameter(s))"));
+  s.columns.push_back(column("position", "integer", Role::key, true,
+                             "stsync: the row's position in the report's answer for that day (1 for the first)"));
+  for (const ReportColumn& f : fields)
+    s.columns.push_back(column(f.name, f.sql_type, Role::typed, false,
+                               (f.label.empty() ? f.field : f.label) + " (report field " + f.field + ")"));
+  add_written(s, "stsync: start of the transaction that stored the day's rows");
+  s.primary_key = {"tenant_id", "report_day", "position"};
+  return s;
+}
+
+std::string report_column_name(std::string_view field) {
+  std::string name;
+  for (char c : snake_case(field)) {
+    const bool word = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+    if (!word && (c < 'A' || c > 'Z')) c = '_';
+    if (c == '_' && (name.empty() || name.back() == '_')) continue;
+    name.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c);
+  }
+  while (!name.empty() && name.back() == '_') name.pop_back();
+  if (name.empty() || (name[0] >= '0' && name[0] <= '9')) name = "field_" + name;
+  name = column_name_for(name);
+  for (const char* own : {"tenant_id", "report_day", "position", "synced_at", "change_xid"})
+    if (name == own) name += "_value";
+  return name.substr(0, 63);
+}
+
+std::string report_column_type(std::string_view data_type) {
+  if (data_type == "String") return "text";
+  if (data_type == "Number") return "numeric";
+  if (data_type == "Boolean") return "boolean";
+  if (data_type == "Date") return "date";
+  return "text";
 }
 
 std::vector<std::string> staging_columns(const JobSpec& spec) {

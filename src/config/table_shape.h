@@ -58,6 +58,23 @@ TableShape child_table_shape(const JobSpec& spec, const ChildSpec& child);
 /// version_id (the key); indexed by (tenant_id, id, valid_from).
 TableShape history_table_shape(const JobSpec& spec);
 
+/// A report's output field as a column of its report table.
+struct ReportColumn {
+  std::string field;     // the report's field name ("CompletedJobs")
+  std::string name;      // the column ("completed_jobs")
+  std::string sql_type;  // from the field's declared type (report_column_type)
+  std::string label;     // the field's label (the column's COMMENT)
+};
+/// A report job's table: tenant_id, report_day, position (the key: a day's rows in the order the
+/// report gave them), one column per field, synced_at, change_xid.
+TableShape report_table_shape(const JobSpec& spec, const std::vector<ReportColumn>& fields);
+/// The column of a report field: snake_case of its name, letters, digits and _ only, with
+/// "_value" after a reserved keyword or a name of stsync's own columns.
+std::string report_column_name(std::string_view field);
+/// The column type of a declared field type: String → text, Number → numeric, Boolean →
+/// boolean, Date → date; anything else (Time, unknown) → text.
+std::string report_column_type(std::string_view data_type);
+
 /// The staging table's columns, in COPY order: the job table's row columns (tenant_id, id,
 /// [parent_id,] the typed columns, modified_on, active, raw), then ordinal.
 std::vector<std::string> staging_columns(const JobSpec& spec);

@@ -132,6 +132,15 @@ std::map<std::pair<std::string, std::string>, std::string> live_rows(PgConnectio
   return rows;
 }
 
+std::map<std::string, std::int64_t> report_rows_read(PgConnection& db, const std::string& schema, const std::string& job) {
+  PgResult r = db.exec(fmt::format("SELECT tenant_id, sum(rows) FROM {}.sync_report_days WHERE job = $1 GROUP BY 1",
+                                   db.quote_ident(schema)),
+                       {job});
+  std::map<std::string, std::int64_t> out;
+  for (int i = 0; i < r.rows(); ++i) out[r.get(i, 0)] = r.get_int(i, 1);
+  return out;
+}
+
 // Records in quarantine (not stored by a later retry) per (job, tenant).
 std::map<std::pair<std::string, std::string>, std::int64_t> quarantined(PgConnection& db, const std::string& schema) {
   const std::string s = db.quote_ident(schema);

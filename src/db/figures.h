@@ -41,6 +41,8 @@ std::vector<JobFigures> read_figures(PgConnection& db, const std::string& schema
                                      std::optional<std::int64_t> tenant = std::nullopt);
 
 /// Live rows (deleted_at not set) per (job, tenant) of `jobs`: one count per job table.
+/// A report job's rows as the report gave them for the days stored (sync_report_days), per tenant.
+std::map<std::string, std::int64_t> report_rows_read(PgConnection& db, const std::string& schema, const std::string& job);
 std::map<std::pair<std::string, std::string>, std::string> live_rows(PgConnection& db, const Settings& settings,
                                                                       const std::set<std::string>& jobs,
                                                                       std::optional<std::int64_t> tenant);

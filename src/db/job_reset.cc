@@ -24,8 +24,11 @@ ResetResult reset_job_states(PgConnection& db, const std::string& schema, const 
       result.busy.push_back(name);
       continue;
     }
+    // A report job's stored days go too: the next run rewrites every day, also those whose
+    // numbers did not change (a reset is how a table edited by hand is made right again).
     if (apply)
-      db.exec(fmt::format("UPDATE {}.sync_state SET export_token = NULL, watermark = NULL, complete_through = NULL, "
+      db.exec(fmt::format("WITH days AS (DELETE FROM {0}.sync_report_days WHERE tenant_id = $1 AND job = $2) "
+                          "UPDATE {0}.sync_state SET export_token = NULL, watermark = NULL, complete_through = NULL, "
                           "list_cursor = NULL, list_pass_start = NULL, list_pass_field = NULL, reconciled_at = NULL, "
                           "updated_at = now() WHERE tenant_id = $1 AND job = $2",
                           s),

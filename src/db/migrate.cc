@@ -183,6 +183,10 @@ void ensure_history(PgConnection& db, const std::string& schema, const JobSpec& 
 
 }  // namespace
 
+void ensure_table_shape(PgConnection& db, const std::string& schema, const TableShape& shape) {
+  ensure_table(db, schema, shape);
+}
+
 std::map<std::string, std::string> ensure_job_tables(PgConnection& db, const std::string& schema,
                                                      const std::vector<JobSpec>& specs) {
   std::map<std::string, std::string> failed;
@@ -190,6 +194,7 @@ std::map<std::string, std::string> ensure_job_tables(PgConnection& db, const std
   lock_schema(db, schema);
   {
     for (const JobSpec& spec : specs) {
+      if (spec.report) continue;  // a report job's table follows the report's fields (ReportRun)
       // One savepoint per job: a table that is busy fails that job only.
       db.exec("SAVEPOINT job_table");
       try {

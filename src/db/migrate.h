@@ -6,6 +6,7 @@
 
 #include "job_spec.h"
 #include "pg.h"
+#include "table_shape.h"
 
 namespace stsync {
 
@@ -21,5 +22,10 @@ int apply_migrations(PgConnection& db, const std::string& schema);
 /// lock_timeout (another session holds it), with the message; those jobs must not run.
 std::map<std::string, std::string> ensure_job_tables(PgConnection& db, const std::string& schema,
                                                      const std::vector<JobSpec>& specs);
+
+/// Creates the table of `shape` if missing and adds the columns it lacks (the catalog read first:
+/// an existing table with every column is not locked; a missing column is added within
+/// lock_timeout, else PgError(db_fault)). In the caller's transaction.
+void ensure_table_shape(PgConnection& db, const std::string& schema, const TableShape& shape);
 
 }  // namespace stsync

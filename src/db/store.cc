@@ -1,4 +1,5 @@
 #include "store.h"
+#include "run_record.h"
 
 #include <fmt/format.h>
 
@@ -238,21 +239,7 @@ JobState JobStore::load_state() {
 }
 
 std::int64_t JobStore::begin_run(SyncMode mode) {
-  const Params key = {std::to_string(tenant_), spec_.name};
-  db_.exec(fmt::format("UPDATE {}.sync_runs SET outcome = 'interrupted', finished_at = now(), "
-                       "error = 'the process ended before the run finished' "
-                       "WHERE tenant_id = $1 AND job = $2 AND outcome = 'running'",
-                       sql_.schema),
-           key);
-  PgResult r = db_.exec(fmt::format("INSERT INTO {}.sync_runs (tenant_id, job, mode) "
-                                    "VALUES ($1, $2, $3) RETURNING run_id",
-                                    sql_.schema),
-                        {std::to_string(tenant_), spec_.name, std::string(mode_name(mode))});
-  const std::int64_t run_id = r.get_int(0, 0);
-  db_.exec(fmt::format("UPDATE {}.sync_state SET last_run_id = $3 WHERE tenant_id = $1 AND job = $2",
-                       sql_.schema),
-           {std::to_string(tenant_), spec_.name, std::to_string(run_id)});
-  return run_id;
+  return open_run_record(db_, sql_.schema, tenant_, spec_.name, mode_name(mode));
 }
 
 bool JobStore::copy_direct(const ParsedPage& page) {
@@ -558,36 +545,7 @@ std::int64_t JobStore::mark_deleted(const std::vector<std::string>& ids, const J
 
 void JobStore::finish_run(std::int64_t run_id, std::string_view outcome, const std::string& error,
                           const RunCounters& counters) {
-  const bool succeeded = outcome == "succeeded";
-  Transaction tx(db_);
-  {
-    db_.exec(fmt::format("UPDATE {}.sync_runs SET finished_at = now(), outcome = $2, error = $3, requests = $4, "
-                         "throttled = $5, retries = $6 WHERE run_id = $1",
-                         sql_.schema),
-             {std::to_string(run_id), std::string(outcome),
-              succeeded ? std::nullopt : std::optional<std::string>(error), std::to_string(counters.requests),
-              std::to_string(counters.throttled), std::to_string(counters.retries)});
-    if (succeeded) {
-      db_.exec(fmt::format("UPDATE {}.sync_state SET last_success_at = now(), last_error = NULL, "
-                           "last_error_at = NULL, not_permitted_at = NULL WHERE tenant_id = $1 AND job = $2",
-                           sql_.schema),
-               {std::to_string(tenant_), spec_.name});
-    } else if (outcome == "not_permitted") {
-      // Not a failure of the data or the services: the tenant's app lacks the scope.
-      db_.exec(fmt::format("UPDATE {}.sync_state SET not_permitted_at = now(), last_error = $3, last_error_at = now() "
-                           "WHERE tenant_id = $1 AND job = $2",
-                           sql_.schema),
-               {std::to_string(tenant_), spec_.name, error});
-    } else if (outcome != "interrupted") {
-      // A stop (SIGTERM, Ctrl-C, --max-run-time) is not an error: the run's row says why it
-      // ended, and the job's standing error, if any, stays what it was.
-      db_.exec(fmt::format("UPDATE {}.sync_state SET last_error = $3, last_error_at = now() "
-                           "WHERE tenant_id = $1 AND job = $2",
-                           sql_.schema),
-               {std::to_string(tenant_), spec_.name, error});
-    }
-  }
-  tx.commit();
+  close_run_record(db_, sql_.schema, tenant_, spec_.name, run_id, outcome, error, counters);
 }
 
 }  // namespace stsync

@@ -33,6 +33,7 @@ std::optional<std::string> backfill_field(const std::optional<std::string>& enco
 }  // namespace
 
 std::string why_no_backfill(const JobSpec& spec, SyncMode mode, bool until) {
+  if (spec.report) return "a report job reads days: --full-refresh reads every day from its start_date again";
   if (!spec.parent.empty())
     return "a per-parent job has no date filter (each parent's listing is read whole): use --reconcile";
   if (mode == SyncMode::full_listing) return "its endpoint has no date filter: every run reads it whole already";

@@ -52,7 +52,9 @@ std::vector<std::string> check_connectivity(const Settings& settings, const Chec
     // its own endpoint needs a parent id.
     std::vector<const JobSpec*> jobs;
     for (const JobSpec& spec : all)
-      if (t.jobs.empty() ? spec.enabled : std::find(t.jobs.begin(), t.jobs.end(), spec.name) != t.jobs.end())
+      if ((t.jobs.empty() ? spec.enabled : std::find(t.jobs.begin(), t.jobs.end(), spec.name) != t.jobs.end()) &&
+          (spec.only_tenants.empty() ||
+           std::find(spec.only_tenants.begin(), spec.only_tenants.end(), t.id) != spec.only_tenants.end()))
         jobs.push_back(&spec);
     int tenant_permitted = 0, tenant_denied = 0;
     for (const JobSpec* spec : jobs) {
@@ -64,12 +66,18 @@ std::vector<std::string> check_connectivity(const Settings& settings, const Chec
       }
       // The endpoint the job reads, asked as the job asks it (an export-mode job's export: some
       // list endpoints refuse a request without filters the job never needs).
+      // A report job: its description (a run of the report would spend one of its 5 a minute).
       const bool exports = spec->mode == SyncMode::export_feed && !spec->export_path.empty();
-      std::string path = tenant_path(exports ? spec->export_path : spec->list_path, t.id);
-      if (exports) path += "?includeRecentChanges=false";
+      std::string path;
+      if (spec->report)
+        path = fmt::format("reporting/v2/tenant/{}/report-category/{}/reports/{}", t.id,
+                           url_encode(spec->report->category), spec->report->id);
+      else if (exports)
+        path = tenant_path(spec->export_path, t.id) + "?includeRecentChanges=false";
       else
-        path = JobSpec::with_query(path, spec->list_query_prefix() +
-                                             (spec->response == ResponseShape::paged ? spec->paging(1, 1, false) : ""));
+        path = JobSpec::with_query(tenant_path(spec->list_path, t.id),
+                                   spec->list_query_prefix() +
+                                       (spec->response == ResponseShape::paged ? spec->paging(1, 1, false) : ""));
       try {
         client.get(path, fmt::format("job {} tenant {} probe", spec->name, t.id));
         ++tenant_permitted;

@@ -23,6 +23,8 @@
 #include "fleet_store.h"
 #include "migrate.h"
 #include "store.h"
+#include "report_run.h"
+#include "report_store.h"
 #include "stop.h"
 
 namespace stsync {
@@ -227,6 +229,11 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
         return it != since.end() && it->second < j->every_seconds;
       });
     }
+    // A report job declared for some tenants only runs for those.
+    std::erase_if(jobs, [&](const JobSpec* j) {
+      return !j->only_tenants.empty() &&
+             std::find(j->only_tenants.begin(), j->only_tenants.end(), tenant) == j->only_tenants.end();
+    });
     for (const JobSpec* j : jobs) w.phases[j->parent.empty() ? 0 : 1].push_back(j);
     return w;
   };
@@ -332,9 +339,15 @@ RunSummary run_jobs(const Settings& settings, const RunOptions& options, Clock& 
       } else {
         try {
           if (!db || !db->healthy()) db = connect(settings);
-          JobStore store(*db, settings.schema, *task->spec, w.session->tenant().id, job_options.full_refresh);
-          JobRun runner(settings, *task->spec, *w.session, transport, store, clock, job_options);
-          result = runner.run();
+          if (task->spec->report) {
+            ReportStore store(*db, settings.schema, *task->spec, w.session->tenant().id);
+            ReportRun runner(settings, *task->spec, *w.session, transport, store, clock, job_options);
+            result = runner.run();
+          } else {
+            JobStore store(*db, settings.schema, *task->spec, w.session->tenant().id, job_options.full_refresh);
+            JobRun runner(settings, *task->spec, *w.session, transport, store, clock, job_options);
+            result = runner.run();
+          }
         } catch (const Error& e) {
           result.outcome = JobOutcome::failed;
           result.error_kind = e.kind();
