@@ -76,6 +76,22 @@ client_secret = "sandbox-secret-1001"
 id = 9007199254740993
 client_id = "sandbox-client-9007199254740993"
 client_secret = "sandbox-secret-9007199254740993"
+
+# A report job (README, "Reports"): the sandbox's technician performance report, day by day from
+# three days ago, for tenant 1001. The Reporting API allows 5 runs of a report a minute: a first
+# run of a year would take 73 minutes, so the demo starts recently.
+[[reports]]
+name = "technician_performance"
+category = "technician"
+report_id = 2001
+from_parameter = "From"
+to_parameter = "To"
+start_date = "$(date -u -d '3 days ago' +%F)"
+lookback_days = 2
+every = "6h"
+tenants = [1001]
+[reports.parameters]
+IncludeInactive = true
 TOML
 
 stsync_log "syncing from the sandbox at $sandbox_url"
@@ -91,6 +107,8 @@ stsync run exited with $rc.
 Query the data:   psql "host=127.0.0.1 port=$STSYNC_PG_PORT user=stsync dbname=stsync" -c 'SELECT count(*) FROM servicetitan.invoices'
 Every job:        build/stsync --config $config status --by-job    (or --failed, --stale, --tenant ID)
 Job files:        build/stsync --config $config jobs
+The report job:   psql "host=127.0.0.1 port=$STSYNC_PG_PORT user=stsync dbname=stsync" -c 'SELECT report_day, count(*), sum(revenue) FROM servicetitan.report_technician_performance GROUP BY 1 ORDER BY 1'
+Reports to add:   build/stsync --config $config reports    (and: reports describe CATEGORY ID)
 Run again:        build/stsync --config $config run     (incremental; or rerun this script)
 Make changes:     curl -d '' '$sandbox_url/_sandbox/changes?tenant=1001&resource=invoices&n=50'
                   curl -d '' '$sandbox_url/_sandbox/clock?advance_seconds=960'

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 #include "support.h"
 #include "table_shape.h"
@@ -136,11 +137,12 @@ std::int64_t count_of(const std::string& text, const std::string& what) {
 
 }  // namespace
 
-TEST_CASE("a 30-day report backfill stores exactly the sandbox's rows for each day and never runs the report past its limit",
+TEST_CASE("a 30-day report backfill stores exactly the sandbox's rows for each day and never runs the report past its limit and verify agrees",
           "[reports]") {
   ReportSetup t("runs=5&window_ms=1500", 29, 2, 5, 1.5);
   auto& [sandbox, schema, today, start, config, env] = t;
-  ProcessResult r = run_report(config, env);
+  const std::string metrics = config + ".prom";
+  ProcessResult r = run_stsync({"run", "--config", config, "--jobs", kJob, "--metrics-file", metrics}, env);
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   CHECK(sandbox.stat(kTenantA, "report_runs") == 30);   // one run a day (a day fits a page)
@@ -153,6 +155,30 @@ TEST_CASE("a 30-day report backfill stores exactly the sandbox's rows for each d
       {kJob});
   CHECK(state.get(0, 0) == days_before(today, 1));  // today and yesterday are read again next time
   CHECK(state.get(0, 1) == "succeeded");
+  // status and the metrics count the report job like any other.
+  const std::int64_t rows =
+      schema.db().exec(fmt::format("SELECT count(*) FROM {}.{}", schema.name(), kTable)).get_int(0, 0);
+  ProcessResult status = run_stsync({"status", "--config", config, "--job", kJob, "--json"}, env);
+  INFO(status.out);
+  CHECK(status.out.find(fmt::format("\"rows\":{},", rows)) != std::string::npos);
+  CHECK(status.out.find("\"stale\":false") != std::string::npos);
+  CHECK(status.out.find("\"state_in_future\":false") != std::string::npos);
+  std::ifstream prom(metrics);
+  const std::string text((std::istreambuf_iterator<char>(prom)), std::istreambuf_iterator<char>());
+  CHECK(text.find(fmt::format("stsync_rows_inserted_total{{tenant=\"{}\",job=\"{}\"}} {}", kTenantA, kJob, rows)) !=
+        std::string::npos);
+  std::filesystem::remove(metrics);
+  // verify counts the table against what the report gave for the stored days (no request).
+  ProcessResult equal = run_stsync({"verify", "--config", config, "--jobs", kJob}, env);
+  INFO(equal.out << equal.err);
+  CHECK(equal.exit_code == 0);
+  CHECK(equal.out.find(" equal (a report job") != std::string::npos);
+  schema.db().exec(fmt::format("DELETE FROM {}.{} WHERE report_day = $1::date AND position = 1", schema.name(), kTable),
+                   {start});
+  ProcessResult differ = run_stsync({"verify", "--config", config, "--jobs", kJob}, env);
+  INFO(differ.out);
+  CHECK(differ.exit_code == 1);
+  CHECK(differ.out.find("MISMATCH") != std::string::npos);
 }
 
 TEST_CASE("a second report run reads only the lookback days again and stores their restated numbers", "[reports]") {

@@ -11,6 +11,8 @@
 #include "page_parser.h"
 #include "pg.h"
 #include "rate_limiter.h"
+#include "report_run.h"
+#include "table_shape.h"
 #include "retry.h"
 #include "scheduler.h"
 #include "st_client.h"
@@ -658,4 +660,76 @@ TEST_CASE("settings at the edges of their real ranges are refused with the range
   CHECK(session_options(edge).statement_timeout_ms == 2147483000);
   CHECK(session_options(edge).lock_timeout_ms == 1);
   CHECK(load_settings(std::nullopt, fake_env({}), warnings).max_clock_skew_seconds == 300);
+}
+
+TEST_CASE("a report job reads from its start date then from where it got to less the lookback through today",
+          "[unit][reports]") {
+  ReportSpec r;
+  r.start_date = "2026-11-01";
+  r.lookback_days = 3;
+  const std::vector<std::string> first = report_days(r, std::nullopt, "2026-11-05", false);
+  CHECK(first == std::vector<std::string>{"2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05"});
+  // complete through the 20th (every day before it read once it was over): the 17th to today.
+  CHECK(report_days(r, "2026-11-20", "2026-11-21", false) ==
+        std::vector<std::string>{"2026-11-17", "2026-11-18", "2026-11-19", "2026-11-20", "2026-11-21"});
+  CHECK(report_days(r, "2026-11-02", "2026-11-03", false).front() == "2026-11-01");  // never before the start
+  CHECK(report_days(r, "2026-11-20", "2026-11-21", true).front() == "2026-11-01");   // a full refresh: all
+  CHECK(report_days(r, std::nullopt, "2026-10-30", false).empty());                   // a start in the future
+  // A day counts as complete once it is over everywhere: never past yesterday (UTC).
+  CHECK(complete_through_after("2026-11-03", "2026-11-21") == "2026-11-04");
+  CHECK(complete_through_after("2026-11-20", "2026-11-21") == "2026-11-20");
+  CHECK(complete_through_after("2026-11-21", "2026-11-21") == "2026-11-20");
+  CHECK(complete_through_after("2026-12-31", "2027-01-02") == "2027-01-01");
+}
+
+TEST_CASE("a report's field changes are named one by one and its fields become plain column names",
+          "[unit][reports]") {
+  CHECK(field_changes("A:String;B:Number", "A:String;B:Number").empty());
+  CHECK(field_changes("A:String;B:Number;C:Boolean", "A:String;B:String;D:Date") ==
+        std::vector<std::string>{"field B changed from Number to String: its column holds text from now on",
+                                 "field D (Date) added: a new column",
+                                 "field C removed: its column stays, empty (NULL) from now on"});
+  CHECK(fields_signature({{"Revenue", "Revenue", "Number"}, {"Name", "Name", "String"}}) == "Revenue:Number;Name:String");
+  CHECK(report_column_name("CompletedJobs") == "completed_jobs");
+  CHECK(report_column_name("Revenue ($)") == "revenue");
+  CHECK(report_column_name("Order") == "order_value");       // a reserved keyword
+  CHECK(report_column_name("Position") == "position_value");  // one of stsync's own columns
+  CHECK(report_column_name("2ndVisit") == "field_2nd_visit");
+  CHECK(report_column_type("Number") == "numeric");
+  CHECK(report_column_type("Boolean") == "boolean");
+  CHECK(report_column_type("Date") == "date");
+  CHECK(report_column_type("String") == "text");
+  CHECK(report_column_type("Time") == "text");
+  CHECK(report_column_type("Currency?") == "text");
+}
+
+TEST_CASE("a report job's declaration is checked key by key with a message that says what to write",
+          "[unit][reports][config]") {
+  const std::string base = "name='tech'\ncategory='technician'\nreport_id=2001\nstart_date='2026-11-01'\n";
+  const JobSpec ok = parse_job_spec(base + "from_parameter='From'\nto_parameter='To'\nlookback_days=5\nevery='6h'\n"
+                                           "tenants=[1001]\n[parameters]\nIncludeInactive=true\nIds=[1,2]\nName='a\"b'\n",
+                                    "tech.toml");
+  REQUIRE(ok.report);
+  CHECK(ok.table == "report_tech");
+  CHECK(ok.report->id == 2001);
+  CHECK(ok.report->lookback_days == 5);
+  CHECK(ok.every_seconds == 6 * 3600);
+  CHECK(ok.only_tenants == std::vector<std::int64_t>{1001});
+  CHECK(ok.report->parameters ==
+        std::vector<std::pair<std::string, std::string>>{{"Ids", "[1,2]"}, {"IncludeInactive", "true"}, {"Name", "\"a\\\"b\""}});
+  CHECK_THROWS_WITH(parse_job_spec(base, "tech.toml"), Catch::Contains("either date_parameter"));
+  CHECK_THROWS_WITH(parse_job_spec(base + "date_parameter='D'\nfrom_parameter='From'\nto_parameter='To'\n", "t.toml"),
+                    Catch::Contains("either date_parameter"));
+  CHECK_THROWS_WITH(parse_job_spec(base + "from_parameter='From'\n", "t.toml"), Catch::Contains("either date_parameter"));
+  CHECK_THROWS_WITH(parse_job_spec(base + "date_parameter='D'\nlookbak_days=2\n", "t.toml"),
+                    Catch::Contains("unknown key 'lookbak_days'"));
+  CHECK_THROWS_WITH(parse_job_spec("name='t'\ncategory='c'\nreport_id=1\nstart_date='11/01/2026'\ndate_parameter='D'\n",
+                                   "t.toml"),
+                    Catch::Contains("must be a date, YYYY-MM-DD"));
+  CHECK_THROWS_WITH(parse_job_spec(base + "date_parameter='D'\n[parameters]\nD='2026-01-01'\n", "t.toml"),
+                    Catch::Contains("the date stsync fills in"));
+  CHECK_THROWS_WITH(parse_job_spec("name='Tech Jobs'\ncategory='c'\nreport_id=1\nstart_date='2026-11-01'\n"
+                                   "date_parameter='D'\n",
+                                   "t.toml"),
+                    Catch::Contains("lower case letters"));
 }
