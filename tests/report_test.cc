@@ -246,6 +246,8 @@ TEST_CASE("a field the report's owner adds becomes a column and one removed stay
   CHECK(count_of(second.err, "field Tips (Number) added") == 1);
   CHECK(count_of(second.err, "field Active removed") == 1);
   CHECK(count_of(second.err, "field Revenue changed from Number to String") == 1);
+  // The retyped column became text from the description, before any value met it.
+  CHECK(count_of(second.err, "where the report declares") == 0);
   CHECK(count_of(second.err, fmt::format("tenant {} report technician/{}", kTenantA, kReport)) >= 3);
   PgResult types = schema.db().exec(
       "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a WHERE a.attrelid = "
