@@ -105,9 +105,12 @@ void check_days_exact(TestSchema& schema, TestSandbox& sandbox, const std::strin
   CHECK(differences.empty());
   // Each day stored once, with the rows its record says.
   PgResult r = schema.db().exec(
-      fmt::format("SELECT count(*) FILTER (WHERE d.rows IS DISTINCT FROM t.n), count(*) FROM {0}.sync_report_days d "
-                  "FULL JOIN (SELECT report_day, count(*) AS n FROM {0}.{1} GROUP BY 1) t ON t.report_day = d.day",
-                  schema.name(), kTable));
+      fmt::format("SELECT count(*) FILTER (WHERE d.rows IS DISTINCT FROM t.n), count(*) FROM "
+                  "(SELECT day, rows FROM {0}.sync_report_days WHERE day BETWEEN $1::date AND $2::date) d FULL JOIN "
+                  "(SELECT report_day, count(*) AS n FROM {0}.{1} WHERE report_day BETWEEN $1::date AND $2::date "
+                  "GROUP BY 1) t ON t.report_day = d.day",
+                  schema.name(), kTable),
+      {first, last});
   CHECK(r.get_int(0, 0) == 0);
   CHECK(r.get_int(0, 1) == days);
 }
@@ -315,4 +318,32 @@ TEST_CASE("a report the tenant may not read answers 403 and is recorded as not p
   PgResult employees = schema.db().exec(
       fmt::format("SELECT count(*) FROM {}.sync_runs WHERE job = 'employees' AND outcome = 'succeeded'", schema.name()));
   CHECK(employees.get_int(0, 0) == 1);
+}
+
+TEST_CASE("a value that does not fit its field's declared type turns that column into text once and nothing is lost",
+          "[reports]") {
+  ReportSetup t("runs=5&window_ms=1000", 3, 1, 5, 1.0);
+  auto& [sandbox, schema, today, start, config, env] = t;
+  REQUIRE(run_report(config, env).exit_code == 0);
+  // The report still declares CompletedJobs a Number, but sends text ("Completed jobs 12").
+  sandbox.admin("report-fields", fmt::format("tenant={}&report={}&sends=CompletedJobs:String", kTenantA, kReport));
+  ProcessResult second = run_report(config, env);
+  INFO(second.err);
+  REQUIRE(second.exit_code == 0);
+  CHECK(count_of(second.err, "field CompletedJobs sent \"Completed jobs") == 1);  // once, with the value
+  CHECK(count_of(second.err, "column completed_jobs holds text from now on") == 1);
+  PgResult type = schema.db().exec(
+      "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a WHERE a.attrelid = to_regclass($1) "
+      "AND a.attname = 'completed_jobs'",
+      {schema.name() + "." + kTable});
+  CHECK(type.get(0, 0) == "text");
+  // The days read again hold the text; the older ones their numbers, now as text.
+  check_days_exact(schema, sandbox, days_before(today, 2), today);
+  PgResult older = schema.db().exec(
+      fmt::format("SELECT count(*) FILTER (WHERE completed_jobs ~ '^[0-9.]+$'), count(*) FROM {}.{} "
+                  "WHERE report_day = $1::date",
+                  schema.name(), kTable),
+      {start});
+  CHECK(older.get_int(0, 0) == older.get_int(0, 1));
+  CHECK(older.get_int(0, 1) > 0);
 }

@@ -133,8 +133,10 @@ void Server::handle_admin(const httplib::Request& req, httplib::Response& res) {
     ++export_token_epoch_;
     res.set_content(R"({"status":"ok"})", kJson);
   } else if (what == "report-fields" && tenant && req.method == "POST") {
-    // The report's owner adds (add=Name:Type) or removes (remove=Name) a field.
-    if (!reports_.change_fields(*tenant, parse_int(param("report")).value_or(0), param("add"), param("remove")))
+    // The report's owner adds (add=Name:Type) or removes (remove=Name) a field; sends=Name:Type:
+    // the field's values are of another type than it declares.
+    if (!reports_.change_fields(*tenant, parse_int(param("report")).value_or(0), param("add"), param("remove"),
+                                param("sends")))
       return send_problem(res, 404, "Unknown report");
     res.set_content(R"({"status":"ok"})", kJson);
   } else if (what == "report-restate" && tenant && req.method == "POST") {

@@ -27,10 +27,11 @@ ReportParameter date_parameter(const char* name, const char* label) { return {na
 // other columns' values as they were.
 std::string cell(const ReportField& f, std::uint64_t day_seed, int row, const std::string& day) {
   Rng rng(mix_seed(day_seed, text_hash(f.name) + static_cast<std::uint64_t>(row)));
-  if (f.type == "Number") return fmt::format("{}.{:02}", rng.below(250000), rng.below(100));
-  if (f.type == "Boolean") return rng.chance(0.5) ? "true" : "false";
-  if (f.type == "Date") return "\"" + day + "T00:00:00\"";
-  if (f.type == "Time") return fmt::format("\"{:02}:{:02}:00\"", rng.below(24), rng.below(60));
+  const std::string& type = f.sends.empty() ? f.type : f.sends;
+  if (type == "Number") return fmt::format("{}.{:02}", rng.below(250000), rng.below(100));
+  if (type == "Boolean") return rng.chance(0.5) ? "true" : "false";
+  if (type == "Date") return "\"" + day + "T00:00:00\"";
+  if (type == "Time") return fmt::format("\"{:02}:{:02}:00\"", rng.below(24), rng.below(60));
   std::string text = fmt::format("{} {}", f.label, 1 + rng.below(40));
   std::string out;
   append_json_string(out, text);
@@ -101,7 +102,8 @@ std::vector<std::string> ReportBook::day_rows(std::int64_t tenant, const ReportD
   return out;
 }
 
-bool ReportBook::change_fields(std::int64_t tenant, std::int64_t id, const std::string& add, const std::string& remove) {
+bool ReportBook::change_fields(std::int64_t tenant, std::int64_t id, const std::string& add, const std::string& remove,
+                               const std::string& sends) {
   const auto def = std::find_if(builtin().begin(), builtin().end(), [&](const ReportDefinition& r) { return r.id == id; });
   if (def == builtin().end()) return false;
   std::lock_guard lock(mutex_);
@@ -114,7 +116,12 @@ bool ReportBook::change_fields(std::int64_t tenant, std::int64_t id, const std::
     const std::string name = add.substr(0, colon);
     const std::string type = colon == std::string::npos ? "String" : add.substr(colon + 1);
     std::erase_if(fields, [&](const ReportField& f) { return f.name == name; });  // a type change
-    fields.push_back({name, name, type});
+    fields.push_back({name, name, type, {}});
+  }
+  if (!sends.empty()) {
+    const size_t colon = sends.find(':');
+    for (ReportField& f : fields)
+      if (f.name == sends.substr(0, colon)) f.sends = colon == std::string::npos ? "String" : sends.substr(colon + 1);
   }
   return true;
 }

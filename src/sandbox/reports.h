@@ -16,6 +16,7 @@ namespace stsync::sandbox {
 
 struct ReportField {
   std::string name, label, type;  // type: String, Number, Boolean, Date, Time
+  std::string sends;              // the type its values really have, when not the declared one
 };
 struct ReportParameter {
   std::string name, label, type;
@@ -39,8 +40,10 @@ class ReportBook {
   std::optional<ReportDefinition> report(std::int64_t tenant, const std::string& category, std::int64_t id) const;
   /// The rows of one day ("YYYY-MM-DD"), each a JSON array in the order of the current fields.
   std::vector<std::string> day_rows(std::int64_t tenant, const ReportDefinition& report, const std::string& day) const;
-  /// A field added ("Name:Type") or removed by the report's owner.
-  bool change_fields(std::int64_t tenant, std::int64_t id, const std::string& add, const std::string& remove);
+  /// A field added ("Name:Type") or removed by the report's owner; `sends` ("Name:Type"): a field
+  /// whose values are of another type than it declares (the API's declared types are unreliable).
+  bool change_fields(std::int64_t tenant, std::int64_t id, const std::string& add, const std::string& remove,
+                     const std::string& sends = {});
   /// The day's numbers change (late payments, edits): the next read of that day differs.
   void restate(std::int64_t tenant, std::int64_t id, const std::string& day);
   /// Counts a run of the report; false (and the seconds until one is allowed) past the limit.
