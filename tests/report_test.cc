@@ -347,3 +347,27 @@ TEST_CASE("a value that does not fit its field's declared type turns that column
   CHECK(older.get_int(0, 0) == older.get_int(0, 1));
   CHECK(older.get_int(0, 1) > 0);
 }
+
+TEST_CASE("a report run past --max-run-time stops between days and the next run goes on from the first day not stored",
+          "[reports]") {
+  ReportSetup t("runs=5&window_ms=1000", 14, 1, 5, 1.0);
+  auto& [sandbox, schema, today, start, config, env] = t;
+  ProcessResult first = run_stsync({"run", "--config", config, "--jobs", kJob, "--max-run-time", "1s"}, env);
+  INFO(first.err);
+  CHECK(first.exit_code == 0);
+  CHECK(first.err.find("--max-run-time of 1 s reached before this day") != std::string::npos);
+  PgResult run = schema.db().exec(
+      fmt::format("SELECT r.outcome, (SELECT count(*) FROM {0}.sync_report_days), s.complete_through::date::text "
+                  "FROM {0}.sync_runs r JOIN {0}.sync_state s USING (tenant_id, job)",
+                  schema.name()));
+  CHECK(run.get(0, 0) == "interrupted");
+  const std::int64_t stored = run.get_int(0, 1);
+  CHECK(stored >= 1);
+  CHECK(stored < 15);
+  // Every day before complete_through was stored, none after it: the stop fell between days.
+  CHECK(run.get(0, 2) == days_before(start, -static_cast<int>(stored)));
+  ProcessResult second = run_report(config, env);
+  INFO(second.err);
+  REQUIRE(second.exit_code == 0);
+  check_days_exact(schema, sandbox, start, today);
+}
