@@ -64,12 +64,13 @@ std::string normalized(simdjson::dom::element v) {
 }
 
 // Differences between the table's rows of `day` and the sandbox's rows of that day now.
-std::vector<std::string> day_differences(TestSchema& schema, TestSandbox& sandbox, const std::string& day) {
+std::vector<std::string> day_differences(TestSchema& schema, TestSandbox& sandbox, const std::string& day,
+                                         std::int64_t report = kReport, const std::string& table = kTable) {
   const std::string truth =
-      sandbox.admin("report-truth", fmt::format("tenant={}&report={}&day={}", kTenantA, kReport, day), false);
+      sandbox.admin("report-truth", fmt::format("tenant={}&report={}&day={}", kTenantA, report, day), false);
   PgResult stored = schema.db().exec(
       fmt::format("SELECT to_jsonb(t)::text FROM {}.{} t WHERE tenant_id = $1 AND report_day = $2::date ORDER BY position",
-                  schema.name(), kTable),
+                  schema.name(), table),
       {std::to_string(kTenantA), day});
   simdjson::dom::parser truth_parser, row_parser;
   simdjson::dom::element doc = truth_parser.parse(truth);
@@ -370,4 +371,24 @@ TEST_CASE("a report run past --max-run-time stops between days and the next run 
   INFO(second.err);
   REQUIRE(second.exit_code == 0);
   check_days_exact(schema, sandbox, start, today);
+}
+
+TEST_CASE("a report of one day per request takes the day in its single date parameter", "[reports]") {
+  TestSandbox sandbox;
+  TestSchema schema;
+  const std::string today = sandbox_today(sandbox), start = days_before(today, 2);
+  const std::string config = write_temp_file(fmt::format(
+      "[[reports]]\nname = \"invoice_totals\"\ncategory = \"operations\"\nreport_id = 1002\n"
+      "date_parameter = \"Date\"\nstart_date = \"{}\"\nlookback_days = 0\n",
+      start));
+  ProcessResult r = run_report(config, stsync_env(sandbox, schema, kTenantA), "invoice_totals");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(sandbox.stat(kTenantA, "report_runs") == 3);
+  for (const std::string& day : {start, days_before(today, 1), today}) {
+    const std::vector<std::string> differences = day_differences(schema, sandbox, day, 1002, "report_invoice_totals");
+    INFO(day << ": " << (differences.empty() ? "-" : differences.front()));
+    CHECK(differences.empty());
+  }
+  std::filesystem::remove(config);
 }

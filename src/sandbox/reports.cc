@@ -49,6 +49,10 @@ const std::vector<ReportDefinition>& ReportBook::builtin() {
        {{"BusinessUnit", "Business unit", "String"}, {"Revenue", "Revenue", "Number"}, {"CompletedJobs", "Completed jobs", "Number"},
         {"Day", "Day", "Date"}},
        40},
+      {"operations", "Operations", 1002, "Daily invoice totals", "Invoices and their total for one day",
+       {date_parameter("Date", "Date")},
+       {{"BusinessUnit", "Business unit", "String"}, {"Invoices", "Invoices", "Number"}, {"Total", "Total", "Number"}},
+       12},
       {"technician", "Technician", 2001, "Technician performance", "Jobs, revenue and hours per technician",
        {date_parameter("From", "From"), date_parameter("To", "To"), {"IncludeInactive", "Include inactive", "Boolean", false, false}},
        {{"Technician", "Technician", "String"}, {"CompletedJobs", "Completed jobs", "Number"}, {"Revenue", "Revenue", "Number"},
@@ -284,7 +288,11 @@ void Server::handle_report(const httplib::Request& req, httplib::Response& res) 
     if (p.required && !values.count(p.name))
       return send_problem(res, 400, "One or more validation errors occurred.", p.name,
                           fmt::format("The parameter {} is required.", p.name));
-  const std::optional<Ticks> from = parse_timestamp(values["From"]), to = parse_timestamp(values["To"]);
+  // A report of one day takes a Date; the others a From/To pair.
+  const bool one_day = std::any_of(report->parameters.begin(), report->parameters.end(),
+                                   [](const ReportParameter& p) { return p.name == "Date"; });
+  const std::optional<Ticks> from = parse_timestamp(values[one_day ? "Date" : "From"]),
+                             to = parse_timestamp(values[one_day ? "Date" : "To"]);
   if (!from || !to || *to < *from)
     return send_problem(res, 400, "One or more validation errors occurred.", "To", "To must be a date on or after From.");
   std::vector<std::string> rows;
