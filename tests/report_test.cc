@@ -319,6 +319,11 @@ TEST_CASE("a report the tenant may not read answers 403 and is recorded as not p
   PgResult employees = schema.db().exec(
       fmt::format("SELECT count(*) FROM {}.sync_runs WHERE job = 'employees' AND outcome = 'succeeded'", schema.name()));
   CHECK(employees.get_int(0, 0) == 1);
+  // check asks for the report's description (no run of the report) and names the refusal.
+  ProcessResult check = run_stsync({"check", "--config", config}, env);
+  INFO(check.out);
+  CHECK(check.out.find(fmt::format("DENY  tenant {} job {}: not permitted (403)", kTenantA, kJob)) != std::string::npos);
+  CHECK(sandbox.stat(kTenantA, "report_runs") == 0);
 }
 
 TEST_CASE("a value that does not fit its field's declared type turns that column into text once and nothing is lost",
