@@ -226,25 +226,8 @@ TEST_CASE("the request budget per tenant holds under retries with several jobs a
 }
 
 TEST_CASE("PostgreSQL restarted mid-run: the job reconnects and the end state equals the truth", "[faults][db]") {
-  const std::string dir = fmt::format("/tmp/stsync-restart-pg-{}", getpid());
-  const std::string script = std::string(STSYNC_SOURCE_DIR) + "/tests/pg_cluster.sh";
-  const std::string log = dir + ".log";  // the cluster script's own words, shown on failure
-  auto script_log = [&] {
-    std::ifstream in(log);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  };
-  FILE* f = popen((script + " start " + dir + " 26100 2>" + log).c_str(), "r");
-  REQUIRE(f);
-  char buf[32] = {};
-  const bool started = std::fgets(buf, sizeof buf, f) != nullptr;
-  pclose(f);
-  INFO("cluster script: " << script_log());
-  REQUIRE(started);
-  const std::string url = fmt::format("host=127.0.0.1 port={} user=stsync dbname=stsync", std::atoi(buf));
-  struct Cleanup {
-    std::string cmd;
-    ~Cleanup() { std::system(cmd.c_str()); }
-  } cleanup{script + " stop " + dir + "; rm -f " + dir + ".log"};
+  PrivateCluster cluster("restart", 26100);
+  const std::string& url = cluster.url();
 
   auto o = TestSandbox::default_options(2000, 20);
   o.export_batch = 25;
@@ -253,10 +236,10 @@ TEST_CASE("PostgreSQL restarted mid-run: the job reconnects and the end state eq
   auto env = with_env(fast_env(sandbox, naming), {{"DATABASE_URL", url}, {"STSYNC_REQUESTS_PER_SECOND", "40"}});
   Process p({STSYNC_BINARY, "run", "--jobs", "invoices"}, env);
   REQUIRE(sandbox.wait_for_records_served(kTenantA, 400));
-  const int restarted = std::system((script + " restart " + dir + " 2>>" + log + " >&2").c_str());
+  const bool restarted = cluster.restart();
   ProcessResult r = p.wait();
-  INFO("cluster script: " << script_log());
-  REQUIRE(restarted == 0);
+  INFO("cluster script: " << cluster.log());
+  REQUIRE(restarted);
   INFO(r.err);
   CHECK(r.exit_code == 0);
   CHECK(r.err.find("reconnecting") != std::string::npos);

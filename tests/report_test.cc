@@ -5,7 +5,9 @@
 #include <simdjson.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <unistd.h>
 #include <filesystem>
 #include <fstream>
 
@@ -64,13 +66,14 @@ std::string normalized(simdjson::dom::element v) {
 }
 
 // Differences between the table's rows of `day` and the sandbox's rows of that day now.
-std::vector<std::string> day_differences(TestSchema& schema, TestSandbox& sandbox, const std::string& day,
-                                         std::int64_t report = kReport, const std::string& table = kTable) {
+std::vector<std::string> day_differences(PgConnection& db, const std::string& schema, TestSandbox& sandbox,
+                                         const std::string& day, std::int64_t report = kReport,
+                                         const std::string& table = kTable) {
   const std::string truth =
       sandbox.admin("report-truth", fmt::format("tenant={}&report={}&day={}", kTenantA, report, day), false);
-  PgResult stored = schema.db().exec(
+  PgResult stored = db.exec(
       fmt::format("SELECT to_jsonb(t)::text FROM {}.{} t WHERE tenant_id = $1 AND report_day = $2::date ORDER BY position",
-                  schema.name(), table),
+                  schema, table),
       {std::to_string(kTenantA), day});
   simdjson::dom::parser truth_parser, row_parser;
   simdjson::dom::element doc = truth_parser.parse(truth);
@@ -96,24 +99,34 @@ std::vector<std::string> day_differences(TestSchema& schema, TestSandbox& sandbo
   return out;
 }
 
-void check_days_exact(TestSchema& schema, TestSandbox& sandbox, const std::string& first, const std::string& last) {
+std::vector<std::string> day_differences(TestSchema& schema, TestSandbox& sandbox, const std::string& day,
+                                         std::int64_t report = kReport, const std::string& table = kTable) {
+  return day_differences(schema.db(), schema.name(), sandbox, day, report, table);
+}
+
+void check_days_exact(PgConnection& db, const std::string& schema, TestSandbox& sandbox, const std::string& first,
+                      const std::string& last) {
   std::vector<std::string> differences;
   int days = 0;
   for (std::string day = first; day <= last; day = days_before(day, -1), ++days)
-    for (std::string& d : day_differences(schema, sandbox, day)) differences.push_back(std::move(d));
+    for (std::string& d : day_differences(db, schema, sandbox, day)) differences.push_back(std::move(d));
   INFO(fmt::format("{} difference(s) over {} days, first: {}", differences.size(), days,
                    differences.empty() ? "-" : differences.front()));
   CHECK(differences.empty());
   // Each day stored once, with the rows its record says.
-  PgResult r = schema.db().exec(
+  PgResult r = db.exec(
       fmt::format("SELECT count(*) FILTER (WHERE d.rows IS DISTINCT FROM t.n), count(*) FROM "
                   "(SELECT day, rows FROM {0}.sync_report_days WHERE day BETWEEN $1::date AND $2::date) d FULL JOIN "
                   "(SELECT report_day, count(*) AS n FROM {0}.{1} WHERE report_day BETWEEN $1::date AND $2::date "
                   "GROUP BY 1) t ON t.report_day = d.day",
-                  schema.name(), kTable),
+                  schema, kTable),
       {first, last});
   CHECK(r.get_int(0, 0) == 0);
   CHECK(r.get_int(0, 1) == days);
+}
+
+void check_days_exact(TestSchema& schema, TestSandbox& sandbox, const std::string& first, const std::string& last) {
+  check_days_exact(schema.db(), schema.name(), sandbox, first, last);
 }
 
 // A sandbox whose report allows `limit` ("runs=5&window_ms=1000"), a schema, and a config whose
@@ -396,4 +409,37 @@ TEST_CASE("a report of one day per request takes the day in its single date para
     CHECK(differences.empty());
   }
   std::filesystem::remove(config);
+}
+
+TEST_CASE("a report backfill through transient API faults stores every day exactly", "[reports][fault]") {
+  ReportSetup t("runs=5&window_ms=1000", 11, 1, 5, 1.0);
+  auto& [sandbox, schema, today, start, config, env] = t;
+  // One request in four meets a 5xx, a 429, a reset or cut connection or a slow answer.
+  sandbox.admin("faults", "rate=0.25&seed=11&slow_ms=200");
+  ProcessResult r = run_report(config, with_env(env, {{"STSYNC_TIMEOUT_SECONDS", "5"}}));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(sandbox.admin("stats", "", false).find("\"faults_injected\":0") == std::string::npos);
+  check_days_exact(schema, sandbox, start, today);
+  PgResult run = schema.db().exec(fmt::format("SELECT retries FROM {}.sync_runs WHERE job = $1", schema.name()), {kJob});
+  CHECK(run.get_int(0, 0) > 0);
+}
+
+TEST_CASE("PostgreSQL restarted in the middle of a report backfill: the run reconnects and every day is exact",
+          "[reports][fault][db]") {
+  PrivateCluster cluster("report-restart", 26140);
+  const std::string& url = cluster.url();
+  ReportSetup t("runs=5&window_ms=1000", 19, 1, 5, 1.0);
+  auto& [sandbox, schema, today, start, config, env] = t;  // `schema` only names the schema
+  Process run({STSYNC_BINARY, "run", "--config", config, "--jobs", kJob}, with_env(env, {{"DATABASE_URL", url}}));
+  REQUIRE(sandbox.wait_for_stat(kTenantA, "report_runs", 6));
+  const bool restarted = cluster.restart();
+  INFO("cluster script: " << cluster.log());
+  REQUIRE(restarted);
+  ProcessResult r = run.wait();
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("reconnecting") != std::string::npos);
+  PgConnection db(url);
+  check_days_exact(db, db.quote_ident(schema.name()), sandbox, start, today);
 }

@@ -464,3 +464,33 @@ bool stalled(TestSchema& schema) {
 }
 
 }  // namespace stsync::test
+
+namespace stsync::test {
+
+PrivateCluster::PrivateCluster(const std::string& name, int port)
+    : dir_(fmt::format("/tmp/stsync-{}-pg-{}", name, getpid())),
+      script_(std::string(STSYNC_SOURCE_DIR) + "/tests/pg_cluster.sh") {
+  FILE* f = popen(fmt::format("{} start {} {} 2>{}.log", script_, dir_, port, dir_).c_str(), "r");
+  REQUIRE(f);
+  char buf[32] = {};
+  const bool started = std::fgets(buf, sizeof buf, f) != nullptr;
+  pclose(f);
+  INFO("cluster script: " << log());
+  REQUIRE(started);
+  url_ = fmt::format("host=127.0.0.1 port={} user=stsync dbname=stsync", std::atoi(buf));
+}
+
+PrivateCluster::~PrivateCluster() {
+  std::system(fmt::format("{} stop {}; rm -f {}.log", script_, dir_, dir_).c_str());
+}
+
+bool PrivateCluster::restart() {
+  return std::system(fmt::format("{} restart {} 2>>{}.log >&2", script_, dir_, dir_).c_str()) == 0;
+}
+
+std::string PrivateCluster::log() const {
+  std::ifstream in(dir_ + ".log");
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+}  // namespace stsync::test

@@ -132,6 +132,22 @@ void release_stall(TestSchema& schema);
 /// True while an stsync session sleeps in a stalled statement of `schema`.
 bool stalled(TestSchema& schema);
 
+/// A PostgreSQL cluster of a test's own (tests/pg_cluster.sh), for tests that restart it; stopped
+/// and removed at the end.
+class PrivateCluster {
+ public:
+  PrivateCluster(const std::string& name, int port);
+  ~PrivateCluster();
+  const std::string& url() const { return url_; }
+  /// Restarts the cluster (a fast shutdown: every session is cut); true when it is back.
+  bool restart();
+  /// The cluster script's own words so far (for a failing test's message).
+  std::string log() const;
+
+ private:
+  std::string dir_, script_, url_;
+};
+
 /// Writes `text` to a fresh temporary file (mode 0600) and returns its path.
 std::string write_temp_file(const std::string& text, const std::string& suffix = ".toml");
 

@@ -199,6 +199,10 @@ void Server::handle_report(const httplib::Request& req, httplib::Response& res) 
       return send_problem(res, 400, "One or more validation errors occurred.", v->field, v->message);
   const bool data = m[6].matched;
   if (data != (req.method == "POST")) return send_problem(res, 405, "Method Not Allowed");
+  // The transient faults (5xx, 429, a cut or reset connection, a slow answer) as on every other
+  // route; the data faults are the resources' pages' (a report's answer is served as it is).
+  std::optional<FaultKind> data_fault;
+  if (inject_fault(res, data_fault)) return;
   const std::int64_t page = req.has_param("page") ? parse_int(req.get_param_value("page")).value_or(1) : 1;
   const std::int64_t page_size =
       req.has_param("pageSize") ? parse_int(req.get_param_value("pageSize")).value_or(50) : 50;
