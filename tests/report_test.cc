@@ -38,12 +38,13 @@ std::string days_before(const std::string& day, int n) {
 
 // A config with the technician report job from `start`, and the report's limit scaled down to
 // `runs` per `window` seconds (the sandbox is told the same by the test).
-std::string report_config(const std::string& start, int lookback, int runs, double window) {
+std::string report_config(const std::string& start, int lookback, int runs, double window,
+                          const std::string& more = "") {
   return write_temp_file(fmt::format("[servicetitan]\nreport_runs = {}\nreport_window_seconds = {}\n\n"
                                      "[[reports]]\nname = \"{}\"\ncategory = \"technician\"\nreport_id = {}\n"
                                      "from_parameter = \"From\"\nto_parameter = \"To\"\nstart_date = \"{}\"\n"
-                                     "lookback_days = {}\n[reports.parameters]\nIncludeInactive = true\n",
-                                     runs, window, kJob, kReport, start, lookback));
+                                     "lookback_days = {}\n{}[reports.parameters]\nIncludeInactive = true\n",
+                                     runs, window, kJob, kReport, start, lookback, more));
 }
 
 ProcessResult run_report(const std::string& config, const std::map<std::string, std::string>& env,
@@ -136,11 +137,12 @@ struct ReportSetup {
   TestSchema schema;
   std::string today, start, config;
   std::map<std::string, std::string> env;
-  ReportSetup(const std::string& limit, int days_back, int lookback, int runs, double window) {
+  ReportSetup(const std::string& limit, int days_back, int lookback, int runs, double window,
+              const std::string& more = "") {
     if (!limit.empty()) sandbox.admin("report-limit", limit);
     today = sandbox_today(sandbox);
     start = days_before(today, days_back);
-    config = report_config(start, lookback, runs, window);
+    config = report_config(start, lookback, runs, window, more);
     env = stsync_env(sandbox, schema, kTenantA);
   }
   ~ReportSetup() { std::filesystem::remove(config); }
@@ -442,4 +444,19 @@ TEST_CASE("PostgreSQL restarted in the middle of a report backfill: the run reco
   CHECK(r.err.find("reconnecting") != std::string::npos);
   PgConnection db(url);
   check_days_exact(db, db.quote_ident(schema.name()), sandbox, start, today);
+}
+
+TEST_CASE("a day larger than a page is read page by page within the run limit and stored whole", "[reports]") {
+  ReportSetup t("runs=5&window_ms=1000", 4, 1, 5, 1.0, "page_size = 400\n");
+  auto& [sandbox, schema, today, start, config, env] = t;
+  ProcessResult r = run_report(config, env);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  check_days_exact(schema, sandbox, start, today);
+  // Every page is a run of the report: as many runs as pages of 400, and none past the limit.
+  PgResult pages = schema.db().exec(
+      fmt::format("SELECT sum((rows + 399) / 400), max(rows) FROM {}.sync_report_days", schema.name()));
+  CHECK(sandbox.stat(kTenantA, "report_runs") == pages.get_int(0, 0));
+  CHECK(pages.get_int(0, 1) > 400);  // at least one day took several pages
+  CHECK(sandbox.stat(kTenantA, "report_throttled") == 0);
 }

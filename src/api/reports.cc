@@ -54,7 +54,7 @@ std::vector<ReportSummary> category_reports(ServiceTitanClient& client, std::int
   each_item(client, fmt::format("reporting/v2/tenant/{}/report-category/{}/reports", tenant, url_encode(category)),
             fmt::format("tenant {} reports of category {}", tenant, category), [&](simdjson::dom::object o) {
               std::int64_t id = 0;
-              (void)o["id"].get(id);
+              if (o["id"].get(id) != simdjson::SUCCESS) id = 0;  // a report without an id: listed as 0
               out.push_back({id, text_of(o, "name"), text_of(o, "description")});
             });
   return out;
@@ -69,7 +69,7 @@ ReportDescription describe_report(ServiceTitanClient& client, std::int64_t tenan
   try {
     simdjson::dom::parser parser;
     simdjson::dom::object doc = parser.parse(r.body).get_object();
-    (void)doc["id"].get(out.id);
+    if (doc["id"].get(out.id) != simdjson::SUCCESS) out.id = id;
     out.name = text_of(doc, "name");
     out.description = text_of(doc, "description");
     for (simdjson::dom::object p : doc["parameters"].get_array())

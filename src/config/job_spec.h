@@ -50,7 +50,7 @@ struct ReportSpec {
   std::string date_parameter, from_parameter, to_parameter;
   std::string start_date;    // "YYYY-MM-DD": the first day read
   int lookback_days = 3;     // days before the first unread one that each run reads again
-  int page_size = 5000;      // rows per request (each request is one run of the report)
+  int page_size = 25000;     // rows per request (each request is one run of the report; the API's maximum)
 };
 
 struct JobSpec {
