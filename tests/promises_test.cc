@@ -660,6 +660,8 @@ TEST_CASE("stsync reports lists a tenant's report categories and reports and des
   CHECK(described.out.find("  From                     Date     required  (From)") != std::string::npos);
   CHECK(described.out.find("  IncludeInactive          Boolean  optional  (Include inactive)") != std::string::npos);
   CHECK(described.out.find("  Revenue                  Number   (Revenue)") != std::string::npos);
+  CHECK(described.out.find("[[reports]]\nname = \"technician_performance\"\ncategory = \"technician\"\nreport_id = 2001\n"
+                           "from_parameter = \"From\"\nto_parameter = \"To\"\n") != std::string::npos);
   ProcessResult unknown = run_stsync({"reports", "describe", "technician", "999"}, env);
   CHECK(unknown.exit_code != 0);
   CHECK(unknown.err.find("404") != std::string::npos);

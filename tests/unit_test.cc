@@ -12,6 +12,7 @@
 #include "pg.h"
 #include "rate_limiter.h"
 #include "report_run.h"
+#include "reports_view.h"
 #include "table_shape.h"
 #include "retry.h"
 #include "scheduler.h"
@@ -732,4 +733,33 @@ TEST_CASE("a report job's declaration is checked key by key with a message that 
                                    "date_parameter='D'\n",
                                    "t.toml"),
                     Catch::Contains("lower case letters"));
+}
+
+TEST_CASE("reports describe suggests a report job that parses, with the report's dates as the days stsync fills",
+          "[unit][reports]") {
+  ReportDescription d;
+  d.id = 2001;
+  d.name = "Technician performance";
+  d.parameters = {{"From", "From", "Date", true, false},
+                  {"To", "To", "Date", true, false},
+                  {"IncludeInactive", "Include inactive", "Boolean", false, false},
+                  {"BusinessUnitIds", "Business units", "Number", true, true}};
+  const std::string job = suggest_report_job("technician", d, "2026-11-01");
+  CHECK(job.find("from_parameter = \"From\"\nto_parameter = \"To\"\n") != std::string::npos);
+  CHECK(job.find("# IncludeInactive = false") != std::string::npos);  // optional: commented out
+  CHECK(job.find("\nBusinessUnitIds = [0]   # Number list, required: set it") != std::string::npos);
+  // As a job file (the same keys), it parses.
+  std::string as_file = job.substr(job.find('\n') + 1);
+  as_file.replace(as_file.find("[reports.parameters]"), 20, "[parameters]");
+  const JobSpec spec = parse_job_spec(as_file, "suggested.toml");
+  REQUIRE(spec.report);
+  CHECK(spec.name == "technician_performance");
+  CHECK(spec.report->from_parameter == "From");
+  CHECK(spec.report->parameters == std::vector<std::pair<std::string, std::string>>{{"BusinessUnitIds", "[0]"}});
+  d.parameters = {{"Date", "Day", "Date", true, false}};
+  CHECK(suggest_report_job("operations", d, "2026-11-01").find("date_parameter = \"Date\"\n") != std::string::npos);
+  d.parameters = {{"Created", "Created", "Date", true, false}, {"Completed", "Completed", "Date", true, false}};
+  const std::string unclear = suggest_report_job("operations", d, "2026-11-01");
+  CHECK(unclear.find("# date_parameter") != std::string::npos);
+  CHECK(unclear.find("do not say which opens the range") != std::string::npos);
 }

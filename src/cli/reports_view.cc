@@ -6,6 +6,8 @@
 #include "reports.h"
 #include "scheduler.h"
 #include "st_client.h"
+#include "table_shape.h"
+#include "timestamp.h"
 
 namespace stsync {
 namespace {
@@ -30,7 +32,56 @@ std::string json_text(const std::string& s) {
   return out;
 }
 
+// Lower case, for matching parameter names.
+std::string lower(std::string s) {
+  for (char& c : s)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return s;
+}
+
 }  // namespace
+
+std::string suggest_report_job(const std::string& category, const ReportDescription& report,
+                               const std::string& start_date) {
+  std::vector<const ReportInput*> dates;
+  for (const ReportInput& p : report.parameters)
+    if (p.type == "Date" && !p.is_array) dates.push_back(&p);
+  // Which of two dates opens the range: "From"/"Start…" (the other closes it).
+  auto opens = [](const ReportInput* p) {
+    const std::string n = lower(p->name);
+    return n.find("from") != std::string::npos || n.find("start") != std::string::npos;
+  };
+  const ReportInput* from = nullptr;
+  const ReportInput* to = nullptr;
+  if (dates.size() == 2 && opens(dates[0]) != opens(dates[1])) {
+    from = opens(dates[0]) ? dates[0] : dates[1];
+    to = opens(dates[0]) ? dates[1] : dates[0];
+  }
+  std::string out = "[[reports]]\n";
+  out += fmt::format("name = \"{}\"\ncategory = \"{}\"\nreport_id = {}\n", report_column_name(report.name), category,
+                     report.id);
+  if (from) {
+    out += fmt::format("from_parameter = \"{}\"\nto_parameter = \"{}\"\n", from->name, to->name);
+  } else if (dates.size() == 1) {
+    out += fmt::format("date_parameter = \"{}\"\n", dates[0]->name);
+  } else {
+    out += "# date_parameter = \"…\"   (or from_parameter and to_parameter): the report's day, filled in by stsync;";
+    out += dates.empty() ? " this report takes no date\n" : " its Date parameters do not say which opens the range\n";
+  }
+  out += fmt::format("start_date = \"{}\"\nlookback_days = 3\nevery = \"1d\"\n", start_date);
+  std::string fixed;
+  for (const ReportInput& p : report.parameters) {
+    if (&p == from || &p == to || (!from && dates.size() == 1 && &p == dates[0])) continue;
+    const std::string example = p.type == "Boolean" ? "false"
+                                : p.type == "Number" ? "0"
+                                                     : "\"\"";
+    fixed += fmt::format("{}{} = {}{}   # {}{}, {}\n", p.required ? "" : "# ", p.name, p.is_array ? "[" : "", example +
+                         (p.is_array ? "]" : ""), p.type, p.is_array ? " list" : "",
+                         p.required ? "required: set it" : "optional");
+  }
+  if (!fixed.empty()) out += "[reports.parameters]\n" + fixed;
+  return out;
+}
 
 std::string render_report_catalogue(const Settings& settings, std::optional<std::int64_t> tenant,
                                     const std::string& category, bool json) {
@@ -83,7 +134,10 @@ std::string render_report_description(const Settings& settings, std::optional<st
                          p.is_array ? ", a list" : "", p.label);
     out += "fields:\n";
     for (const ReportOutput& f : d.fields) out += fmt::format("  {:<24} {:<8} ({})\n", f.name, f.type, f.label);
-    return out;
+    // A job for it, ready to paste (README "Reports"), starting 30 days back.
+    const std::string start = format_timestamp(now_ticks() - 30LL * 86400 * kTicksPerSecond, 0).substr(0, 10);
+    return out + "\na report job for it (add to the config; README, \"Reports\"):\n" +
+           suggest_report_job(category, d, start);
   });
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "config.h"
+#include "reports.h"
 
 namespace stsync {
 
@@ -15,5 +16,11 @@ std::string render_report_catalogue(const Settings& settings, std::optional<std:
 /// One report's parameters and fields, as a table or JSON.
 std::string render_report_description(const Settings& settings, std::optional<std::int64_t> tenant,
                                       const std::string& category, std::int64_t id, bool json);
+
+/// A `[[reports]]` entry for the report, ready to paste: its Date parameter(s) as the ones stsync
+/// fills day by day (one → date_parameter; a From/To or Start/End pair → from/to_parameter), the
+/// other required parameters as lines to complete, the optional ones commented out.
+std::string suggest_report_job(const std::string& category, const ReportDescription& report,
+                               const std::string& start_date);
 
 }  // namespace stsync
