@@ -76,15 +76,17 @@ std::string JobRun::what(const std::string& page) const {
   return fmt::format("job {} tenant {} {}", spec_.name, session_.tenant().id, page);
 }
 
+JobResult skipped_run(JobResult result) {
+  log::event(log::Level::info, "job_skipped", {}, "job {} tenant {}: skipped, another run holds it", result.job,
+             result.tenant);
+  result.outcome = JobOutcome::skipped;
+  return result;
+}
+
 JobResult JobRun::run() {
   const log::JobContext context(spec_.name, session_.tenant().id);  // job and tenant as fields of JSON lines
   JobStorage& store = store_;
-  if (!store.try_lock()) {
-    log::event(log::Level::info, "job_skipped", {}, "job {} tenant {}: skipped, another run holds it", spec_.name,
-               session_.tenant().id);
-    result_.outcome = JobOutcome::skipped;
-    return result_;
-  }
+  if (!store.try_lock()) return skipped_run(result_);
   // Whatever ends the run (a result, an Error, any other exception): the job's temporary tables
   // are dropped and its lock released. The connection serves the next job: a session that kept
   // every job's ON COMMIT DELETE ROWS staging table would truncate all of them at every COMMIT.
@@ -162,12 +164,7 @@ JobResult JobRun::run() {
                 "the scope in ServiceTitan, or disable the job ([jobs.{}] enabled = false)",
                 spec_.name, session_.tenant().id, spec_.mode == SyncMode::export_feed ? spec_.export_path : spec_.list_path,
                 spec_.name);
-      if (run_id != 0 && store.connected()) {
-        try {
-          store.finish_run(run_id, "not_permitted", result_.error, run_counters());
-        } catch (const Error&) {
-        }
-      }
+      record_unsuccessful_run(store, run_id, "not_permitted", result_.error, run_counters(), what(""));
       return result_;
     }
     result_.outcome = e.kind() == ErrorKind::interrupted ? JobOutcome::interrupted : JobOutcome::failed;
@@ -207,23 +204,8 @@ JobResult JobRun::run() {
       log::event(log::Level::warn, "job_interrupted", so_far, "{}{}", result_.error, advice);
     else
       log::event(log::Level::error, "job_failed", so_far, "{}{}", result_.error, advice);
-    if (run_id != 0 && !store.connected()) {
-      // The connection broke (PostgreSQL went away): one attempt to record the failure as such,
-      // instead of the next run calling it "interrupted: the process ended".
-      try {
-        store.reconnect();
-      } catch (const Error&) {
-      }
-    }
-    if (run_id != 0 && store.connected()) {
-      try {
-        store.finish_run(run_id, e.kind() == ErrorKind::interrupted ? "interrupted" : "failed", result_.error,
-                         run_counters());
-      } catch (const Error& e2) {
-        log::warn("job {} tenant {}: could not record the failure: {}", spec_.name,
-                  session_.tenant().id, e2.what());
-      }
-    }
+    record_unsuccessful_run(store, run_id, e.kind() == ErrorKind::interrupted ? "interrupted" : "failed",
+                            result_.error, run_counters(), what(""));
   }
   result_.requests = client_.counters().requests.load();
   return result_;

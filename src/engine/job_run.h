@@ -14,6 +14,7 @@
 #include "retry.h"
 #include "st_client.h"
 #include "job_storage.h"
+#include "log.h"
 
 namespace stsync {
 
@@ -50,6 +51,31 @@ struct JobResult {
   std::int64_t requests = 0;  // API requests sent (every attempt)
   MergeCounts counts;
 };
+
+/// A run that found the job's lock held: logged (job_skipped) and returned as skipped.
+JobResult skipped_run(JobResult result);
+
+/// Records the outcome of a run that did not succeed, whatever the kind of job (`Store`: a
+/// JobStorage or a ReportStore). When the connection broke (PostgreSQL went away), one attempt
+/// to reconnect first, so that the next run does not call it "interrupted: the process ended".
+/// Never throws: a failure to record is logged naming `who`.
+template <typename Store>
+void record_unsuccessful_run(Store& store, std::int64_t run_id, std::string_view outcome, const std::string& error,
+                             const RunCounters& counters, const std::string& who) {
+  if (run_id == 0) return;
+  if (!store.connected()) {
+    try {
+      store.reconnect();
+    } catch (const Error&) {
+    }
+  }
+  if (!store.connected()) return;
+  try {
+    store.finish_run(run_id, outcome, error, counters);
+  } catch (const Error& e) {
+    log::warn("{}: could not record the outcome: {}", who, e.what());
+  }
+}
 
 class JobRun {
  public:

@@ -337,12 +337,7 @@ void ReportRun::commit_day(const ReportDay& day, bool unchanged, const ReportSta
 
 JobResult ReportRun::run() {
   const log::JobContext context(spec_.name, session_.tenant().id);
-  if (!store_.try_lock()) {
-    log::event(log::Level::info, "job_skipped", {}, "job {} tenant {}: skipped, another run holds it", spec_.name,
-               session_.tenant().id);
-    result_.outcome = JobOutcome::skipped;
-    return result_;
-  }
+  if (!store_.try_lock()) return skipped_run(result_);
   struct Unlock {
     ReportStore& store;
     ~Unlock() { store.unlock(); }
@@ -412,21 +407,9 @@ JobResult ReportRun::run() {
                  {{"pages", result_.pages}, {"inserted", result_.counts.inserted}}, "{}; {}", result_.error,
                  "the days stored so far are committed with the job's state: the next run resumes at the first day "
                  "not stored");
-    if (run_id != 0 && !store_.connected()) {
-      try {
-        store_.reconnect();
-      } catch (const Error&) {
-      }
-    }
-    if (run_id != 0 && store_.connected()) {
-      try {
-        store_.finish_run(run_id,
-                          denied ? "not_permitted" : e.kind() == ErrorKind::interrupted ? "interrupted" : "failed",
-                          result_.error, run_counters());
-      } catch (const Error& e2) {
-        log::warn("{}: could not record the outcome: {}", what(""), e2.what());
-      }
-    }
+    record_unsuccessful_run(store_, run_id,
+                            denied ? "not_permitted" : e.kind() == ErrorKind::interrupted ? "interrupted" : "failed",
+                            result_.error, run_counters(), what(""));
   }
   result_.requests = client_.counters().requests.load();
   return result_;
